@@ -4,6 +4,7 @@
 #ifndef BATON_SAMPLER_H
 #define BATON_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "status.h"
@@ -29,9 +30,22 @@ void baton_rng_seed(baton_rng *rng, uint64_t seed);
 /* Uniform in [0, 1) with 24 bits, exactly representable as float. */
 float baton_rng_uniform(baton_rng *rng);
 
-/* Returns the chosen token. counts (may be NULL) holds how often each token was generated so far.
- * scratch must hold 2 * n_vocab floats. logits are not modified. */
+/* Bytes of scratch that baton_sample needs for n_vocab tokens. */
+size_t baton_sample_scratch_bytes(int32_t n_vocab);
+
+/* Returns the chosen token; logits are not modified. counts (may be NULL) holds how often each
+ * token was generated so far. scratch: baton_sample_scratch_bytes(n_vocab) bytes.
+ *
+ * The exact procedure, which the device sampler reproduces:
+ *   1. l_i = logits_i - presence_penalty * (counts_i > 0) - frequency_penalty * counts_i
+ *   2. temperature 0: the argmax of l (lowest id on ties); done.
+ *   3. p_i = exp((l_i - max l) / temperature)
+ *   4. rank tokens by p descending, ties by lower id; keep the first top_k (all when 0);
+ *      then keep the shortest prefix of that ranking whose mass is >= top_p * (mass kept so far).
+ *   5. target = uniform * (mass of the kept tokens, summed in id order); walk the kept tokens in
+ *      id order summing p; the first token where the sum exceeds target is chosen (the last kept
+ *      token if rounding leaves none). */
 int32_t baton_sample(const float *logits, int32_t n_vocab, const baton_sampling *params,
-                     const uint32_t *counts, float *scratch);
+                     const uint32_t *counts, void *scratch);
 
 #endif
