@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: installs what is missing, then builds and
+# tests three ways: a Release build with warnings as errors, an AddressSanitizer +
+# UndefinedBehaviorSanitizer build, and the libFuzzer targets for a short run each.
+# Fails when any test fails. The fixtures come from ../shared/fixtures or $BATON_FIXTURES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+jobs=$(nproc)
+export CTEST_OUTPUT_ON_FAILURE=1
+
+echo "== Release build (warnings are errors)"
+scripts/build.sh build -DBATON_WERROR=ON
+ctest --test-dir build -j "$jobs" --timeout 1500
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+scripts/build.sh build-asan -DBATON_WERROR=ON -DBATON_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -j "$jobs" --timeout 1500 -LE big
+
+echo "== fuzz targets (clang, libFuzzer)"
+CC=clang scripts/build.sh build-fuzz -DBATON_WERROR=ON -DBATON_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ctest --test-dir build-fuzz -L fuzz --timeout 600
