@@ -37,7 +37,8 @@ void baton_error_prefix(baton_error *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char joined[BATON_ERROR_MSG_MAX];
+    /* Room for both, then cut to the message size: a long prefix truncates the tail. */
+    char joined[2 * BATON_ERROR_MSG_MAX + 2];
     snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
-    memcpy(err->msg, joined, sizeof joined);
+    snprintf(err->msg, sizeof err->msg, "%.*s", BATON_ERROR_MSG_MAX - 1, joined);
 }
