@@ -43,6 +43,7 @@ typedef struct baton_tensor_set {
     size_t n_tensors;
     baton_tensor *tensors;   /* [n_tensors], in file order */
     int owns_mapping;
+    size_t *by_name;         /* [n_tensors] indexes into tensors, sorted by name (for find) */
 } baton_tensor_set;
 
 /* Maps path and lists its tensors. On error *out is NULL and err says what is wrong. */
@@ -58,5 +59,11 @@ void baton_tensor_set_free(baton_tensor_set *set);
 
 /* The tensor called name, or NULL. */
 const baton_tensor *baton_tensor_set_find(const baton_tensor_set *set, const char *name);
+
+/* The format readers behind open and from_memory, exposed for the fuzzers. Each lists the tensors
+ * of set->base[0, set->size) into set->tensors and set->n_tensors (calloc'ed, freed by
+ * baton_tensor_set_free); their messages do not name the file. */
+baton_status baton_format_pth_list(baton_tensor_set *set, baton_error *err);
+baton_status baton_format_safetensors_list(baton_tensor_set *set, baton_error *err);
 
 #endif
