@@ -1,0 +1,266 @@
+/* baton bench: decode and prefill speed of the Vulkan engine on a random fp16 model of a given
+ * shape, beside the device's own copy bandwidth measured in the same run. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+#include "commands.h"
+
+static const char *usage_text =
+    "usage: baton bench [--device vulkan[:N|:NAME]] [--shape 14b|7b|3b|1b5|L,C,V] [--layers N]\n"
+    "                   [--batch 1,8,64] [--prefill 512] [--seconds S]\n"
+    "\n"
+    "Builds a random fp16 RWKV-4 model of the shape in memory (FFN 4C), uploads it, and prints\n"
+    "decode tokens/s for each batch size, prefill tokens/s, the weight bandwidth of batch-1 decode\n"
+    "beside the device's copy bandwidth (vkCmdCopyBuffer, timed with timestamps), and the ratios.\n"
+    "  --shape S     14b = 40 layers C 5120, 7b = 32/4096, 3b = 32/2560, 1b5 = 24/2048 (V 50277),\n"
+    "                or L,C,V explicitly (default 1b5)\n"
+    "  --layers N    use N layers instead of the shape's (quick runs)\n"
+    "  --batch LIST  decode batch sizes (default 1,8,64)\n"
+    "  --prefill T   tokens of the prefill measurement, 0 to skip (default 512)\n"
+    "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n";
+
+#ifdef BATON_HAVE_VULKAN
+#include "bench_model.h"
+#include "vk_backend.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool parse_shape(const char *text, int *L, int *C, int *V) {
+    struct { const char *name; int L, C; } named[] = {
+        {"14b", 40, 5120}, {"7b", 32, 4096}, {"3b", 32, 2560}, {"1b5", 24, 2048},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        if (strcmp(text, named[i].name) == 0) {
+            *L = named[i].L;
+            *C = named[i].C;
+            *V = 50277;
+            return true;
+        }
+    }
+    char tail;
+    return sscanf(text, "%d,%d,%d%c", L, C, V, &tail) == 3 && *L >= 1 && *L <= 256 && *C >= 8 &&
+           *C <= 16384 && *C % 8 == 0 && *V >= 2 && *V <= 1000000;
+}
+
+/* Runs steps of n_seqs sequences of n_tokens each (greedy sampling) for about `seconds`;
+ * returns seconds per step, or a negative value on error (err filled). */
+static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds, int32_t *tokens,
+                         baton_seq *seqs, baton_sampling *sampling, int32_t *out, baton_error *err) {
+    for (int i = 0; i < n_seqs; i++) {
+        if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
+        seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
+        sampling[i] = (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
+    }
+    baton_step step = {
+        .n_seqs = n_seqs, .seqs = seqs, .tokens = tokens, .sampling = sampling, .tokens_out = out,
+    };
+    if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0; /* warm-up */
+    int steps = 0;
+    double t0 = now_s(), t = t0;
+    while (steps < 2 || t - t0 < seconds) {
+        if (n_tokens == 1) {
+            for (int i = 0; i < n_seqs; i++) tokens[i] = out[i];
+        }
+        if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
+        steps++;
+        t = now_s();
+    }
+    return (t - t0) / steps;
+}
+
+static int bench_run(int device, int L, int C, int V, const int32_t *batches, int n_batches,
+                     int prefill, double seconds) {
+    baton_error err = {0};
+    int max_batch = 1;
+    for (int i = 0; i < n_batches; i++) max_batch = batches[i] > max_batch ? batches[i] : max_batch;
+
+    double copy_bw = 0.0;
+    char dev_name[256] = "";
+    if (baton_vk_copy_bandwidth(device, (uint64_t)1 << 30, 10, &copy_bw, dev_name, sizeof dev_name,
+                                &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: %s\n", err.msg);
+        return BATON_EXIT_FAIL;
+    }
+    printf("device: %s\n", dev_name);
+    printf("shape: %d layers, C %d, F %d, V %d\n", L, C, 4 * C, V);
+    printf("copy bandwidth: %.1f GB/s (bytes copied per second, vkCmdCopyBuffer of 1 GiB)\n",
+           copy_bw * 1e-9);
+    fflush(stdout);
+
+    double t0 = now_s();
+    baton_model *model = bench_model_new(L, C, V, 1);
+    if (model == NULL) {
+        fprintf(stderr, "baton bench: out of memory building the model\n");
+        return BATON_EXIT_FAIL;
+    }
+    double weight_bytes = (double)L * (5.0 * C * C + 2.0 * 4 * C * C) * 2 + (double)V * C * 2;
+    printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n", weight_bytes * 1e-9,
+           now_s() - t0);
+    baton_stage_config cfg = {
+        .layer_begin = 0, .layer_end = L, .with_embedding = true, .with_head = true,
+        .n_slots = max_batch, .max_seqs = max_batch,
+        .max_tokens = prefill > max_batch ? prefill : max_batch,
+    };
+    t0 = now_s();
+    baton_backend *be = NULL;
+    int rc = BATON_EXIT_FAIL;
+    if (baton_vulkan_backend_new(model, &cfg, device, &be, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: %s\n", err.msg);
+        goto out_model;
+    }
+    printf("upload: %.1f s (%s)\n", now_s() - t0, be->name);
+    fflush(stdout);
+
+    int max_tokens = cfg.max_tokens;
+    int32_t *tokens = calloc((size_t)max_tokens, sizeof *tokens), *out = calloc((size_t)max_batch, sizeof *out);
+    baton_seq *seqs = calloc((size_t)max_batch, sizeof *seqs);
+    baton_sampling *sampling = calloc((size_t)max_batch, sizeof *sampling);
+    if (!tokens || !out || !seqs || !sampling) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        goto out_buffers;
+    }
+    for (int i = 0; i < max_tokens; i++) tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+
+    double tps1 = 0.0, tps_max_batch = 0.0, step1 = 0.0;
+    int largest = 0;
+    for (int bi = 0; bi < n_batches; bi++) {
+        int B = batches[bi];
+        double dt = time_steps(be, B, 1, seconds, tokens, seqs, sampling, out, &err);
+        if (dt < 0) {
+            fprintf(stderr, "baton bench: decode batch %d: %s\n", B, err.msg);
+            goto out_buffers;
+        }
+        double tps = B / dt;
+        printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s)\n", B, tps,
+               dt * 1e3, weight_bytes / dt * 1e-9);
+        fflush(stdout);
+        if (B == 1) {
+            tps1 = tps;
+            step1 = dt;
+        }
+        if (B >= largest) {
+            largest = B;
+            tps_max_batch = tps;
+        }
+    }
+    double prefill_tps = 0.0;
+    if (prefill > 0) {
+        double dt = time_steps(be, 1, prefill, seconds, tokens, seqs, sampling, out, &err);
+        if (dt < 0) {
+            fprintf(stderr, "baton bench: prefill: %s\n", err.msg);
+            goto out_buffers;
+        }
+        prefill_tps = prefill / dt;
+        printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms)\n", prefill, prefill_tps, dt * 1e3);
+    }
+    if (tps1 > 0) {
+        printf("ratio batch-1 weight bandwidth / copy bandwidth: %.2f  (goal >= 0.80)\n",
+               weight_bytes / step1 / copy_bw);
+        if (largest > 1)
+            printf("ratio batch-%d / batch-1 tokens/s: %.1f  (goal >= 30 at batch 64)\n", largest,
+                   tps_max_batch / tps1);
+        if (prefill_tps > 0)
+            printf("ratio prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", prefill_tps / tps1);
+    }
+    rc = BATON_EXIT_OK;
+out_buffers:
+    free(tokens);
+    free(out);
+    free(seqs);
+    free(sampling);
+    baton_backend_free(be);
+out_model:
+    bench_model_free(model);
+    return rc;
+}
+#endif
+
+int cmd_bench(int argc, char **argv) {
+    const char *device = "vulkan", *shape = "1b5";
+    long long layers = 0, prefill = 512;
+    double seconds = 1.0;
+    int32_t *batches = NULL;
+    int n_batches = 0;
+    int rc = BATON_EXIT_USAGE;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_text, stdout);
+            free(batches);
+            return BATON_EXIT_OK;
+        }
+        if (i + 1 >= argc) {
+            rc = args_usage_error("bench", "'%s' needs a value or is unknown", a);
+            goto out;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--device") == 0) {
+            device = v;
+        } else if (strcmp(a, "--shape") == 0) {
+            shape = v;
+        } else if (strcmp(a, "--layers") == 0) {
+            if (!args_int("bench", a, v, 1, 256, &layers)) goto out;
+        } else if (strcmp(a, "--prefill") == 0) {
+            if (!args_int("bench", a, v, 0, 16384, &prefill)) goto out;
+        } else if (strcmp(a, "--seconds") == 0) {
+            if (!args_float("bench", a, v, 0.0, 600.0, &seconds)) goto out;
+        } else if (strcmp(a, "--batch") == 0) {
+            free(batches);
+            batches = NULL;
+            if (!args_int_list("bench", a, v, 1, 1024, &batches, &n_batches)) goto out;
+        } else {
+            rc = args_usage_error("bench", "unknown option '%s'", a);
+            goto out;
+        }
+    }
+#ifdef BATON_HAVE_VULKAN
+    int L, C, V;
+    if (!parse_shape(shape, &L, &C, &V)) {
+        rc = args_usage_error("bench", "--shape: '%s' is not 14b, 7b, 3b, 1b5 or L,C,V (C a "
+                              "multiple of 8)", shape);
+        goto out;
+    }
+    if (layers > 0) L = (int)layers;
+    if (strncmp(device, "vulkan", 6) != 0 || (device[6] != '\0' && device[6] != ':')) {
+        rc = args_usage_error("bench", "--device: '%s' is not vulkan, vulkan:N or vulkan:NAME", device);
+        goto out;
+    }
+    baton_error err = {0};
+    int index = -1;
+    if (baton_vk_device_resolve(device[6] == ':' ? device + 7 : "", &index, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: %s\n", err.msg);
+        rc = BATON_EXIT_FAIL;
+        goto out;
+    }
+    if (n_batches == 0) {
+        static const int32_t defaults[] = {1, 8, 64};
+        batches = malloc(sizeof defaults);
+        if (batches == NULL) {
+            rc = BATON_EXIT_FAIL;
+            goto out;
+        }
+        memcpy(batches, defaults, sizeof defaults);
+        n_batches = 3;
+    }
+    rc = bench_run(index, L, C, V, batches, n_batches, (int)prefill, seconds);
+#else
+    (void)layers;
+    (void)prefill;
+    (void)seconds;
+    (void)shape;
+    (void)device;
+    fprintf(stderr, "baton bench: this build has no Vulkan engine\n");
+    rc = BATON_EXIT_FAIL;
+#endif
+out:
+    free(batches);
+    return rc;
+}

@@ -1,0 +1,613 @@
+/* The Vulkan backend: one pipeline stage (a layer range, optionally with embedding and head) on
+ * one device. A step is one command buffer: upload the step's tokens or hidden states, run the
+ * layers, the head and the sampler, download what was asked, wait on one fence (bounded). */
+#include "vk_backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk_context.h"
+#include "vk_upload.h"
+
+/* Push-constant blocks, mirrored from the shaders (same order, 32-bit words). */
+typedef struct {
+    uint32_t C, w_off, b_off, row_map_off;
+} pc_layernorm;
+_Static_assert(sizeof(pc_layernorm) == 16, "layernorm.comp push block");
+typedef struct {
+    uint32_t C, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off, seq_slot_off,
+        seq_first_off;
+} pc_token_shift;
+_Static_assert(sizeof(pc_token_shift) == 36, "token_shift.comp push block");
+typedef struct {
+    uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off;
+} pc_state_save;
+_Static_assert(sizeof(pc_state_save) == 20, "state_save.comp push block");
+typedef struct {
+    uint32_t C, u_off, w_off, seq_slot_off, seq_first_off, seq_len_off;
+} pc_wkv;
+_Static_assert(sizeof(pc_wkv) == 24, "wkv.comp push block");
+typedef struct {
+    uint32_t K, n_rows, row0, y_stride, T, cps, epilogue;
+} pc_matmul;
+_Static_assert(sizeof(pc_matmul) == 28, "matmul.comp push block");
+typedef struct {
+    uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off;
+} pc_sample;
+_Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
+
+enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
+enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
+enum { SAMPLE_PARAM_WORDS = 8 }; /* per sequence in the step info */
+
+/* Per layer, the float offsets of its vectors in the params buffer. */
+enum {
+    P_LN1_W, P_LN1_B, P_MIX_K, P_MIX_V, P_MIX_R, P_FIRST, P_DECAY, P_LN2_W, P_LN2_B, P_FMIX_K,
+    P_FMIX_R, P_LAYER_VECTORS
+};
+enum { P_LN0_W, P_LN0_B, P_LNOUT_W, P_LNOUT_B, P_GLOBAL_VECTORS };
+
+typedef struct {
+    vk_matrix att_key, att_value, att_receptance, att_output;
+    vk_matrix ffn_key, ffn_receptance, ffn_value;
+    vk_buffer state; /* [n_slots][5][C] */
+} vk_layer;
+
+typedef struct {
+    baton_backend base;
+    char name[320];
+    vk_context ctx;
+    int C, F, V, n_layers;
+    int max_tokens, max_seqs, n_slots;
+    vk_layer *layers;   /* [n_layers] */
+    vk_matrix head;
+    vk_buffer params;   /* float vectors */
+    /* Activations, device-local: [max_tokens][C] each, kf [max_tokens][F]. */
+    vk_buffer x, xx, xk, xv, xr, k, v, r, att, kf;
+    vk_buffer logits;   /* [head_rows][V] */
+    vk_buffer scratch;  /* [max_seqs][V] sampling probabilities */
+    vk_buffer counts;   /* [n_slots][V] generated-token counts */
+    vk_buffer tokens;   /* [max_seqs] sampled ids */
+    vk_buffer info;     /* the step information, device-local copy */
+    vk_buffer up;       /* host-visible: step information, then hidden states in */
+    vk_buffer down;     /* host-visible: hidden states or logits out, then tokens */
+    vk_buffer io;       /* host-visible: one slot's state (slot_read / slot_write) */
+    int head_rows;      /* logits rows per head pass (the binding range allows) */
+    /* Word offsets in the step information. */
+    uint32_t o_tok_seq, o_seq_slot, o_seq_first, o_seq_len, o_last_map, o_all_map, o_params;
+    uint32_t info_words;
+    VkDeviceSize up_x_off, down_tok_off;
+} vk_backend;
+
+static uint32_t layer_param(const vk_backend *b, int l, int which) {
+    return (uint32_t)((P_GLOBAL_VECTORS + (size_t)l * P_LAYER_VECTORS + (size_t)which) * (size_t)b->C);
+}
+static uint32_t global_param(const vk_backend *b, int which) { return (uint32_t)(which * b->C); }
+
+static vk_bind bind(const vk_buffer *buf) { return (vk_bind){.buf = buf}; }
+
+/* y (+)= W x over the chunks of W; the variant follows T, all variants agree bitwise. */
+static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
+                          const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue) {
+    baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
+    uint32_t cb = 32;
+    if (T <= 1) {
+        shader = BATON_SHADER_matmul_f16_f32_b1;
+        cb = 1;
+    } else if (T <= 8) {
+        shader = BATON_SHADER_matmul_f16_f32_b8;
+        cb = 8;
+    }
+    uint32_t nc = (uint32_t)(w->cols / 8);
+    for (int c = 0; c < w->n_chunks; c++) {
+        int64_t row0 = (int64_t)c * w->chunk_rows;
+        int64_t rows = w->rows - row0 < w->chunk_rows ? w->rows - row0 : w->chunk_rows;
+        pc_matmul pc = {
+            .K = (uint32_t)w->cols,
+            .n_rows = (uint32_t)rows,
+            .row0 = (uint32_t)row0,
+            .y_stride = y_stride,
+            .T = T,
+            .cps = (nc + MM_SEGS - 1) / MM_SEGS,
+            .epilogue = epilogue,
+        };
+        vk_bind binds[4] = {bind(&w->chunks[c]), bind(x), bind(y), bind(m ? m : &b->ctx.dummy)};
+        vk_dispatch(&b->ctx, shader, binds, 4, &pc, sizeof pc, (T + cb - 1) / cb,
+                    (uint32_t)((rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK), 1);
+    }
+}
+
+static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
+                             uint32_t w_off, uint32_t b_off, uint32_t row_map_off, uint32_t rows) {
+    pc_layernorm pc = {.C = (uint32_t)b->C, .w_off = w_off, .b_off = b_off, .row_map_off = row_map_off};
+    vk_bind binds[4] = {bind(in), bind(out), bind(&b->params), bind(&b->info)};
+    vk_dispatch(&b->ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, rows, 1, 1);
+}
+
+/* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. */
+static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
+    vk_context *ctx = &b->ctx;
+    vk_layer *ly = &b->layers[l];
+    uint32_t C = (uint32_t)b->C, groups_c = (C + 63) / 64;
+
+    /* xx = LN1(x); xk, xv, xr = token shift of xx */
+    record_layernorm(b, &b->x, &b->xx, layer_param(b, l, P_LN1_W), layer_param(b, l, P_LN1_B),
+                     0xffffffffu, T);
+    vk_barrier(ctx);
+    pc_token_shift ts = {
+        .C = C, .state_row = BATON_ATT_XX, .n_out = 3,
+        .mix0_off = layer_param(b, l, P_MIX_K), .mix1_off = layer_param(b, l, P_MIX_V),
+        .mix2_off = layer_param(b, l, P_MIX_R),
+        .tok_seq_off = b->o_tok_seq, .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first,
+    };
+    vk_bind tsb[7] = {bind(&b->xx), bind(&ly->state), bind(&b->params), bind(&b->info),
+                      bind(&b->xk), bind(&b->xv), bind(&b->xr)};
+    vk_dispatch(ctx, BATON_SHADER_token_shift_f32_f32, tsb, 7, &ts, sizeof ts, groups_c, T, 1);
+    vk_barrier(ctx);
+    /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
+    record_matmul(b, &ly->att_key, &b->xk, &b->k, NULL, T, C, EPI_NONE);
+    record_matmul(b, &ly->att_value, &b->xv, &b->v, NULL, T, C, EPI_NONE);
+    record_matmul(b, &ly->att_receptance, &b->xr, &b->r, NULL, T, C, EPI_SIGMOID);
+    vk_barrier(ctx);
+    /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
+    pc_wkv wk = {
+        .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
+        .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+    };
+    vk_bind wb[8] = {bind(&b->k), bind(&b->v), bind(&b->r), bind(&b->att),
+                     bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
+    vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
+    vk_barrier(ctx);
+    /* x += Wo att */
+    record_matmul(b, &ly->att_output, &b->att, &b->x, NULL, T, C, EPI_ADD);
+    vk_barrier(ctx);
+
+    /* xx = LN2(x); xk, xr = token shift of xx */
+    record_layernorm(b, &b->x, &b->xx, layer_param(b, l, P_LN2_W), layer_param(b, l, P_LN2_B),
+                     0xffffffffu, T);
+    vk_barrier(ctx);
+    ts.state_row = BATON_FFN_XX;
+    ts.n_out = 2;
+    ts.mix0_off = layer_param(b, l, P_FMIX_K);
+    ts.mix1_off = layer_param(b, l, P_FMIX_R);
+    ts.mix2_off = 0;
+    vk_bind tsf[7] = {bind(&b->xx), bind(&ly->state), bind(&b->params), bind(&b->info),
+                      bind(&b->xk), bind(&b->xr), bind(&b->xv)};
+    vk_dispatch(ctx, BATON_SHADER_token_shift_f32_f32, tsf, 7, &ts, sizeof ts, groups_c, T, 1);
+    vk_barrier(ctx);
+    /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); the shift state ffn_xx = last xx */
+    record_matmul(b, &ly->ffn_key, &b->xk, &b->kf, NULL, T, (uint32_t)b->F, EPI_RELU_SQ);
+    record_matmul(b, &ly->ffn_receptance, &b->xr, &b->r, NULL, T, C, EPI_SIGMOID);
+    pc_state_save ss = {
+        .C = C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
+        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+    };
+    vk_bind ssb[4] = {bind(&b->xx), bind(&ly->state), bind(&b->ctx.dummy), bind(&b->info)};
+    vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
+    vk_barrier(ctx);
+    /* x += r * (Wv kf) */
+    record_matmul(b, &ly->ffn_value, &b->kf, &b->x, &b->r, T, C, EPI_ADD_MUL);
+    vk_barrier(ctx);
+}
+
+/* LN_out and the head for rows [r0, r0 + n) of the row map at map_off: logits rows 0..n-1. */
+static void record_head(vk_backend *b, uint32_t map_off, uint32_t r0, uint32_t n) {
+    record_layernorm(b, &b->x, &b->xx, global_param(b, P_LNOUT_W), global_param(b, P_LNOUT_B),
+                     map_off + r0, n);
+    vk_barrier(&b->ctx);
+    record_matmul(b, &b->head, &b->xx, &b->logits, NULL, n, (uint32_t)b->V, EPI_NONE);
+    vk_barrier(&b->ctx);
+}
+
+static void record_sample(vk_backend *b, uint32_t n_seqs, bool all_rows) {
+    pc_sample pc = {
+        .V = (uint32_t)b->V, .all_rows = all_rows, .seq_slot_off = b->o_seq_slot,
+        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len, .params_off = b->o_params,
+    };
+    vk_bind sb[5] = {bind(&b->logits), bind(&b->scratch), bind(&b->counts), bind(&b->info),
+                     bind(&b->tokens)};
+    vk_dispatch(&b->ctx, BATON_SHADER_sample_f32_i32, sb, 5, &pc, sizeof pc, n_seqs, 1, 1);
+    vk_barrier(&b->ctx);
+    vk_copy(&b->ctx, &b->tokens, 0, &b->down, b->down_tok_off, (VkDeviceSize)n_seqs * 4);
+}
+
+static baton_status vk_step(baton_backend *base, const baton_step *s, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    baton_status st = baton_step_check(base, s, err);
+    if (st != BATON_OK) return st;
+    const baton_stage_config *cfg = &base->config;
+    const baton_model *model = base->model;
+    uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
+
+    /* The step information: which sequence each token belongs to, slots, spans, rows, params. */
+    uint32_t *info = b->up.mapped;
+    uint32_t T = 0;
+    for (int i = 0; i < s->n_seqs; i++) {
+        const baton_seq *q = &s->seqs[i];
+        info[b->o_seq_slot + i] = (uint32_t)q->slot;
+        info[b->o_seq_first + i] = T;
+        info[b->o_seq_len + i] = (uint32_t)q->n_tokens;
+        for (int t = 0; t < q->n_tokens; t++) info[b->o_tok_seq + T + t] = (uint32_t)i;
+        T += (uint32_t)q->n_tokens;
+        info[b->o_last_map + i] = T - 1;
+        if (s->sampling != NULL) {
+            const baton_sampling *p = &s->sampling[i];
+            uint32_t *w = &info[b->o_params + (uint32_t)i * SAMPLE_PARAM_WORDS];
+            memcpy(&w[0], &p->temperature, 4);
+            w[1] = (uint32_t)p->top_k;
+            memcpy(&w[2], &p->top_p, 4);
+            memcpy(&w[3], &p->presence_penalty, 4);
+            memcpy(&w[4], &p->frequency_penalty, 4);
+            memcpy(&w[5], &p->uniform, 4);
+        }
+    }
+    for (uint32_t t = 0; t < T; t++) info[b->o_all_map + t] = t;
+    float *x_in = (float *)(void *)((char *)b->up.mapped + b->up_x_off);
+    if (cfg->with_embedding) {
+        size_t es = baton_dtype_size(model->emb.dtype);
+        for (uint32_t t = 0; t < T; t++) {
+            const char *row = (const char *)model->emb.data + (size_t)s->tokens[t] * C * es;
+            baton_convert_to_f32(x_in + (size_t)t * C, row, model->emb.dtype, C);
+        }
+    } else {
+        memcpy(x_in, s->x_in, (size_t)T * C * sizeof(float));
+    }
+
+    bool want_head = cfg->with_head && (s->logits != NULL || s->sampling != NULL);
+    uint32_t rows = s->logits_all_tokens ? T : (uint32_t)s->n_seqs;
+    uint32_t map_off = s->logits_all_tokens ? b->o_all_map : b->o_last_map;
+    uint32_t pass_rows = want_head && s->logits != NULL ? rows : 0;
+    if (want_head && s->logits == NULL) pass_rows = 0; /* sampling alone: one gathered pass */
+
+    st = vk_begin(&b->ctx, err);
+    if (st != BATON_OK) return st;
+    vk_context *ctx = &b->ctx;
+    vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
+    vk_copy(ctx, &b->up, b->up_x_off, cfg->with_embedding ? &b->xx : &b->x, 0,
+            (VkDeviceSize)T * C * 4);
+    vk_barrier(ctx);
+    if (cfg->with_embedding) {
+        record_layernorm(b, &b->xx, &b->x, global_param(b, P_LN0_W), global_param(b, P_LN0_B),
+                         0xffffffffu, T);
+        vk_barrier(ctx);
+    }
+    for (int l = 0; l < b->n_layers; l++) record_layer(b, l, T, (uint32_t)s->n_seqs);
+
+    if (!cfg->with_head) {
+        if (s->x_out != NULL) vk_copy(ctx, &b->x, 0, &b->down, 0, (VkDeviceSize)T * C * 4);
+        st = vk_submit_wait(ctx, err);
+        if (st != BATON_OK) return st;
+        if (s->x_out != NULL) memcpy(s->x_out, b->down.mapped, (size_t)T * C * sizeof(float));
+        return BATON_OK;
+    }
+    if (!want_head) return vk_submit_wait(ctx, err);
+
+    /* Logits, head_rows at a time (one pass unless the binding range is smaller than asked). */
+    bool sampled = false;
+    for (uint32_t r0 = 0; r0 < pass_rows || (r0 == 0 && pass_rows == 0); r0 += (uint32_t)b->head_rows) {
+        if (r0 > 0) {
+            st = vk_begin(ctx, err);
+            if (st != BATON_OK) return st;
+        }
+        uint32_t n = pass_rows - r0 < (uint32_t)b->head_rows ? pass_rows - r0 : (uint32_t)b->head_rows;
+        bool last_pass = r0 + n >= pass_rows;
+        if (pass_rows > 0) {
+            record_head(b, map_off, r0, n);
+            vk_copy(ctx, &b->logits, 0, &b->down, 0, (VkDeviceSize)n * V * 4);
+        }
+        if (s->sampling != NULL && last_pass) {
+            if (pass_rows == 0 || (s->logits_all_tokens && r0 > 0)) {
+                /* The last token of each sequence alone (sampling only, or logits came in passes). */
+                vk_barrier(ctx);
+                record_head(b, b->o_last_map, 0, (uint32_t)s->n_seqs);
+                record_sample(b, (uint32_t)s->n_seqs, false);
+            } else {
+                record_sample(b, (uint32_t)s->n_seqs, s->logits_all_tokens);
+            }
+            sampled = true;
+        }
+        st = vk_submit_wait(ctx, err);
+        if (st != BATON_OK) return st;
+        if (pass_rows > 0)
+            memcpy(s->logits + (size_t)r0 * V, b->down.mapped, (size_t)n * V * sizeof(float));
+        if (pass_rows == 0) break;
+    }
+    if (sampled) {
+        const uint32_t *tok = (const uint32_t *)(const void *)((const char *)b->down.mapped + b->down_tok_off);
+        for (int i = 0; i < s->n_seqs; i++) s->tokens_out[i] = (int32_t)tok[i];
+    }
+    return BATON_OK;
+}
+
+static VkDeviceSize slot_bytes(const vk_backend *b) {
+    return (VkDeviceSize)BATON_STATE_ROWS * (VkDeviceSize)b->C * 4;
+}
+
+static baton_status check_slot(const vk_backend *b, int slot, baton_error *err) {
+    if (slot < 0 || slot >= b->n_slots)
+        return baton_fail(err, BATON_ERR_ARG, "slot %d is outside [0, %d)", slot, b->n_slots);
+    return BATON_OK;
+}
+
+static void record_slot_reset(vk_backend *b, int slot) {
+    float pp = BATON_PP_INIT;
+    uint32_t pp_bits;
+    memcpy(&pp_bits, &pp, 4);
+    VkDeviceSize row = (VkDeviceSize)b->C * 4, base = (VkDeviceSize)slot * slot_bytes(b);
+    for (int l = 0; l < b->n_layers; l++) {
+        VkBuffer st = b->layers[l].state.buffer;
+        vkCmdFillBuffer(b->ctx.cmd, st, base, BATON_ATT_PP * row, 0);
+        vkCmdFillBuffer(b->ctx.cmd, st, base + BATON_ATT_PP * row, row, pp_bits);
+        vkCmdFillBuffer(b->ctx.cmd, st, base + BATON_FFN_XX * row, row, 0);
+    }
+    if (b->counts.buffer != VK_NULL_HANDLE)
+        vkCmdFillBuffer(b->ctx.cmd, b->counts.buffer, (VkDeviceSize)slot * b->V * 4,
+                        (VkDeviceSize)b->V * 4, 0);
+}
+
+static baton_status vk_slot_reset(baton_backend *base, int slot, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    baton_status s = check_slot(b, slot, err);
+    if (s == BATON_OK) s = vk_begin(&b->ctx, err);
+    if (s != BATON_OK) return s;
+    record_slot_reset(b, slot);
+    return vk_submit_wait(&b->ctx, err);
+}
+
+static baton_status vk_slot_read(baton_backend *base, int slot, float *state, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    baton_status s = check_slot(b, slot, err);
+    if (s == BATON_OK) s = vk_begin(&b->ctx, err);
+    if (s != BATON_OK) return s;
+    VkDeviceSize sb = slot_bytes(b);
+    for (int l = 0; l < b->n_layers; l++)
+        vk_copy(&b->ctx, &b->layers[l].state, (VkDeviceSize)slot * sb, &b->io, (VkDeviceSize)l * sb, sb);
+    s = vk_submit_wait(&b->ctx, err);
+    if (s == BATON_OK) memcpy(state, b->io.mapped, (size_t)(sb * (VkDeviceSize)b->n_layers));
+    return s;
+}
+
+static baton_status vk_slot_write(baton_backend *base, int slot, const float *state,
+                                  baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    baton_status s = check_slot(b, slot, err);
+    if (s == BATON_OK) s = vk_begin(&b->ctx, err);
+    if (s != BATON_OK) return s;
+    VkDeviceSize sb = slot_bytes(b);
+    memcpy(b->io.mapped, state, (size_t)(sb * (VkDeviceSize)b->n_layers));
+    for (int l = 0; l < b->n_layers; l++)
+        vk_copy(&b->ctx, &b->io, (VkDeviceSize)l * sb, &b->layers[l].state, (VkDeviceSize)slot * sb, sb);
+    return vk_submit_wait(&b->ctx, err);
+}
+
+static void vk_backend_free(baton_backend *base) {
+    vk_backend *b = (vk_backend *)base;
+    vk_context *ctx = &b->ctx;
+    if (ctx->device != VK_NULL_HANDLE && !ctx->lost) vkDeviceWaitIdle(ctx->device);
+    vk_buffer_destroy(ctx, &b->io);
+    vk_buffer_destroy(ctx, &b->down);
+    vk_buffer_destroy(ctx, &b->up);
+    vk_buffer_destroy(ctx, &b->info);
+    vk_buffer_destroy(ctx, &b->tokens);
+    vk_buffer_destroy(ctx, &b->counts);
+    vk_buffer_destroy(ctx, &b->scratch);
+    vk_buffer_destroy(ctx, &b->logits);
+    vk_buffer *acts[] = {&b->kf, &b->att, &b->r, &b->v, &b->k, &b->xr, &b->xv, &b->xk, &b->xx, &b->x};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) vk_buffer_destroy(ctx, acts[i]);
+    vk_matrix_free(ctx, &b->head);
+    if (b->layers != NULL) {
+        for (int l = b->n_layers - 1; l >= 0; l--) {
+            vk_layer *ly = &b->layers[l];
+            vk_buffer_destroy(ctx, &ly->state);
+            vk_matrix_free(ctx, &ly->ffn_value);
+            vk_matrix_free(ctx, &ly->ffn_receptance);
+            vk_matrix_free(ctx, &ly->ffn_key);
+            vk_matrix_free(ctx, &ly->att_output);
+            vk_matrix_free(ctx, &ly->att_receptance);
+            vk_matrix_free(ctx, &ly->att_value);
+            vk_matrix_free(ctx, &ly->att_key);
+        }
+    }
+    free(b->layers);
+    vk_buffer_destroy(ctx, &b->params);
+    vk_context_free(ctx);
+    free(b);
+}
+
+static const struct baton_backend_ops vk_ops = {
+    .step = vk_step,
+    .slot_reset = vk_slot_reset,
+    .slot_read = vk_slot_read,
+    .slot_write = vk_slot_write,
+    .free = vk_backend_free,
+};
+
+/* The small float vectors of the stage, one buffer. */
+static baton_status upload_params(vk_backend *b, const baton_model *m, const baton_stage_config *cfg,
+                                  vk_uploader *up, baton_error *err) {
+    size_t C = (size_t)b->C;
+    size_t n = (P_GLOBAL_VECTORS + (size_t)b->n_layers * P_LAYER_VECTORS) * C;
+    if (n * 4 > up->staging.size || n * 4 > b->ctx.info.max_storage_range)
+        return baton_fail(err, BATON_ERR_NOMEM, "the stage's vectors (%zu bytes) exceed a binding", n * 4);
+    baton_status s = vk_buffer_create(&b->ctx, n * 4, false, &b->params, err);
+    if (s != BATON_OK) return s;
+    float *p = up->staging.mapped;
+    memset(p, 0, n * 4);
+    if (cfg->with_embedding) {
+        memcpy(p + global_param(b, P_LN0_W), m->ln0_w, C * 4);
+        memcpy(p + global_param(b, P_LN0_B), m->ln0_b, C * 4);
+    }
+    if (cfg->with_head) {
+        memcpy(p + global_param(b, P_LNOUT_W), m->ln_out_w, C * 4);
+        memcpy(p + global_param(b, P_LNOUT_B), m->ln_out_b, C * 4);
+    }
+    for (int l = 0; l < b->n_layers; l++) {
+        const baton_layer *ly = &m->layers[cfg->layer_begin + l];
+        const float *src[P_LAYER_VECTORS] = {
+            ly->ln1_w, ly->ln1_b, ly->att_time_mix_k, ly->att_time_mix_v, ly->att_time_mix_r,
+            ly->att_time_first, ly->att_time_decay, ly->ln2_w, ly->ln2_b, ly->ffn_time_mix_k,
+            ly->ffn_time_mix_r,
+        };
+        for (int v = 0; v < P_LAYER_VECTORS; v++) memcpy(p + layer_param(b, l, v), src[v], C * 4);
+    }
+    s = vk_begin(&b->ctx, err);
+    if (s != BATON_OK) return s;
+    vk_copy(&b->ctx, &up->staging, 0, &b->params, 0, n * 4);
+    return vk_submit_wait(&b->ctx, err);
+}
+
+static baton_status upload_layers(vk_backend *b, const baton_model *m, const baton_stage_config *cfg,
+                                  vk_uploader *up, baton_error *err) {
+    for (int l = 0; l < b->n_layers; l++) {
+        int li = cfg->layer_begin + l;
+        const baton_layer *src = &m->layers[li];
+        vk_layer *dst = &b->layers[l];
+        struct { const baton_matrix *m; vk_matrix *d; const char *name; } mats[] = {
+            {&src->att_key, &dst->att_key, "att.key"},
+            {&src->att_value, &dst->att_value, "att.value"},
+            {&src->att_receptance, &dst->att_receptance, "att.receptance"},
+            {&src->att_output, &dst->att_output, "att.output"},
+            {&src->ffn_key, &dst->ffn_key, "ffn.key"},
+            {&src->ffn_receptance, &dst->ffn_receptance, "ffn.receptance"},
+            {&src->ffn_value, &dst->ffn_value, "ffn.value"},
+        };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "blocks.%d.%s", li, mats[i].name);
+            baton_status s = vk_matrix_upload(&b->ctx, up, mats[i].m, name, mats[i].d, err);
+            if (s != BATON_OK) return s;
+        }
+        baton_status s = vk_buffer_create(&b->ctx, (VkDeviceSize)b->n_slots * slot_bytes(b), false,
+                                          &dst->state, err);
+        if (s != BATON_OK) return s;
+    }
+    return BATON_OK;
+}
+
+/* Device buffers for activations and I/O, sized by the config and checked against the range. */
+static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    uint64_t range = ctx->info.max_storage_range;
+    uint64_t Tm = (uint64_t)b->max_tokens, Sm = (uint64_t)b->max_seqs;
+    uint64_t C = (uint64_t)b->C, F = (uint64_t)b->F, V = (uint64_t)b->V;
+    if (Tm * F * 4 > range || Tm * C * 4 > range)
+        return baton_fail(err, BATON_ERR_NOMEM, "max_tokens %d: the FFN activations (%llu bytes) "
+                          "exceed this device's storage-buffer range (%llu)", b->max_tokens,
+                          (unsigned long long)(Tm * F * 4), (unsigned long long)range);
+    if ((uint64_t)b->n_slots * slot_bytes(b) > range)
+        return baton_fail(err, BATON_ERR_NOMEM, "%d slots of one layer exceed this device's "
+                          "storage-buffer range", b->n_slots);
+    baton_status s = BATON_OK;
+    vk_buffer *acts[] = {&b->x, &b->xx, &b->xk, &b->xv, &b->xr, &b->k, &b->v, &b->r, &b->att};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0] && s == BATON_OK; i++)
+        s = vk_buffer_create(ctx, Tm * C * 4, false, acts[i], err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, Tm * F * 4, false, &b->kf, err);
+    if (s != BATON_OK) return s;
+
+    b->o_tok_seq = 0;
+    b->o_seq_slot = (uint32_t)Tm;
+    b->o_seq_first = b->o_seq_slot + (uint32_t)Sm;
+    b->o_seq_len = b->o_seq_first + (uint32_t)Sm;
+    b->o_last_map = b->o_seq_len + (uint32_t)Sm;
+    b->o_all_map = b->o_last_map + (uint32_t)Sm;
+    b->o_params = b->o_all_map + (uint32_t)Tm;
+    b->info_words = b->o_params + (uint32_t)Sm * SAMPLE_PARAM_WORDS;
+    uint64_t info_bytes = (uint64_t)b->info_words * 4;
+    b->up_x_off = (info_bytes + 255) & ~(uint64_t)255;
+    uint64_t down_bytes = cfg->with_head ? 0 : Tm * C * 4;
+    if (cfg->with_head) {
+        uint64_t cap = range / (V * 4);
+        if (cap < Sm)
+            return baton_fail(err, BATON_ERR_NOMEM, "max_seqs %d: the logits exceed this device's "
+                              "storage-buffer range", b->max_seqs);
+        b->head_rows = (int)(Tm < cap ? Tm : cap);
+        down_bytes = (uint64_t)b->head_rows * V * 4;
+        if (Sm * V * 4 > range || (uint64_t)b->n_slots * V * 4 > range)
+            return baton_fail(err, BATON_ERR_NOMEM, "the sampler's buffers exceed this device's "
+                              "storage-buffer range");
+        s = vk_buffer_create(ctx, (uint64_t)b->head_rows * V * 4, false, &b->logits, err);
+        if (s == BATON_OK) s = vk_buffer_create(ctx, Sm * V * 4, false, &b->scratch, err);
+        if (s == BATON_OK) s = vk_buffer_create(ctx, (uint64_t)b->n_slots * V * 4, false, &b->counts, err);
+        if (s == BATON_OK) s = vk_buffer_create(ctx, Sm * 4, false, &b->tokens, err);
+        if (s != BATON_OK) return s;
+    }
+    b->down_tok_off = (down_bytes + 255) & ~(uint64_t)255;
+    s = vk_buffer_create(ctx, info_bytes, false, &b->info, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, b->up_x_off + Tm * C * 4, true, &b->up, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, b->down_tok_off + Sm * 4, true, &b->down, err);
+    if (s == BATON_OK)
+        s = vk_buffer_create(ctx, (uint64_t)(b->n_layers > 0 ? b->n_layers : 1) * slot_bytes(b),
+                             true, &b->io, err);
+    return s;
+}
+
+baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stage_config *config,
+                                      int device_index, baton_backend **out, baton_error *err) {
+    *out = NULL;
+    baton_status s = baton_stage_config_check(model, config, err);
+    if (s != BATON_OK) return s;
+    if (model->n_embd % 8 != 0 || model->n_ffn % 8 != 0)
+        return baton_fail(err, BATON_ERR_UNSUPPORTED, "the Vulkan engine needs n_embd and n_ffn "
+                          "divisible by 8 (they are %d and %d)", model->n_embd, model->n_ffn);
+    vk_backend *b = calloc(1, sizeof *b);
+    if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
+    b->C = model->n_embd;
+    b->F = model->n_ffn;
+    b->V = model->n_vocab;
+    b->n_layers = config->layer_end - config->layer_begin;
+    b->max_tokens = config->max_tokens;
+    b->max_seqs = config->max_seqs;
+    b->n_slots = config->n_slots;
+    b->base.ops = &vk_ops;
+    b->base.model = model;
+    b->base.config = *config;
+    b->base.name = b->name;
+
+    s = vk_context_init(&b->ctx, device_index, err);
+    if (s != BATON_OK) {
+        free(b);
+        return s;
+    }
+    snprintf(b->name, sizeof b->name, "vulkan:%d (%s)", b->ctx.info.index, b->ctx.info.name);
+    b->layers = calloc((size_t)(b->n_layers > 0 ? b->n_layers : 1), sizeof *b->layers);
+    if (b->layers == NULL) {
+        s = baton_fail(err, BATON_ERR_NOMEM, "out of memory");
+        goto out_backend;
+    }
+    uint64_t total = 0;
+    for (int l = config->layer_begin; l < config->layer_end; l++) {
+        const baton_layer *ly = &model->layers[l];
+        const baton_matrix *ms[] = {&ly->att_key, &ly->att_value, &ly->att_receptance, &ly->att_output,
+                                    &ly->ffn_key, &ly->ffn_receptance, &ly->ffn_value};
+        for (size_t i = 0; i < 7; i++)
+            total += (uint64_t)ms[i]->rows * (uint64_t)ms[i]->cols * baton_dtype_size(ms[i]->dtype);
+    }
+    if (config->with_head)
+        total += (uint64_t)model->head.rows * (uint64_t)model->head.cols * baton_dtype_size(model->head.dtype);
+
+    vk_uploader up;
+    s = vk_uploader_init(&b->ctx, &up, total, err);
+    if (s != BATON_OK) goto out_backend;
+    s = upload_params(b, model, config, &up, err);
+    if (s == BATON_OK) s = upload_layers(b, model, config, &up, err);
+    if (s == BATON_OK && config->with_head) s = vk_matrix_upload(&b->ctx, &up, &model->head, "head", &b->head, err);
+    vk_uploader_free(&b->ctx, &up);
+    if (s != BATON_OK) goto out_backend;
+    s = create_buffers(b, config, err);
+    if (s != BATON_OK) goto out_backend;
+
+    /* Every slot fresh. */
+    s = vk_begin(&b->ctx, err);
+    if (s != BATON_OK) goto out_backend;
+    for (int slot = 0; slot < b->n_slots; slot++) record_slot_reset(b, slot);
+    s = vk_submit_wait(&b->ctx, err);
+    if (s != BATON_OK) goto out_backend;
+    *out = &b->base;
+    return BATON_OK;
+
+out_backend:
+    vk_backend_free(&b->base);
+    return s;
+}

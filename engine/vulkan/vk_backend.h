@@ -1,0 +1,73 @@
+/* The Vulkan engine: a baton_backend (engine/backend.h) on any Vulkan 1.2 compute device, and the
+ * list of devices with what each offers.
+ *
+ * Weights live on the device as fp16 (converted from the file's fp32/bf16/fp16 at upload through a
+ * bounded staging buffer); activations, the WKV state and every accumulation are fp32. Each big
+ * matrix is stored in row chunks that fit the device's storage-buffer range (lavapipe binds at most
+ * 128 MiB), so a 14B model's 515 MB head is several buffers.
+ *
+ * Batch invariance: every output of every matrix product is reduced in one fixed order (8 fixed K
+ * segments, each summed sequentially, then the segments in order), whatever the step's size or
+ * composition, so a sequence's logits are bitwise the same alone or in any batch.
+ *
+ * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
+ * (baton_vk_validation_messages); BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s). */
+#ifndef BATON_VK_BACKEND_H
+#define BATON_VK_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "status.h"
+
+typedef struct {
+    int index;                  /* position in the loader's list, what --device vulkan:N names */
+    char name[256];
+    char type[16];              /* "discrete", "integrated", "virtual", "cpu", "other" */
+    uint32_t vendor_id, device_id;
+    uint32_t api_version;       /* VK_MAKE_API_VERSION */
+    char driver[520];           /* driver name and info, when the device reports them */
+    bool usable;                /* Vulkan >= 1.2 with a compute queue: what the engine needs */
+    bool storage16;             /* storageBuffer16BitAccess */
+    bool float16, int8;         /* shaderFloat16, shaderInt8 */
+    bool subgroup_arith;        /* subgroup arithmetic in compute shaders */
+    bool coopmat_nv;            /* VK_NV_cooperative_matrix */
+    bool coopmat_khr;           /* VK_KHR_cooperative_matrix */
+    bool timestamps;            /* timestamp queries on the compute queue */
+    uint32_t subgroup_size;
+    uint32_t max_shared_bytes;  /* maxComputeSharedMemorySize */
+    uint32_t max_workgroup_invocations;
+    uint64_t max_storage_range; /* maxStorageBufferRange: the most one binding can see */
+    uint64_t max_alloc;         /* maxMemoryAllocationSize */
+    uint64_t device_local_bytes;/* sum of DEVICE_LOCAL heaps */
+    uint64_t host_bytes;        /* sum of the other heaps */
+    int score;                  /* higher is preferred by device_index -1 */
+} baton_vk_device_info;
+
+/* Lists the Vulkan devices. *out is malloc'ed (free it); *count may be 0. Fails with
+ * BATON_ERR_UNAVAILABLE when there is no Vulkan loader or driver at all. */
+baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton_error *err);
+
+/* Resolves a device spec: "" or "best" (-1), a number N, or a substring of a device name
+ * (case-insensitive, first match), e.g. "nvidia", "llvmpipe". */
+baton_status baton_vk_device_resolve(const char *spec, int *device_index, baton_error *err);
+
+/* A backend on device device_index (-1: the best usable device: discrete > integrated > virtual
+ * > CPU, then the largest device-local memory). Uploads the stage's weights (progress on a
+ * terminal). Errors: BATON_ERR_UNAVAILABLE (no device), BATON_ERR_DEVICE (a Vulkan call failed),
+ * BATON_ERR_NOMEM (device memory or limits), BATON_ERR_RANGE (a weight beyond fp16's range),
+ * BATON_ERR_UNSUPPORTED (n_embd or n_ffn not a multiple of 8). */
+baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stage_config *config,
+                                      int device_index, baton_backend **out, baton_error *err);
+
+/* Validation messages (warnings and errors) counted since the process started; 0 unless
+ * BATON_VK_VALIDATION=1. */
+uint32_t baton_vk_validation_messages(void);
+
+/* Device-side timing for the bench: the copy bandwidth (bytes read + written per second would be
+ * twice this; this is bytes copied per second) of a buffer of `bytes` copied `reps` times. */
+baton_status baton_vk_copy_bandwidth(int device_index, uint64_t bytes, int reps, double *bytes_per_s,
+                                     char *device_name, int name_size, baton_error *err);
+
+#endif

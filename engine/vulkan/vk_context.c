@@ -1,0 +1,810 @@
+/* Vulkan set-up as one straight line (instance, device, queue, pool, command buffer, fence,
+ * layouts, pipelines, descriptor pool) and teardown in exact reverse. */
+#include "vk_context.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static atomic_uint validation_messages;
+
+uint32_t baton_vk_validation_messages(void) { return atomic_load(&validation_messages); }
+
+static const char *vk_result_name(VkResult r) {
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_NOT_READY: return "VK_NOT_READY";
+    case VK_TIMEOUT: return "VK_TIMEOUT";
+    case VK_INCOMPLETE: return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VkResult";
+    }
+}
+
+baton_status vk_fail(baton_error *err, VkResult r, const char *what) {
+    baton_status s = BATON_ERR_DEVICE;
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY ||
+        r == VK_ERROR_TOO_MANY_OBJECTS || r == VK_ERROR_OUT_OF_POOL_MEMORY)
+        s = BATON_ERR_NOMEM;
+    if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED)
+        s = BATON_ERR_UNAVAILABLE;
+    return baton_fail(err, s, "%s: %s (%d)", what, vk_result_name(r), (int)r);
+}
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL debug_callback(
+    VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT types,
+    const VkDebugUtilsMessengerCallbackDataEXT *data, void *user) {
+    (void)types;
+    (void)user;
+    if (severity & (VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                    VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)) {
+        atomic_fetch_add(&validation_messages, 1);
+        fprintf(stderr, "vulkan validation: %s\n", data->pMessage ? data->pMessage : "(no text)");
+    }
+    return VK_FALSE;
+}
+
+static bool env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+static bool has_layer(const char *name) {
+    uint32_t n = 0;
+    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return false;
+    VkLayerProperties *props = calloc(n, sizeof *props);
+    if (props == NULL) return false;
+    bool found = false;
+    if (vkEnumerateInstanceLayerProperties(&n, props) == VK_SUCCESS) {
+        for (uint32_t i = 0; i < n; i++) found |= strcmp(props[i].layerName, name) == 0;
+    }
+    free(props);
+    return found;
+}
+
+static bool has_instance_ext(const char *name) {
+    uint32_t n = 0;
+    if (vkEnumerateInstanceExtensionProperties(NULL, &n, NULL) != VK_SUCCESS || n == 0) return false;
+    VkExtensionProperties *props = calloc(n, sizeof *props);
+    if (props == NULL) return false;
+    bool found = false;
+    if (vkEnumerateInstanceExtensionProperties(NULL, &n, props) == VK_SUCCESS) {
+        for (uint32_t i = 0; i < n; i++) found |= strcmp(props[i].extensionName, name) == 0;
+    }
+    free(props);
+    return found;
+}
+
+/* The instance, with validation and its messenger when BATON_VK_VALIDATION=1. */
+static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *messenger,
+                                    baton_error *err) {
+    *out = VK_NULL_HANDLE;
+    *messenger = VK_NULL_HANDLE;
+    uint32_t loader_version = 0;
+    if (vkEnumerateInstanceVersion(&loader_version) != VK_SUCCESS ||
+        loader_version < VK_API_VERSION_1_2)
+        return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan loader is older than 1.2");
+    bool validation = env_flag("BATON_VK_VALIDATION");
+    if (validation && !has_layer("VK_LAYER_KHRONOS_validation"))
+        return baton_fail(err, BATON_ERR_UNAVAILABLE,
+                          "BATON_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed");
+    const char *exts[2];
+    uint32_t n_exts = 0;
+    VkInstanceCreateFlags flags = 0;
+    if (has_instance_ext(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
+        exts[n_exts++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+        flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
+    }
+    if (validation) exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
+    VkApplicationInfo app = {
+        .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+        .pApplicationName = "baton",
+        .pEngineName = "baton",
+        .apiVersion = VK_API_VERSION_1_2,
+    };
+    VkDebugUtilsMessengerCreateInfoEXT dbg = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+        .pfnUserCallback = debug_callback,
+    };
+    VkInstanceCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+        .pNext = validation ? &dbg : NULL,
+        .flags = flags,
+        .pApplicationInfo = &app,
+        .enabledLayerCount = validation ? 1u : 0u,
+        .ppEnabledLayerNames = layers,
+        .enabledExtensionCount = n_exts,
+        .ppEnabledExtensionNames = exts,
+    };
+    VkResult r = vkCreateInstance(&info, NULL, out);
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        baton_status s = vk_fail(err, r, "vkCreateInstance");
+        if (r == VK_ERROR_INCOMPATIBLE_DRIVER) s = BATON_ERR_UNAVAILABLE;
+        return s;
+    }
+    if (validation) {
+        PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
+            vkGetInstanceProcAddr(*out, "vkCreateDebugUtilsMessengerEXT");
+        if (create == NULL || create(*out, &dbg, NULL, messenger) != VK_SUCCESS) {
+            vkDestroyInstance(*out, NULL);
+            *out = VK_NULL_HANDLE;
+            return baton_fail(err, BATON_ERR_DEVICE, "cannot create the validation messenger");
+        }
+    }
+    return BATON_OK;
+}
+
+static void instance_destroy(VkInstance instance, VkDebugUtilsMessengerEXT messenger) {
+    if (messenger != VK_NULL_HANDLE) {
+        PFN_vkDestroyDebugUtilsMessengerEXT destroy = (PFN_vkDestroyDebugUtilsMessengerEXT)
+            vkGetInstanceProcAddr(instance, "vkDestroyDebugUtilsMessengerEXT");
+        if (destroy != NULL) destroy(instance, messenger, NULL);
+    }
+    if (instance != VK_NULL_HANDLE) vkDestroyInstance(instance, NULL);
+}
+
+static bool has_device_ext(VkPhysicalDevice phys, const char *name) {
+    uint32_t n = 0;
+    if (vkEnumerateDeviceExtensionProperties(phys, NULL, &n, NULL) != VK_SUCCESS || n == 0)
+        return false;
+    VkExtensionProperties *props = calloc(n, sizeof *props);
+    if (props == NULL) return false;
+    bool found = false;
+    if (vkEnumerateDeviceExtensionProperties(phys, NULL, &n, props) == VK_SUCCESS) {
+        for (uint32_t i = 0; i < n; i++) found |= strcmp(props[i].extensionName, name) == 0;
+    }
+    free(props);
+    return found;
+}
+
+/* The first queue family with compute; UINT32_MAX when none. */
+static uint32_t compute_family(VkPhysicalDevice phys, uint32_t *timestamp_bits) {
+    uint32_t n = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(phys, &n, NULL);
+    VkQueueFamilyProperties props[64];
+    if (n > 64) n = 64;
+    vkGetPhysicalDeviceQueueFamilyProperties(phys, &n, props);
+    for (uint32_t i = 0; i < n; i++) {
+        if (props[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+            if (timestamp_bits) *timestamp_bits = props[i].timestampValidBits;
+            return i;
+        }
+    }
+    return UINT32_MAX;
+}
+
+void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *info) {
+    memset(info, 0, sizeof *info);
+    info->index = index;
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(phys, &props);
+    snprintf(info->name, sizeof info->name, "%s", props.deviceName);
+    const char *type = "other";
+    int score = 0;
+    switch (props.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: type = "discrete"; score = 400; break;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: type = "integrated"; score = 300; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: type = "virtual"; score = 200; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: type = "cpu"; score = 100; break;
+    default: break;
+    }
+    snprintf(info->type, sizeof info->type, "%s", type);
+    info->vendor_id = props.vendorID;
+    info->device_id = props.deviceID;
+    info->api_version = props.apiVersion;
+    info->max_storage_range = props.limits.maxStorageBufferRange;
+    info->max_shared_bytes = props.limits.maxComputeSharedMemorySize;
+    info->max_workgroup_invocations = props.limits.maxComputeWorkGroupInvocations;
+    info->max_alloc = 1ull << 30; /* the Vulkan 1.1 minimum until the device says more */
+    uint32_t ts_bits = 0;
+    uint32_t family = compute_family(phys, &ts_bits);
+    info->timestamps = ts_bits > 0 && props.limits.timestampPeriod > 0.0f;
+
+    VkPhysicalDeviceMemoryProperties mem;
+    vkGetPhysicalDeviceMemoryProperties(phys, &mem);
+    for (uint32_t i = 0; i < mem.memoryHeapCount; i++) {
+        if (mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+            info->device_local_bytes += mem.memoryHeaps[i].size;
+        else
+            info->host_bytes += mem.memoryHeaps[i].size;
+    }
+    if (props.apiVersion < VK_API_VERSION_1_2 || family == UINT32_MAX) {
+        info->score = score;
+        return;
+    }
+    info->usable = true;
+    info->score = 1000 + score;
+
+    VkPhysicalDeviceVulkan12Properties p12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_PROPERTIES};
+    VkPhysicalDeviceVulkan11Properties p11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES, .pNext = &p12};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p11};
+    vkGetPhysicalDeviceProperties2(phys, &p2);
+    info->subgroup_size = p11.subgroupSize;
+    info->subgroup_arith = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    info->max_alloc = p11.maxMemoryAllocationSize;
+    snprintf(info->driver, sizeof info->driver, "%s%s%s", p12.driverName,
+             p12.driverInfo[0] ? " " : "", p12.driverInfo);
+
+    VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features f11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11};
+    vkGetPhysicalDeviceFeatures2(phys, &f2);
+    info->storage16 = f11.storageBuffer16BitAccess;
+    info->float16 = f12.shaderFloat16;
+    info->int8 = f12.shaderInt8;
+    info->coopmat_nv = has_device_ext(phys, "VK_NV_cooperative_matrix");
+    info->coopmat_khr = has_device_ext(phys, "VK_KHR_cooperative_matrix");
+}
+
+baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton_error *err) {
+    *out = NULL;
+    *count = 0;
+    VkInstance instance;
+    VkDebugUtilsMessengerEXT messenger;
+    baton_status s = instance_create(&instance, &messenger, err);
+    if (s != BATON_OK) return s;
+    uint32_t n = 0;
+    VkResult r = vkEnumeratePhysicalDevices(instance, &n, NULL);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
+        goto out_instance;
+    }
+    if (n == 0) goto out_instance;
+    VkPhysicalDevice *phys = calloc(n, sizeof *phys);
+    baton_vk_device_info *infos = calloc(n, sizeof *infos);
+    if (phys == NULL || infos == NULL) {
+        free(phys);
+        free(infos);
+        s = baton_fail(err, BATON_ERR_NOMEM, "out of memory listing devices");
+        goto out_instance;
+    }
+    r = vkEnumeratePhysicalDevices(instance, &n, phys);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        free(phys);
+        free(infos);
+        s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
+        goto out_instance;
+    }
+    for (uint32_t i = 0; i < n; i++) vk_probe_device(phys[i], (int)i, &infos[i]);
+    free(phys);
+    *out = infos;
+    *count = (int)n;
+out_instance:
+    instance_destroy(instance, messenger);
+    return s;
+}
+
+/* The best usable device: highest score, then most device-local memory; -1 when none. */
+static int best_device(const baton_vk_device_info *infos, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++) {
+        if (!infos[i].usable) continue;
+        if (best < 0 || infos[i].score > infos[best].score ||
+            (infos[i].score == infos[best].score &&
+             infos[i].device_local_bytes > infos[best].device_local_bytes))
+            best = i;
+    }
+    return best;
+}
+
+baton_status baton_vk_device_resolve(const char *spec, int *device_index, baton_error *err) {
+    *device_index = -1;
+    if (spec == NULL || spec[0] == '\0' || strcmp(spec, "best") == 0) return BATON_OK;
+    char *end = NULL;
+    long v = strtol(spec, &end, 10);
+    if (end != spec && *end == '\0') {
+        if (v < 0 || v > 1000) return baton_fail(err, BATON_ERR_ARG, "device %s: out of range", spec);
+        *device_index = (int)v;
+        return BATON_OK;
+    }
+    baton_vk_device_info *infos;
+    int n;
+    baton_status s = baton_vk_devices_list(&infos, &n, err);
+    if (s != BATON_OK) return s;
+    for (int i = 0; i < n; i++) {
+        if (strcasestr(infos[i].name, spec) != NULL) {
+            *device_index = i;
+            free(infos);
+            return BATON_OK;
+        }
+    }
+    free(infos);
+    return baton_fail(err, BATON_ERR_UNAVAILABLE, "no Vulkan device's name contains \"%s\"", spec);
+}
+
+static int memory_type(const vk_context *ctx, uint32_t bits, VkMemoryPropertyFlags want,
+                       VkMemoryPropertyFlags avoid) {
+    for (uint32_t i = 0; i < ctx->mem.memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = ctx->mem.memoryTypes[i].propertyFlags;
+        if ((bits & (1u << i)) && (f & want) == want && (f & avoid) == 0) return (int)i;
+    }
+    return -1;
+}
+
+baton_status vk_buffer_create(vk_context *ctx, VkDeviceSize size, bool host_visible,
+                              vk_buffer *out, baton_error *err) {
+    memset(out, 0, sizeof *out);
+    if (size == 0) size = 4;
+    size = (size + 15) & ~(VkDeviceSize)15;
+    if (size > ctx->info.max_alloc)
+        return baton_fail(err, BATON_ERR_NOMEM, "a buffer of %llu bytes exceeds the device's "
+                          "maxMemoryAllocationSize (%llu)", (unsigned long long)size,
+                          (unsigned long long)ctx->info.max_alloc);
+    VkBufferCreateInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = size,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    VkResult r = vkCreateBuffer(ctx->device, &bi, NULL, &out->buffer);
+    if (r != VK_SUCCESS) return vk_fail(err, r, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
+    int type;
+    if (host_visible) {
+        VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+        type = memory_type(ctx, req.memoryTypeBits, hv | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
+        if (type < 0) type = memory_type(ctx, req.memoryTypeBits, hv, 0);
+    } else {
+        type = memory_type(ctx, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+        if (type < 0) type = memory_type(ctx, req.memoryTypeBits, 0, 0);
+    }
+    if (type < 0) {
+        vkDestroyBuffer(ctx->device, out->buffer, NULL);
+        out->buffer = VK_NULL_HANDLE;
+        return baton_fail(err, BATON_ERR_DEVICE, "no suitable memory type for a buffer");
+    }
+    VkMemoryAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+        .allocationSize = req.size,
+        .memoryTypeIndex = (uint32_t)type,
+    };
+    r = vkAllocateMemory(ctx->device, &ai, NULL, &out->memory);
+    if (r != VK_SUCCESS) {
+        vkDestroyBuffer(ctx->device, out->buffer, NULL);
+        out->buffer = VK_NULL_HANDLE;
+        out->memory = VK_NULL_HANDLE;
+        baton_status s = vk_fail(err, r, "vkAllocateMemory");
+        baton_error_prefix(err, "%.1f MiB %s", (double)size / (1 << 20),
+                           host_visible ? "host-visible" : "device-local");
+        return s;
+    }
+    r = vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);
+    if (r == VK_SUCCESS && host_visible) r = vkMapMemory(ctx->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
+    if (r != VK_SUCCESS) {
+        vkFreeMemory(ctx->device, out->memory, NULL);
+        vkDestroyBuffer(ctx->device, out->buffer, NULL);
+        memset(out, 0, sizeof *out);
+        return vk_fail(err, r, "vkBindBufferMemory/vkMapMemory");
+    }
+    out->size = size;
+    return BATON_OK;
+}
+
+void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf) {
+    if (buf->buffer == VK_NULL_HANDLE) return;
+    if (buf->mapped) vkUnmapMemory(ctx->device, buf->memory);
+    vkDestroyBuffer(ctx->device, buf->buffer, NULL);
+    vkFreeMemory(ctx->device, buf->memory, NULL);
+    memset(buf, 0, sizeof *buf);
+}
+
+baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->queue_family = UINT32_MAX;
+    double timeout_s = 120.0;
+    const char *t = getenv("BATON_VK_TIMEOUT_S");
+    if (t != NULL && atof(t) > 0) timeout_s = atof(t);
+    ctx->timeout_ns = (uint64_t)(timeout_s * 1e9);
+
+    baton_status s = instance_create(&ctx->instance, &ctx->messenger, err);
+    if (s != BATON_OK) return s;
+
+    uint32_t n = 0;
+    VkResult r = vkEnumeratePhysicalDevices(ctx->instance, &n, NULL);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
+        goto out_instance;
+    }
+    if (n == 0) {
+        s = baton_fail(err, BATON_ERR_UNAVAILABLE, "no Vulkan device (is a driver installed?)");
+        goto out_instance;
+    }
+    VkPhysicalDevice phys[32];
+    baton_vk_device_info infos[32];
+    if (n > 32) n = 32;
+    r = vkEnumeratePhysicalDevices(ctx->instance, &n, phys);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
+        goto out_instance;
+    }
+    for (uint32_t i = 0; i < n; i++) vk_probe_device(phys[i], (int)i, &infos[i]);
+    int pick = device_index < 0 ? best_device(infos, (int)n) : device_index;
+    if (pick < 0 || pick >= (int)n) {
+        s = baton_fail(err, BATON_ERR_UNAVAILABLE, device_index < 0
+                       ? "no usable Vulkan device (Vulkan 1.2 with a compute queue)"
+                       : "no Vulkan device %d (there are %u)", device_index, n);
+        goto out_instance;
+    }
+    if (!infos[pick].usable) {
+        s = baton_fail(err, BATON_ERR_UNAVAILABLE, "Vulkan device %d (%s) lacks Vulkan 1.2 or a "
+                       "compute queue", pick, infos[pick].name);
+        goto out_instance;
+    }
+    ctx->phys = phys[pick];
+    ctx->info = infos[pick];
+    vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(ctx->phys, &props);
+    ctx->storage_align = props.limits.minStorageBufferOffsetAlignment;
+    if (ctx->storage_align < 16) ctx->storage_align = 16;
+    ctx->timestamp_period_ns = props.limits.timestampPeriod;
+    ctx->queue_family = compute_family(ctx->phys, NULL);
+
+    float priority = 1.0f;
+    VkDeviceQueueCreateInfo qi = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+        .queueFamilyIndex = ctx->queue_family,
+        .queueCount = 1,
+        .pQueuePriorities = &priority,
+    };
+    VkDeviceCreateInfo di = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+        .queueCreateInfoCount = 1,
+        .pQueueCreateInfos = &qi,
+    };
+    r = vkCreateDevice(ctx->phys, &di, NULL, &ctx->device);
+    if (r != VK_SUCCESS) {
+        ctx->device = VK_NULL_HANDLE;
+        s = vk_fail(err, r, "vkCreateDevice");
+        goto out_instance;
+    }
+    vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
+
+    VkCommandPoolCreateInfo pi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = ctx->queue_family,
+    };
+    r = vkCreateCommandPool(ctx->device, &pi, NULL, &ctx->pool);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkCreateCommandPool");
+        goto out_device;
+    }
+    VkCommandBufferAllocateInfo ci = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = ctx->pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    r = vkAllocateCommandBuffers(ctx->device, &ci, &ctx->cmd);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkAllocateCommandBuffers");
+        goto out_pool;
+    }
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    r = vkCreateFence(ctx->device, &fi, NULL, &ctx->fence);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkCreateFence");
+        goto out_pool;
+    }
+    if (ctx->info.timestamps) {
+        VkQueryPoolCreateInfo qpi = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+            .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = 2,
+        };
+        r = vkCreateQueryPool(ctx->device, &qpi, NULL, &ctx->queries);
+        if (r != VK_SUCCESS) {
+            s = vk_fail(err, r, "vkCreateQueryPool");
+            goto out_fence;
+        }
+    }
+
+    VkDescriptorSetLayoutBinding binds[VK_BINDINGS];
+    for (uint32_t i = 0; i < VK_BINDINGS; i++) {
+        binds[i] = (VkDescriptorSetLayoutBinding){
+            .binding = i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    }
+    VkDescriptorSetLayoutCreateInfo li = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = VK_BINDINGS,
+        .pBindings = binds,
+    };
+    r = vkCreateDescriptorSetLayout(ctx->device, &li, NULL, &ctx->dset_layout);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkCreateDescriptorSetLayout");
+        goto out_queries;
+    }
+    VkPushConstantRange push = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PUSH_BYTES};
+    VkPipelineLayoutCreateInfo pli = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &ctx->dset_layout,
+        .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &push,
+    };
+    r = vkCreatePipelineLayout(ctx->device, &pli, NULL, &ctx->pipe_layout);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkCreatePipelineLayout");
+        goto out_dset_layout;
+    }
+    for (int i = 0; i < BATON_SHADER_COUNT; i++) {
+        VkShaderModuleCreateInfo mi = {
+            .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+            .codeSize = baton_spirv_table[i].size,
+            .pCode = (const uint32_t *)(const void *)baton_spirv_table[i].code,
+        };
+        r = vkCreateShaderModule(ctx->device, &mi, NULL, &ctx->modules[i]);
+        if (r != VK_SUCCESS) {
+            s = vk_fail(err, r, "vkCreateShaderModule");
+            baton_error_prefix(err, "shader %s", baton_spirv_table[i].name);
+            goto out_pipelines;
+        }
+        VkComputePipelineCreateInfo cpi = {
+            .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+            .stage = {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                .module = ctx->modules[i],
+                .pName = "main",
+            },
+            .layout = ctx->pipe_layout,
+        };
+        r = vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &cpi, NULL, &ctx->pipelines[i]);
+        if (r != VK_SUCCESS) {
+            s = vk_fail(err, r, "vkCreateComputePipelines");
+            baton_error_prefix(err, "shader %s", baton_spirv_table[i].name);
+            goto out_pipelines;
+        }
+    }
+    VkDescriptorPoolSize ps = {
+        .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .descriptorCount = VK_DSET_CACHE * VK_BINDINGS,
+    };
+    VkDescriptorPoolCreateInfo dpi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = VK_DSET_CACHE,
+        .poolSizeCount = 1,
+        .pPoolSizes = &ps,
+    };
+    r = vkCreateDescriptorPool(ctx->device, &dpi, NULL, &ctx->dpool);
+    if (r != VK_SUCCESS) {
+        s = vk_fail(err, r, "vkCreateDescriptorPool");
+        goto out_pipelines;
+    }
+    ctx->dsets = calloc(VK_DSET_CACHE, sizeof *ctx->dsets);
+    if (ctx->dsets == NULL) {
+        s = baton_fail(err, BATON_ERR_NOMEM, "out of memory for the descriptor cache");
+        goto out_dpool;
+    }
+    s = vk_buffer_create(ctx, 256, false, &ctx->dummy, err);
+    if (s != BATON_OK) goto out_dsets;
+    return BATON_OK;
+
+out_dsets:
+    free(ctx->dsets);
+    ctx->dsets = NULL;
+out_dpool:
+    vkDestroyDescriptorPool(ctx->device, ctx->dpool, NULL);
+out_pipelines:
+    for (int i = BATON_SHADER_COUNT - 1; i >= 0; i--) {
+        if (ctx->pipelines[i]) vkDestroyPipeline(ctx->device, ctx->pipelines[i], NULL);
+        if (ctx->modules[i]) vkDestroyShaderModule(ctx->device, ctx->modules[i], NULL);
+    }
+    vkDestroyPipelineLayout(ctx->device, ctx->pipe_layout, NULL);
+out_dset_layout:
+    vkDestroyDescriptorSetLayout(ctx->device, ctx->dset_layout, NULL);
+out_queries:
+    if (ctx->queries) vkDestroyQueryPool(ctx->device, ctx->queries, NULL);
+out_fence:
+    vkDestroyFence(ctx->device, ctx->fence, NULL);
+out_pool:
+    vkDestroyCommandPool(ctx->device, ctx->pool, NULL);
+out_device:
+    vkDestroyDevice(ctx->device, NULL);
+out_instance:
+    instance_destroy(ctx->instance, ctx->messenger);
+    memset(ctx, 0, sizeof *ctx);
+    return s;
+}
+
+void vk_context_free(vk_context *ctx) {
+    if (ctx->device == VK_NULL_HANDLE) return;
+    /* After a timed-out wait the device may never go idle; destroy without waiting then. */
+    if (!ctx->lost) vkDeviceWaitIdle(ctx->device);
+    vk_buffer_destroy(ctx, &ctx->dummy);
+    free(ctx->dsets);
+    vkDestroyDescriptorPool(ctx->device, ctx->dpool, NULL);
+    for (int i = BATON_SHADER_COUNT - 1; i >= 0; i--) {
+        vkDestroyPipeline(ctx->device, ctx->pipelines[i], NULL);
+        vkDestroyShaderModule(ctx->device, ctx->modules[i], NULL);
+    }
+    vkDestroyPipelineLayout(ctx->device, ctx->pipe_layout, NULL);
+    vkDestroyDescriptorSetLayout(ctx->device, ctx->dset_layout, NULL);
+    if (ctx->queries) vkDestroyQueryPool(ctx->device, ctx->queries, NULL);
+    vkDestroyFence(ctx->device, ctx->fence, NULL);
+    vkDestroyCommandPool(ctx->device, ctx->pool, NULL);
+    vkDestroyDevice(ctx->device, NULL);
+    instance_destroy(ctx->instance, ctx->messenger);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+baton_status vk_begin(vk_context *ctx, baton_error *err) {
+    if (ctx->lost)
+        return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan device stopped answering earlier");
+    VkResult r = vkResetCommandBuffer(ctx->cmd, 0);
+    if (r != VK_SUCCESS) return vk_fail(err, r, "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    r = vkBeginCommandBuffer(ctx->cmd, &bi);
+    if (r != VK_SUCCESS) return vk_fail(err, r, "vkBeginCommandBuffer");
+    if (ctx->queries) vkCmdResetQueryPool(ctx->cmd, ctx->queries, 0, 2);
+    ctx->recording = true;
+    return BATON_OK;
+}
+
+baton_status vk_submit_wait(vk_context *ctx, baton_error *err) {
+    ctx->recording = false;
+    VkResult r = vkEndCommandBuffer(ctx->cmd);
+    if (r != VK_SUCCESS) return vk_fail(err, r, "vkEndCommandBuffer");
+    if (ctx->n_dsets >= VK_DSET_CACHE)
+        return baton_fail(err, BATON_ERR_NOMEM, "descriptor cache full (%d sets)", VK_DSET_CACHE);
+    r = vkResetFences(ctx->device, 1, &ctx->fence);
+    if (r != VK_SUCCESS) return vk_fail(err, r, "vkResetFences");
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &ctx->cmd,
+    };
+    r = vkQueueSubmit(ctx->queue, 1, &si, ctx->fence);
+    if (r != VK_SUCCESS) {
+        if (r == VK_ERROR_DEVICE_LOST) ctx->lost = true;
+        return vk_fail(err, r, "vkQueueSubmit");
+    }
+    r = vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, ctx->timeout_ns);
+    if (r == VK_TIMEOUT) {
+        ctx->lost = true;
+        return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan device did not finish within "
+                          "%.0f s (BATON_VK_TIMEOUT_S)", (double)ctx->timeout_ns * 1e-9);
+    }
+    if (r != VK_SUCCESS) {
+        if (r == VK_ERROR_DEVICE_LOST) ctx->lost = true;
+        return vk_fail(err, r, "vkWaitForFences");
+    }
+    return BATON_OK;
+}
+
+/* FNV-1a over the binding key. */
+static uint64_t key_hash(const uint64_t *key, int n) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < n; i++) {
+        h ^= key[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* The descriptor set binding binds (unused bindings get the dummy buffer), made once and cached;
+ * VK_NULL_HANDLE when the cache is full (vk_submit_wait then fails the step). */
+static VkDescriptorSet dset_get(vk_context *ctx, const vk_bind *binds, int n_binds) {
+    uint64_t key[VK_BINDINGS * 3];
+    VkDescriptorBufferInfo infos[VK_BINDINGS];
+    for (int i = 0; i < VK_BINDINGS; i++) {
+        const vk_buffer *b = i < n_binds && binds[i].buf != NULL ? binds[i].buf : &ctx->dummy;
+        VkDeviceSize off = i < n_binds && binds[i].buf != NULL ? binds[i].offset : 0;
+        VkDeviceSize range = i < n_binds && binds[i].buf != NULL && binds[i].range ? binds[i].range
+                                                                                  : b->size - off;
+        if (range > ctx->info.max_storage_range) range = ctx->info.max_storage_range;
+        infos[i] = (VkDescriptorBufferInfo){.buffer = b->buffer, .offset = off, .range = range};
+        key[3 * i] = (uint64_t)(uintptr_t)b->buffer;
+        key[3 * i + 1] = off;
+        key[3 * i + 2] = range;
+    }
+    uint64_t h = key_hash(key, VK_BINDINGS * 3);
+    for (int probe = 0; probe < VK_DSET_CACHE; probe++) {
+        vk_dset_entry *e = &ctx->dsets[(h + (uint64_t)probe) % VK_DSET_CACHE];
+        if (e->used && memcmp(e->key, key, sizeof key) == 0) return e->set;
+        if (e->used) continue;
+        if (ctx->n_dsets >= VK_DSET_CACHE - 1) break;
+        VkDescriptorSetAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+            .descriptorPool = ctx->dpool,
+            .descriptorSetCount = 1,
+            .pSetLayouts = &ctx->dset_layout,
+        };
+        if (vkAllocateDescriptorSets(ctx->device, &ai, &e->set) != VK_SUCCESS) break;
+        VkWriteDescriptorSet writes[VK_BINDINGS];
+        for (int i = 0; i < VK_BINDINGS; i++) {
+            writes[i] = (VkWriteDescriptorSet){
+                .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                .dstSet = e->set,
+                .dstBinding = (uint32_t)i,
+                .descriptorCount = 1,
+                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                .pBufferInfo = &infos[i],
+            };
+        }
+        vkUpdateDescriptorSets(ctx->device, VK_BINDINGS, writes, 0, NULL);
+        memcpy(e->key, key, sizeof key);
+        e->used = true;
+        ctx->n_dsets++;
+        return e->set;
+    }
+    ctx->n_dsets = VK_DSET_CACHE; /* makes vk_submit_wait fail the step */
+    return VK_NULL_HANDLE;
+}
+
+void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, int n_binds,
+                 const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz) {
+    if (gx == 0 || gy == 0 || gz == 0) return;
+    VkDescriptorSet set = dset_get(ctx, binds, n_binds);
+    if (set == VK_NULL_HANDLE) return;
+    vkCmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipelines[shader]);
+    vkCmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipe_layout, 0, 1, &set,
+                            0, NULL);
+    if (push_size) {
+        vkCmdPushConstants(ctx->cmd, ctx->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size,
+                           push);
+    }
+    vkCmdDispatch(ctx->cmd, gx, gy, gz);
+}
+
+void vk_barrier(vk_context *ctx) {
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+    };
+    VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    vkCmdPipelineBarrier(ctx->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const vk_buffer *dst,
+             VkDeviceSize dst_off, VkDeviceSize size) {
+    if (size == 0) return;
+    VkBufferCopy region = {.srcOffset = src_off, .dstOffset = dst_off, .size = size};
+    vkCmdCopyBuffer(ctx->cmd, src->buffer, dst->buffer, 1, &region);
+}
+
+void vk_timestamp(vk_context *ctx, int i) {
+    if (ctx->queries == VK_NULL_HANDLE) return;
+    vkCmdWriteTimestamp(ctx->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->queries, (uint32_t)i);
+}
+
+double vk_elapsed_s(vk_context *ctx) {
+    if (ctx->queries == VK_NULL_HANDLE) return -1.0;
+    uint64_t t[2];
+    if (vkGetQueryPoolResults(ctx->device, ctx->queries, 0, 2, sizeof t, t, sizeof t[0],
+                              VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
+        return -1.0;
+    return (double)(t[1] - t[0]) * (double)ctx->timestamp_period_ns * 1e-9;
+}

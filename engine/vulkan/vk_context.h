@@ -1,0 +1,94 @@
+/* The Vulkan plumbing the engine stands on: one instance, one device with one compute queue, one
+ * command buffer and fence, buffers with their memory, the compute pipelines of every shader
+ * variant, and descriptor sets cached by the buffers they bind. Internal to engine/vulkan. */
+#ifndef BATON_VK_CONTEXT_H
+#define BATON_VK_CONTEXT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <vulkan/vulkan.h>
+
+#include "baton_shaders.h"
+#include "status.h"
+#include "vk_backend.h"
+
+enum { VK_BINDINGS = 8 };              /* storage buffers in the one descriptor-set layout */
+enum { VK_PUSH_BYTES = 128 };          /* the push-constant range every device offers */
+enum { VK_DSET_CACHE = 4096 };         /* descriptor sets per context (hash table slots) */
+
+typedef struct {
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceSize size;
+    void *mapped; /* host-visible buffers only */
+} vk_buffer;
+
+/* A binding: a buffer range. range 0 means "to the end". */
+typedef struct {
+    const vk_buffer *buf;
+    VkDeviceSize offset, range;
+} vk_bind;
+
+typedef struct {
+    uint64_t key[VK_BINDINGS * 3];
+    VkDescriptorSet set;
+    bool used;
+} vk_dset_entry;
+
+typedef struct {
+    VkInstance instance;
+    VkDebugUtilsMessengerEXT messenger;
+    VkPhysicalDevice phys;
+    baton_vk_device_info info;
+    VkPhysicalDeviceMemoryProperties mem;
+    VkDeviceSize storage_align; /* minStorageBufferOffsetAlignment */
+    float timestamp_period_ns;
+    VkDevice device;
+    uint32_t queue_family;
+    VkQueue queue;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool queries; /* 2 timestamps, when the queue has them */
+    VkDescriptorSetLayout dset_layout;
+    VkPipelineLayout pipe_layout;
+    VkShaderModule modules[BATON_SHADER_COUNT];
+    VkPipeline pipelines[BATON_SHADER_COUNT];
+    VkDescriptorPool dpool;
+    vk_dset_entry *dsets; /* [VK_DSET_CACHE] */
+    int n_dsets;
+    vk_buffer dummy;      /* binds where a shader's binding is unused */
+    uint64_t timeout_ns;
+    bool recording;
+    bool lost;            /* a wait timed out or the device was lost: refuse further work */
+} vk_context;
+
+/* Lists devices (same as baton_vk_devices_list) from an existing instance. */
+void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *info);
+
+/* Instance, device (device_index -1: best), queue, command buffer, pipelines. */
+baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
+void vk_context_free(vk_context *ctx);
+
+/* host_visible: mapped, coherent (and cached when the device offers it); else device-local. */
+baton_status vk_buffer_create(vk_context *ctx, VkDeviceSize size, bool host_visible,
+                              vk_buffer *out, baton_error *err);
+void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf);
+
+/* Command recording into the context's one command buffer, then submit and wait (bounded). */
+baton_status vk_begin(vk_context *ctx, baton_error *err);
+baton_status vk_submit_wait(vk_context *ctx, baton_error *err);
+void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, int n_binds,
+                 const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz);
+/* Makes every earlier shader and transfer write visible to every later read or write. */
+void vk_barrier(vk_context *ctx);
+void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const vk_buffer *dst,
+             VkDeviceSize dst_off, VkDeviceSize size);
+/* Timestamp i (0 or 1) after all earlier work; vk_elapsed_s reads t1 - t0 after the wait. */
+void vk_timestamp(vk_context *ctx, int i);
+double vk_elapsed_s(vk_context *ctx);
+
+/* Fails with the Vulkan result named, e.g. "vkAllocateMemory: VK_ERROR_OUT_OF_DEVICE_MEMORY". */
+baton_status vk_fail(baton_error *err, VkResult r, const char *what);
+
+#endif

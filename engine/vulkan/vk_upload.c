@@ -1,0 +1,164 @@
+/* Uploading weights: convert to fp16 on the host, a bounded staging buffer at a time, with
+ * threads, then copy to device-local buffers. */
+#include "vk_upload.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { STAGING_BYTES_MAX = 64 << 20, THREADS_MAX = 32 };
+
+baton_status vk_uploader_init(vk_context *ctx, vk_uploader *up, uint64_t total_bytes,
+                              baton_error *err) {
+    memset(up, 0, sizeof *up);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    up->n_threads = n < 1 ? 1 : n > THREADS_MAX ? THREADS_MAX : (int)n;
+    baton_status s = vk_buffer_create(ctx, STAGING_BYTES_MAX, true, &up->staging, err);
+    if (s != BATON_OK) return s;
+    baton_progress_begin(&up->progress, "uploading weights", total_bytes);
+    return BATON_OK;
+}
+
+void vk_uploader_free(vk_context *ctx, vk_uploader *up) {
+    if (up->staging.buffer != VK_NULL_HANDLE) baton_progress_end(&up->progress);
+    vk_buffer_destroy(ctx, &up->staging);
+}
+
+void vk_matrix_free(vk_context *ctx, vk_matrix *m) {
+    if (m->chunks != NULL) {
+        for (int i = m->n_chunks - 1; i >= 0; i--) vk_buffer_destroy(ctx, &m->chunks[i]);
+    }
+    free(m->chunks);
+    memset(m, 0, sizeof *m);
+}
+
+typedef struct {
+    const baton_matrix *m;
+    uint16_t *dst;         /* the staging piece */
+    int64_t row_first;     /* first matrix row of the piece (a block boundary) */
+    int64_t block_first;   /* blocks of the piece converted by this job: [block_first, block_end) */
+    int64_t block_end;
+    uint64_t overflow;     /* values fp16 cannot hold */
+    float overflow_max;
+} convert_job;
+
+static uint16_t to_f16(const void *data, baton_dtype dtype, size_t i, convert_job *job) {
+    if (dtype == BATON_F16) {
+        uint16_t h;
+        memcpy(&h, (const char *)data + 2 * i, 2);
+        return h;
+    }
+    float f = baton_load_f32(data, dtype, i);
+    uint16_t h = baton_f32_to_f16(f);
+    if ((h & 0x7fffu) == 0x7c00u && isfinite(f)) {
+        job->overflow++;
+        if (fabsf(f) > job->overflow_max) job->overflow_max = fabsf(f);
+    }
+    return h;
+}
+
+/* Converts blocks [block_first, block_end) of the piece: rows past the matrix become zeros. */
+static void *convert_blocks(void *arg) {
+    convert_job *job = arg;
+    const baton_matrix *m = job->m;
+    int64_t cols = m->cols, nc = cols / 8;
+    for (int64_t b = job->block_first; b < job->block_end; b++) {
+        uint16_t *blk = job->dst + (size_t)b * VK_ROW_BLOCK * (size_t)cols;
+        for (int lane = 0; lane < VK_ROW_BLOCK; lane++) {
+            int64_t row = job->row_first + b * VK_ROW_BLOCK + lane;
+            for (int64_t c = 0; c < nc; c++) {
+                uint16_t *d = blk + ((size_t)c * VK_ROW_BLOCK + (size_t)lane) * 8;
+                if (row >= m->rows) {
+                    memset(d, 0, 16);
+                    continue;
+                }
+                size_t src = (size_t)row * (size_t)cols + (size_t)c * 8;
+                for (int e = 0; e < 8; e++) d[e] = to_f16(m->data, m->dtype, src + (size_t)e, job);
+            }
+        }
+    }
+    return NULL;
+}
+
+baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matrix *m,
+                              const char *name, vk_matrix *out, baton_error *err) {
+    memset(out, 0, sizeof *out);
+    if (m->data == NULL || m->rows < 1 || m->cols < 8 || m->cols % 8 != 0)
+        return baton_fail(err, BATON_ERR_SHAPE, "%s: shape (%lld, %lld) is not (rows, 8k)", name,
+                          (long long)m->rows, (long long)m->cols);
+    uint64_t block_bytes = (uint64_t)VK_ROW_BLOCK * (uint64_t)m->cols * 2;
+    uint64_t limit = ctx->info.max_storage_range < ctx->info.max_alloc ? ctx->info.max_storage_range
+                                                                       : ctx->info.max_alloc;
+    uint64_t blocks_per_chunk = limit / block_bytes;
+    uint64_t blocks_per_piece = up->staging.size / block_bytes;
+    if (blocks_per_chunk == 0 || blocks_per_piece == 0)
+        return baton_fail(err, BATON_ERR_NOMEM, "%s: a block of %d rows (%llu bytes) exceeds the "
+                          "device's binding range", name, VK_ROW_BLOCK,
+                          (unsigned long long)block_bytes);
+    int64_t n_blocks = (m->rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
+    out->rows = m->rows;
+    out->cols = m->cols;
+    out->chunk_rows = (int64_t)blocks_per_chunk * VK_ROW_BLOCK;
+    out->n_chunks = (int)((n_blocks + (int64_t)blocks_per_chunk - 1) / (int64_t)blocks_per_chunk);
+    out->chunks = calloc((size_t)out->n_chunks, sizeof *out->chunks);
+    if (out->chunks == NULL) return baton_fail(err, BATON_ERR_NOMEM, "%s: out of memory", name);
+
+    baton_status s = BATON_OK;
+    uint64_t overflow = 0;
+    float overflow_max = 0.0f;
+    for (int ci = 0; ci < out->n_chunks && s == BATON_OK; ci++) {
+        int64_t b0 = (int64_t)ci * (int64_t)blocks_per_chunk;
+        int64_t b1 = b0 + (int64_t)blocks_per_chunk < n_blocks ? b0 + (int64_t)blocks_per_chunk : n_blocks;
+        s = vk_buffer_create(ctx, (uint64_t)(b1 - b0) * block_bytes, false, &out->chunks[ci], err);
+        if (s != BATON_OK) break;
+        for (int64_t p0 = b0; p0 < b1 && s == BATON_OK; p0 += (int64_t)blocks_per_piece) {
+            int64_t p1 = p0 + (int64_t)blocks_per_piece < b1 ? p0 + (int64_t)blocks_per_piece : b1;
+            int64_t nb = p1 - p0;
+            int nt = up->n_threads < nb ? up->n_threads : (int)nb;
+            convert_job jobs[THREADS_MAX];
+            pthread_t threads[THREADS_MAX];
+            bool started[THREADS_MAX] = {0};
+            for (int t = 0; t < nt; t++) {
+                jobs[t] = (convert_job){
+                    .m = m,
+                    .dst = up->staging.mapped,
+                    .row_first = p0 * VK_ROW_BLOCK,
+                    .block_first = nb * t / nt,
+                    .block_end = nb * (t + 1) / nt,
+                };
+                if (t > 0) started[t] = pthread_create(&threads[t], NULL, convert_blocks, &jobs[t]) == 0;
+            }
+            convert_blocks(&jobs[0]);
+            for (int t = 1; t < nt; t++) {
+                if (started[t]) pthread_join(threads[t], NULL);
+                else convert_blocks(&jobs[t]);
+            }
+            for (int t = 0; t < nt; t++) {
+                overflow += jobs[t].overflow;
+                if (jobs[t].overflow_max > overflow_max) overflow_max = jobs[t].overflow_max;
+            }
+            s = vk_begin(ctx, err);
+            if (s != BATON_OK) break;
+            vk_copy(ctx, &up->staging, 0, &out->chunks[ci], (uint64_t)(p0 - b0) * block_bytes,
+                    (uint64_t)nb * block_bytes);
+            s = vk_submit_wait(ctx, err);
+            int64_t rows_done = nb * VK_ROW_BLOCK;
+            if (p1 * VK_ROW_BLOCK > m->rows) rows_done -= p1 * VK_ROW_BLOCK - m->rows;
+            baton_progress_add(&up->progress, (uint64_t)rows_done * (uint64_t)m->cols *
+                                                  baton_dtype_size(m->dtype));
+        }
+    }
+    if (s == BATON_OK && overflow > 0) {
+        s = baton_fail(err, BATON_ERR_RANGE, "%s: %llu values beyond fp16's range (largest |x| "
+                       "%g > 65504); the Vulkan engine keeps weights in fp16", name,
+                       (unsigned long long)overflow, (double)overflow_max);
+    }
+    if (s != BATON_OK) {
+        if (err != NULL && strstr(err->msg, name) == NULL) baton_error_prefix(err, "%s", name);
+        vk_matrix_free(ctx, out);
+    }
+    return s;
+}

@@ -1,0 +1,53 @@
+#version 450
+// LayerNorm of rows: y[i] = (x[row] - mean) / sqrt(var + 1e-5) * w + b, row = row_map[i] or i.
+// One workgroup per row; each thread sums a fixed stride of the row and a fixed tree combines them,
+// so a row's result never depends on the other rows of the step.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) readonly buffer In { float x[]; };
+layout(std430, binding = 1) writeonly buffer Out { float y[]; };
+layout(std430, binding = 2) readonly buffer Params { float params[]; };
+layout(std430, binding = 3) readonly buffer Info { uint info[]; };
+
+layout(push_constant) uniform Push {
+    uint C;
+    uint w_off, b_off;  // LayerNorm weight and bias in params
+    uint row_map_off;   // 0xffffffff: output row i reads input row i
+} pc;
+
+shared float red[256];
+
+float reduce_sum(float v) {
+    uint tid = gl_LocalInvocationID.x;
+    red[tid] = v;
+    barrier();
+    [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
+        if (tid < s) red[tid] = red[tid] + red[tid + s];
+        barrier();
+    }
+    float total = red[0];
+    barrier();
+    return total;
+}
+
+void main() {
+    uint i = gl_WorkGroupID.x;
+    uint row = pc.row_map_off == 0xffffffffu ? i : info[pc.row_map_off + i];
+    uint tid = gl_LocalInvocationID.x;
+    uint base = row * pc.C;
+    precise float s = 0.0;
+    for (uint c = tid; c < pc.C; c += 256u) s += x[base + c];
+    float mean = reduce_sum(s) / float(pc.C);  // mean = sum(x) / C
+    precise float q = 0.0;
+    for (uint c = tid; c < pc.C; c += 256u) {
+        float d = x[base + c] - mean;
+        q += d * d;
+    }
+    float var = reduce_sum(q) / float(pc.C);   // var = sum((x - mean)^2) / C
+    float inv = 1.0 / sqrt(var + 1e-5);
+    for (uint c = tid; c < pc.C; c += 256u) {
+        y[i * pc.C + c] = (x[base + c] - mean) * inv * params[pc.w_off + c] + params[pc.b_off + c];
+    }
+}

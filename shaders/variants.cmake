@@ -1,0 +1,20 @@
+# The one table of compute-shader variants: NAME|SOURCE|DEFINES (space-separated -D values).
+# Names follow <op>_<in>_<out>[_<variant>]; only variants the engine dispatches are listed, and the
+# generated header gives each an enum value, so an unused or missing variant shows at compile time.
+set(BATON_SHADER_VARIANTS
+  # LayerNorm of rows of x, optionally gathered through a row map (the head's last tokens).
+  "layernorm_f32_f32|layernorm.comp|"
+  # Token shift: xk, xv, xr = lerp(previous xx, xx, time_mix_*).
+  "token_shift_f32_f32|token_shift.comp|"
+  # Copies the last token's xx of each sequence into its state slot (channel-mix shift state).
+  "state_save_f32_f32|state_save.comp|"
+  # The RWKV-4 WKV recurrence, sequential over each sequence's tokens, times sigmoid(r).
+  "wkv_f32_f32|wkv.comp|"
+  # y = W x for fp16 W (interleaved row blocks) and fp32 x; CB = tokens per workgroup.
+  # All three compute every output with the same fixed reduction order (batch invariance).
+  "matmul_f16_f32_b1|matmul.comp|CB=1"
+  "matmul_f16_f32_b8|matmul.comp|CB=8"
+  "matmul_f16_f32_b32|matmul.comp|CB=32"
+  # Sampling: penalties, temperature, top-k, top-p and the draw, one workgroup per sequence.
+  "sample_f32_i32|sample.comp|"
+)
