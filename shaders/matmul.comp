@@ -1,7 +1,7 @@
 #version 450
 // y = W x for the tokens of a step: W is fp16 (n_rows, K) in interleaved row blocks, x is fp32
 // [T][K], accumulation fp32. A workgroup computes RB rows for CB tokens; its SEGS thread rows
-// each sum one fixed K segment sequentially (fused multiply-adds in k order), and the segments
+// each sum one fixed K segment sequentially (multiply, then add, in k order), and the segments
 // are then added in order 0..SEGS-1. That order depends on K alone, never on T, CB or the
 // token's place in the step, so every variant (CB = 1, 8, 32) gives bitwise the same y
 // (batch invariance). Each weight is loaded once per workgroup and used for all CB tokens.
@@ -66,14 +66,16 @@ void main() {
         vec2 w45 = unpackHalf2x16(q.z), w67 = unpackHalf2x16(q.w);
         [[unroll]] for (uint b = 0u; b < CB; b++) {
             vec4 xa = x[xb[b] + 2u * c], xc = x[xb[b] + 2u * c + 1u];
-            acc[b] = fma(w01.x, xa.x, acc[b]);  // acc += w[k] * x[k], k in order
-            acc[b] = fma(w01.y, xa.y, acc[b]);
-            acc[b] = fma(w23.x, xa.z, acc[b]);
-            acc[b] = fma(w23.y, xa.w, acc[b]);
-            acc[b] = fma(w45.x, xc.x, acc[b]);
-            acc[b] = fma(w45.y, xc.y, acc[b]);
-            acc[b] = fma(w67.x, xc.z, acc[b]);
-            acc[b] = fma(w67.y, xc.w, acc[b]);
+            // acc += w[k] * x[k], k in order; precise (NoContraction) so that every driver
+            // rounds the product and the sum separately, the same way in every variant.
+            acc[b] = acc[b] + w01.x * xa.x;
+            acc[b] = acc[b] + w01.y * xa.y;
+            acc[b] = acc[b] + w23.x * xa.z;
+            acc[b] = acc[b] + w23.y * xa.w;
+            acc[b] = acc[b] + w45.x * xc.x;
+            acc[b] = acc[b] + w45.y * xc.y;
+            acc[b] = acc[b] + w67.x * xc.z;
+            acc[b] = acc[b] + w67.y * xc.w;
         }
     }
     uint tid = seg * RB + lane;

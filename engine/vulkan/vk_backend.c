@@ -9,37 +9,9 @@
 #include <string.h>
 
 #include "vk_context.h"
+#include "vk_kernels.h"
 #include "vk_upload.h"
 
-/* Push-constant blocks, mirrored from the shaders (same order, 32-bit words). */
-typedef struct {
-    uint32_t C, w_off, b_off, row_map_off;
-} pc_layernorm;
-_Static_assert(sizeof(pc_layernorm) == 16, "layernorm.comp push block");
-typedef struct {
-    uint32_t C, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off, seq_slot_off,
-        seq_first_off;
-} pc_token_shift;
-_Static_assert(sizeof(pc_token_shift) == 36, "token_shift.comp push block");
-typedef struct {
-    uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off;
-} pc_state_save;
-_Static_assert(sizeof(pc_state_save) == 20, "state_save.comp push block");
-typedef struct {
-    uint32_t C, u_off, w_off, seq_slot_off, seq_first_off, seq_len_off;
-} pc_wkv;
-_Static_assert(sizeof(pc_wkv) == 24, "wkv.comp push block");
-typedef struct {
-    uint32_t K, n_rows, row0, y_stride, T, cps, epilogue;
-} pc_matmul;
-_Static_assert(sizeof(pc_matmul) == 28, "matmul.comp push block");
-typedef struct {
-    uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off;
-} pc_sample;
-_Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
-
-enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
-enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
 enum { SAMPLE_PARAM_WORDS = 8 }; /* per sequence in the step info */
 
 /* Per layer, the float offsets of its vectors in the params buffer. */
@@ -88,35 +60,9 @@ static uint32_t global_param(const vk_backend *b, int which) { return (uint32_t)
 
 static vk_bind bind(const vk_buffer *buf) { return (vk_bind){.buf = buf}; }
 
-/* y (+)= W x over the chunks of W; the variant follows T, all variants agree bitwise. */
 static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                           const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue) {
-    baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
-    uint32_t cb = 32;
-    if (T <= 1) {
-        shader = BATON_SHADER_matmul_f16_f32_b1;
-        cb = 1;
-    } else if (T <= 8) {
-        shader = BATON_SHADER_matmul_f16_f32_b8;
-        cb = 8;
-    }
-    uint32_t nc = (uint32_t)(w->cols / 8);
-    for (int c = 0; c < w->n_chunks; c++) {
-        int64_t row0 = (int64_t)c * w->chunk_rows;
-        int64_t rows = w->rows - row0 < w->chunk_rows ? w->rows - row0 : w->chunk_rows;
-        pc_matmul pc = {
-            .K = (uint32_t)w->cols,
-            .n_rows = (uint32_t)rows,
-            .row0 = (uint32_t)row0,
-            .y_stride = y_stride,
-            .T = T,
-            .cps = (nc + MM_SEGS - 1) / MM_SEGS,
-            .epilogue = epilogue,
-        };
-        vk_bind binds[4] = {bind(&w->chunks[c]), bind(x), bind(y), bind(m ? m : &b->ctx.dummy)};
-        vk_dispatch(&b->ctx, shader, binds, 4, &pc, sizeof pc, (T + cb - 1) / cb,
-                    (uint32_t)((rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK), 1);
-    }
+    vk_record_matmul(&b->ctx, w, x, y, m, T, y_stride, epilogue);
 }
 
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,

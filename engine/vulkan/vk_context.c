@@ -402,8 +402,24 @@ baton_status vk_buffer_create(vk_context *ctx, VkDeviceSize size, bool host_visi
     return BATON_OK;
 }
 
+/* Forgets every cached descriptor set when one binds buffer: a later buffer may get the same
+ * handle, and must not find a set that points at freed memory. Only at teardown or in tests. */
+static void dset_forget(vk_context *ctx, VkBuffer buffer) {
+    if (ctx->dsets == NULL || ctx->n_dsets == 0) return;
+    bool found = false;
+    for (int i = 0; i < VK_DSET_CACHE && !found; i++) {
+        if (!ctx->dsets[i].used) continue;
+        for (int j = 0; j < VK_BINDINGS; j++) found |= ctx->dsets[i].key[3 * j] == (uint64_t)(uintptr_t)buffer;
+    }
+    if (!found) return;
+    vkResetDescriptorPool(ctx->device, ctx->dpool, 0);
+    memset(ctx->dsets, 0, VK_DSET_CACHE * sizeof *ctx->dsets);
+    ctx->n_dsets = 0;
+}
+
 void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf) {
     if (buf->buffer == VK_NULL_HANDLE) return;
+    dset_forget(ctx, buf->buffer);
     if (buf->mapped) vkUnmapMemory(ctx->device, buf->memory);
     vkDestroyBuffer(ctx->device, buf->buffer, NULL);
     vkFreeMemory(ctx->device, buf->memory, NULL);

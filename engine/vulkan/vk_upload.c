@@ -92,6 +92,11 @@ baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matr
     uint64_t block_bytes = (uint64_t)VK_ROW_BLOCK * (uint64_t)m->cols * 2;
     uint64_t limit = ctx->info.max_storage_range < ctx->info.max_alloc ? ctx->info.max_storage_range
                                                                        : ctx->info.max_alloc;
+    /* BATON_VK_CHUNK_BYTES lowers the chunk size, so tests split small matrices as lavapipe's
+     * 128 MiB binding limit splits a 14B model's head. */
+    const char *chunk_env = getenv("BATON_VK_CHUNK_BYTES");
+    if (chunk_env != NULL && strtoull(chunk_env, NULL, 10) > 0 && strtoull(chunk_env, NULL, 10) < limit)
+        limit = strtoull(chunk_env, NULL, 10);
     uint64_t blocks_per_chunk = limit / block_bytes;
     uint64_t blocks_per_piece = up->staging.size / block_bytes;
     if (blocks_per_chunk == 0 || blocks_per_piece == 0)

@@ -1,0 +1,303 @@
+/* Each Vulkan kernel against a small CPU computation in double precision: matmul (every variant,
+ * every epilogue, weights split into row chunks, bitwise agreement across batch sizes),
+ * layernorm (with a row map), token shift and state save, and the WKV recurrence. */
+#include <math.h>
+
+#include "test_vk_common.h"
+#include "vk_context.h"
+#include "vk_kernels.h"
+#include "vk_upload.h"
+
+static vk_context ctx;
+
+static vk_buffer host_buffer(size_t bytes) {
+    vk_buffer b;
+    baton_error err = {0};
+    baton_status s = vk_buffer_create(&ctx, bytes, true, &b, &err);
+    if (s != BATON_OK) fprintf(stderr, "%s\n", err.msg);
+    REQUIRE(s == BATON_OK);
+    memset(b.mapped, 0, b.size);
+    return b;
+}
+
+static void run(void) {
+    baton_error err = {0};
+    baton_status s = vk_submit_wait(&ctx, &err);
+    if (s != BATON_OK) fprintf(stderr, "%s\n", err.msg);
+    REQUIRE(s == BATON_OK);
+}
+
+static void begin(void) {
+    baton_error err = {0};
+    REQUIRE(vk_begin(&ctx, &err) == BATON_OK);
+}
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* W (N, K) random (fp16-exact values), x [T][K]; checks every epilogue and every variant. */
+static void test_matmul(int N, int K, uint64_t chunk_bytes) {
+    enum { TMAX = 41 };
+    uint64_t seed = (uint64_t)N * 131 + (uint64_t)K;
+    uint16_t *w16 = malloc((size_t)N * K * 2);
+    float *x = malloc((size_t)TMAX * K * 4);
+    REQUIRE(w16 && x);
+    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
+    for (int i = 0; i < TMAX * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    w16[0] = baton_f32_to_f16(1000.0f); /* a large weight keeps the test honest about rounding */
+
+    char chunk[32];
+    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
+    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
+    vk_uploader up;
+    vk_matrix wm;
+    baton_matrix bm = {.data = w16, .dtype = BATON_F16, .rows = N, .cols = K};
+    baton_error err = {0};
+    REQUIRE(vk_uploader_init(&ctx, &up, (uint64_t)N * K * 2, &err) == BATON_OK);
+    baton_status st = vk_matrix_upload(&ctx, &up, &bm, "test", &wm, &err);
+    vk_uploader_free(&ctx, &up);
+    unsetenv("BATON_VK_CHUNK_BYTES");
+    if (st != BATON_OK) fprintf(stderr, "%s\n", err.msg);
+    REQUIRE(st == BATON_OK);
+    printf("matmul %dx%d: %d chunk(s)\n", N, K, wm.n_chunks);
+
+    vk_buffer xb = host_buffer((size_t)TMAX * K * 4), yb = host_buffer((size_t)TMAX * N * 4);
+    vk_buffer mb = host_buffer((size_t)TMAX * N * 4), y1 = host_buffer((size_t)N * 4);
+    memcpy(xb.mapped, x, (size_t)TMAX * K * 4);
+    float *m = mb.mapped;
+    for (int i = 0; i < TMAX * N; i++) m[i] = vk_test_rand(&seed);
+
+    double *ref = malloc((size_t)TMAX * N * sizeof *ref), *mag = malloc((size_t)TMAX * N * sizeof *mag);
+    REQUIRE(ref && mag);
+    for (int t = 0; t < TMAX; t++) {
+        for (int n = 0; n < N; n++) {
+            double acc = 0, a = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x[(size_t)t * K + k];
+                acc += p;
+                a += fabs(p);
+            }
+            ref[t * N + n] = acc;
+            mag[t * N + n] = a;
+        }
+    }
+    const int Ts[] = {1, 3, 8, 9, 32, TMAX};
+    float *y = yb.mapped;
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        uint32_t T = (uint32_t)Ts[ti];
+        for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
+            float *init = malloc((size_t)T * N * 4);
+            REQUIRE(init);
+            for (size_t i = 0; i < (size_t)T * N; i++) init[i] = vk_test_rand(&seed);
+            memcpy(y, init, (size_t)T * N * 4);
+            begin();
+            vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, T, (uint32_t)N, epi);
+            run();
+            double worst = 0;
+            for (size_t i = 0; i < (size_t)T * N; i++) {
+                double r = ref[i], want;
+                switch (epi) {
+                case EPI_SIGMOID: want = sigmoid(r); break;
+                case EPI_RELU_SQ: want = r > 0 ? r * r : 0; break;
+                case EPI_ADD: want = init[i] + r; break;
+                case EPI_ADD_MUL: want = init[i] + m[i] * r; break;
+                default: want = r;
+                }
+                double scale = epi == EPI_RELU_SQ ? 2 * fabs(r) * mag[i] + 1e-3 : mag[i] + 1e-3;
+                double d = fabs(y[i] - want) / scale;
+                if (!(d <= worst)) worst = d;
+            }
+            CHECK_MSG(worst < 1e-5, "matmul %dx%d T %u epilogue %u: normalized error %g", N, K, T,
+                      epi, worst);
+            free(init);
+        }
+        /* Batch invariance: each token's outputs equal, bitwise, its outputs computed alone. */
+        begin();
+        vk_record_matmul(&ctx, &wm, &xb, &yb, NULL, T, (uint32_t)N, EPI_NONE);
+        run();
+        for (uint32_t t = 0; t < T; t++) {
+            vk_buffer xt = host_buffer((size_t)K * 4);
+            memcpy(xt.mapped, x + (size_t)t * K, (size_t)K * 4);
+            begin();
+            vk_record_matmul(&ctx, &wm, &xt, &y1, NULL, 1, (uint32_t)N, EPI_NONE);
+            run();
+            CHECK_MSG(memcmp(y1.mapped, y + (size_t)t * N, (size_t)N * 4) == 0,
+                      "matmul %dx%d: token %u of %u differs from its solo run", N, K, t, T);
+            vk_buffer_destroy(&ctx, &xt);
+        }
+    }
+    free(ref);
+    free(mag);
+    vk_buffer_destroy(&ctx, &y1);
+    vk_buffer_destroy(&ctx, &mb);
+    vk_buffer_destroy(&ctx, &yb);
+    vk_buffer_destroy(&ctx, &xb);
+    vk_matrix_free(&ctx, &wm);
+    free(w16);
+    free(x);
+}
+
+/* LayerNorm over rows picked by a row map, against double precision. */
+static void test_layernorm(int C, int rows) {
+    uint64_t seed = 77;
+    vk_buffer xb = host_buffer((size_t)rows * C * 4), yb = host_buffer((size_t)rows * C * 4);
+    vk_buffer pb = host_buffer((size_t)2 * C * 4), ib = host_buffer((size_t)rows * 4);
+    float *x = xb.mapped, *p = pb.mapped, *y = yb.mapped;
+    uint32_t *map = ib.mapped;
+    for (int i = 0; i < rows * C; i++) x[i] = vk_test_rand(&seed) * 4.0f + 2.0f;
+    for (int i = 0; i < 2 * C; i++) p[i] = vk_test_rand(&seed);
+    for (int r = 0; r < rows; r++) map[r] = (uint32_t)(rows - 1 - r);
+    pc_layernorm pc = {.C = (uint32_t)C, .w_off = 0, .b_off = (uint32_t)C, .row_map_off = 0};
+    vk_bind binds[4] = {{.buf = &xb}, {.buf = &yb}, {.buf = &pb}, {.buf = &ib}};
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, (uint32_t)rows, 1, 1);
+    run();
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)map[r] * C;
+        double mean = 0, var = 0;
+        for (int c = 0; c < C; c++) mean += xr[c];
+        mean /= C;
+        for (int c = 0; c < C; c++) var += (xr[c] - mean) * (xr[c] - mean);
+        var /= C;
+        for (int c = 0; c < C; c++) {
+            double want = (xr[c] - mean) / sqrt(var + 1e-5) * p[c] + p[C + c];
+            double d = fabs(y[(size_t)r * C + c] - want);
+            if (!(d <= worst)) worst = d;
+        }
+    }
+    CHECK_MSG(worst < 1e-5, "layernorm C %d: max error %g", C, worst);
+    vk_buffer_destroy(&ctx, &ib);
+    vk_buffer_destroy(&ctx, &pb);
+    vk_buffer_destroy(&ctx, &yb);
+    vk_buffer_destroy(&ctx, &xb);
+}
+
+/* Two sequences (3 tokens in slot 1, 1 token in slot 0): token shift, WKV and state save. */
+static void test_shift_wkv(int C) {
+    enum { T = 4, S = 2, SLOTS = 2 };
+    const uint32_t slot_of[S] = {1, 0}, first[S] = {0, 3}, len[S] = {3, 1};
+    uint64_t seed = 5;
+    size_t TC = (size_t)T * C;
+    vk_buffer xx = host_buffer(TC * 4), o0 = host_buffer(TC * 4), o1 = host_buffer(TC * 4),
+              o2 = host_buffer(TC * 4), kb = host_buffer(TC * 4), vb = host_buffer(TC * 4),
+              rb = host_buffer(TC * 4), ob = host_buffer(TC * 4),
+              st = host_buffer((size_t)SLOTS * 5 * C * 4), pb = host_buffer((size_t)5 * C * 4),
+              ib = host_buffer(64 * 4);
+    float *X = xx.mapped, *state = st.mapped, *p = pb.mapped, *k = kb.mapped, *v = vb.mapped,
+          *r = rb.mapped;
+    uint32_t *info = ib.mapped;
+    /* info: tok_seq at 0, seq_slot at 8, seq_first at 16, seq_len at 24 */
+    for (int t = 0; t < T; t++) info[t] = t < 3 ? 0 : 1;
+    for (int s = 0; s < S; s++) {
+        info[8 + s] = slot_of[s];
+        info[16 + s] = first[s];
+        info[24 + s] = len[s];
+    }
+    for (size_t i = 0; i < TC; i++) {
+        X[i] = vk_test_rand(&seed);
+        k[i] = vk_test_rand(&seed) * (i % 7 == 0 ? 40.0f : 3.0f);
+        v[i] = vk_test_rand(&seed) * 2.0f;
+        r[i] = 0.5f + 0.5f * vk_test_rand(&seed);
+    }
+    for (int i = 0; i < 3 * C; i++) p[i] = 0.5f + 0.5f * vk_test_rand(&seed); /* mixes */
+    for (int c = 0; c < C; c++) {
+        p[3 * C + c] = vk_test_rand(&seed);                          /* u */
+        p[4 * C + c] = -expf(vk_test_rand(&seed) * 2.0f);            /* w = -exp(decay) */
+    }
+    baton_state_init(state, SLOTS, C); /* slot 0 fresh; slot 1 with history */
+    for (int row = 0; row < 5; row++) {
+        for (int c = 0; c < C; c++) {
+            float val = vk_test_rand(&seed);
+            if (row == 2) val = fabsf(val) + 0.1f;
+            if (row == 3) val *= 5.0f;
+            state[(5 + row) * C + c] = val;
+        }
+    }
+    float *before = malloc((size_t)SLOTS * 5 * C * 4);
+    REQUIRE(before);
+    memcpy(before, state, (size_t)SLOTS * 5 * C * 4);
+
+    pc_token_shift ts = {.C = (uint32_t)C, .state_row = 0, .n_out = 3, .mix0_off = 0,
+                         .mix1_off = (uint32_t)C, .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0,
+                         .seq_slot_off = 8, .seq_first_off = 16};
+    vk_bind tsb[7] = {{.buf = &xx}, {.buf = &st}, {.buf = &pb}, {.buf = &ib},
+                      {.buf = &o0}, {.buf = &o1}, {.buf = &o2}};
+    pc_wkv wk = {.C = (uint32_t)C, .u_off = 3u * (uint32_t)C, .w_off = 4u * (uint32_t)C,
+                 .seq_slot_off = 8, .seq_first_off = 16, .seq_len_off = 24};
+    vk_bind wb[8] = {{.buf = &kb}, {.buf = &vb}, {.buf = &rb}, {.buf = &ob},
+                     {.buf = &st}, {.buf = &pb}, {.buf = &ib}, {.buf = &xx}};
+    pc_state_save ss = {.C = (uint32_t)C, .state_row = 4, .seq_slot_off = 8, .seq_first_off = 16,
+                        .seq_len_off = 24};
+    vk_bind sb[4] = {{.buf = &xx}, {.buf = &st}, {.buf = &ctx.dummy}, {.buf = &ib}};
+    uint32_t gc = (uint32_t)(C + 63) / 64;
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_token_shift_f32_f32, tsb, 7, &ts, sizeof ts, gc, T, 1);
+    vk_barrier(&ctx);
+    vk_dispatch(&ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, gc, S, 1);
+    vk_dispatch(&ctx, BATON_SHADER_state_save_f32_f32, sb, 4, &ss, sizeof ss, gc, S, 1);
+    run();
+
+    double worst_shift = 0, worst_wkv = 0, worst_state = 0;
+    const float *outs[3] = {o0.mapped, o1.mapped, o2.mapped};
+    const float *o = ob.mapped;
+    for (int s = 0; s < S; s++) {
+        const float *sb0 = before + (size_t)slot_of[s] * 5 * C;
+        for (int c = 0; c < C; c++) {
+            double aa = sb0[C + c], bb = sb0[2 * C + c], pp = sb0[3 * C + c];
+            double u = p[3 * C + c], w = p[4 * C + c];
+            for (uint32_t t = first[s]; t < first[s] + len[s]; t++) {
+                double prev = t == first[s] ? sb0[c] : X[(t - 1) * C + c];
+                for (int j = 0; j < 3; j++) {
+                    double mix = p[j * C + c];
+                    double want = X[t * C + c] * mix + prev * (1 - mix);
+                    double d = fabs(outs[j][t * C + c] - want);
+                    if (!(d <= worst_shift)) worst_shift = d;
+                }
+                double kk = k[t * C + c], vv = v[t * C + c];
+                double ww = u + kk, qq = fmax(pp, ww), e1 = exp(pp - qq), e2 = exp(ww - qq);
+                double want = r[t * C + c] * (e1 * aa + e2 * vv) / (e1 * bb + e2);
+                double d = fabs(o[t * C + c] - want) / (1 + fabs(want));
+                if (!(d <= worst_wkv)) worst_wkv = d;
+                ww = pp + w;
+                qq = fmax(ww, kk);
+                e1 = exp(ww - qq);
+                e2 = exp(kk - qq);
+                aa = e1 * aa + e2 * vv;
+                bb = e1 * bb + e2;
+                pp = qq;
+            }
+            const float *got = state + (size_t)slot_of[s] * 5 * C;
+            uint32_t last = first[s] + len[s] - 1;
+            double want[5] = {X[last * C + c], aa, bb, pp, X[last * C + c]};
+            for (int row = 0; row < 5; row++) {
+                double d = fabs(got[row * C + c] - want[row]) / (1 + fabs(want[row]));
+                if (!(d <= worst_state)) worst_state = d;
+            }
+        }
+    }
+    CHECK_MSG(worst_shift < 1e-6, "token shift: max error %g", worst_shift);
+    CHECK_MSG(worst_wkv < 1e-5, "wkv output: max relative error %g", worst_wkv);
+    CHECK_MSG(worst_state < 1e-5, "wkv/state save state: max relative error %g", worst_state);
+    free(before);
+    vk_buffer *all[] = {&ib, &pb, &st, &ob, &rb, &vb, &kb, &o2, &o1, &o0, &xx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) vk_buffer_destroy(&ctx, all[i]);
+}
+
+int main(void) {
+    vk_test_require_device();
+    baton_error err = {0};
+    if (vk_context_init(&ctx, vk_test_device(), &err) != BATON_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    printf("device: %s\n", ctx.info.name);
+    /* Uneven K segments, rows not a multiple of the row block, and forced row chunks. */
+    test_matmul(100, 72, 2 * 32 * 72 * 2);
+    test_matmul(37, 16, 0);
+    if (!vk_test_small()) test_matmul(300, 520, 3 * 32 * 520 * 2);
+    test_layernorm(200, 5);
+    test_layernorm(96, 3);
+    test_shift_wkv(70);
+    vk_context_free(&ctx);
+    return vk_test_result();
+}
