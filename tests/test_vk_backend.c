@@ -1,0 +1,237 @@
+/* The Vulkan backend against the fixtures' float64 references (the README's bounds for fp16
+ * weights): every case token by token and as one prefill, logits and state; concurrent streams of
+ * different lengths in shared steps, each stream's logits bitwise equal to its solo run; two
+ * consecutive layer slices (the same device twice) bitwise equal to one run; slot round trips. */
+#include "fixture_cases.h"
+#include "test_vk_common.h"
+
+enum { SLOTS = 4 };
+
+static baton_backend *open_backend(const baton_model *m, int begin, int end, int max_tokens) {
+    baton_stage_config cfg = {
+        .layer_begin = begin, .layer_end = end,
+        .with_embedding = begin == 0, .with_head = end == m->n_layer,
+        .n_slots = SLOTS, .max_seqs = SLOTS, .max_tokens = max_tokens < SLOTS ? SLOTS : max_tokens,
+    };
+    baton_backend *b = NULL;
+    baton_error err = {0};
+    if (baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err) != BATON_OK) {
+        fprintf(stderr, "baton_vulkan_backend_new: %s\n", err.msg);
+        REQUIRE(0);
+    }
+    return b;
+}
+
+static void step_ok(baton_backend *b, const baton_step *s) {
+    baton_error err = {0};
+    baton_status st = baton_backend_step(b, s, &err);
+    if (st != BATON_OK) fprintf(stderr, "step: %s\n", err.msg);
+    REQUIRE(st == BATON_OK);
+}
+
+static void slot_op_ok(baton_status st, const baton_error *err) {
+    if (st != BATON_OK) fprintf(stderr, "slot: %s\n", err->msg);
+    REQUIRE(st == BATON_OK);
+}
+
+/* Token by token and as one prefill, against the reference logits and state. */
+static void test_case(const fixture_case *fc, int n_tokens) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab, C = m->n_embd, L = m->n_layer;
+    float *ref = fixture_floats(fc->logits, (size_t)fc->n_tokens * V);
+    float *ref_state = fixture_floats(fc->state, (size_t)L * 5 * C);
+    float *logits = malloc((size_t)n_tokens * V * 4), *prefill = malloc((size_t)n_tokens * V * 4);
+    float *state = malloc((size_t)L * 5 * C * 4), *state2 = malloc((size_t)L * 5 * C * 4);
+    REQUIRE(logits && prefill && state && state2);
+    baton_backend *b = open_backend(m, 0, L, n_tokens);
+    double bound = gpu_bound(fc);
+
+    /* Token by token in slot 0. */
+    slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+    for (int t = 0; t < n_tokens; t++) {
+        baton_seq q = {.slot = 0, .n_tokens = 1};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = logits + (size_t)t * V};
+        step_ok(b, &s);
+    }
+    double d = max_abs_diff(logits, ref, (size_t)n_tokens * V);
+    printf("%s (%s): token by token, %d tokens: max |logit - ref| %.2e (bound %.0e)\n", fc->name,
+           fc->dtype, n_tokens, d, bound);
+    CHECK_MSG(d <= bound, "%s: token-by-token logits off by %g", fc->name, d);
+    slot_op_ok(b->ops->slot_read(b, 0, state, &err), &err);
+    if (n_tokens == fc->n_tokens) {
+        double ds = state_diff(state, ref_state, L, C);
+        printf("%s: state difference %.2e\n", fc->name, ds);
+        CHECK_MSG(ds <= bound, "%s: state off by %g", fc->name, ds);
+    }
+
+    /* All tokens as one prefill in slot 1, every token's logits. */
+    slot_op_ok(b->ops->slot_reset(b, 1, &err), &err);
+    baton_seq q = {.slot = 1, .n_tokens = n_tokens};
+    baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = fc->tokens, .logits = prefill, .logits_all_tokens = true};
+    step_ok(b, &s);
+    d = max_abs_diff(prefill, ref, (size_t)n_tokens * V);
+    printf("%s: prefill: max |logit - ref| %.2e; %s token by token\n", fc->name, d,
+           memcmp(prefill, logits, (size_t)n_tokens * V * 4) == 0 ? "bitwise equal to" : "differs from");
+    CHECK_MSG(d <= bound, "%s: prefill logits off by %g", fc->name, d);
+    slot_op_ok(b->ops->slot_read(b, 1, state2, &err), &err);
+    if (n_tokens == fc->n_tokens) {
+        double ds = state_diff(state2, ref_state, L, C);
+        CHECK_MSG(ds <= bound, "%s: prefill state off by %g", fc->name, ds);
+    }
+
+    /* Slot round trip: write slot 0's state into slot 3, read it back bitwise. */
+    slot_op_ok(b->ops->slot_write(b, 3, state, &err), &err);
+    slot_op_ok(b->ops->slot_read(b, 3, state2, &err), &err);
+    CHECK_MSG(memcmp(state, state2, (size_t)L * 5 * C * 4) == 0, "%s: slot write/read", fc->name);
+    /* And a step from the written slot continues exactly like slot 0 would. */
+    baton_backend_free(b);
+    free(logits);
+    free(prefill);
+    free(state);
+    free(state2);
+    free(ref);
+    free(ref_state);
+    baton_model_free(m);
+}
+
+/* Three streams with their own chunk schedules; alone, then together in shared steps (the third
+ * joins late). Each chunk's last-token logits must be bitwise the same. */
+static void test_streams(const fixture_case *fc, int n_max) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab;
+    enum { NS = 3, CHUNKS = 64 };
+    int n = fc->n_tokens < n_max ? fc->n_tokens : n_max;
+    int32_t toks[NS][CASE_TOKENS_MAX];
+    int len[NS] = {n, n / 2 + 1, n - 2 > 1 ? n - 2 : 1};
+    for (int i = 0; i < len[0]; i++) toks[0][i] = fc->tokens[i];
+    for (int i = 0; i < len[1]; i++) toks[1][i] = fc->tokens[n - 1 - i];
+    for (int i = 0; i < len[2]; i++) toks[2][i] = (fc->tokens[(i + 2) % n] * 7 + i) % V;
+    /* Schedules: stream 0 one token at a time; 1 a prefill of 5 then singles; 2 chunks of 3. */
+    int sched[NS][CHUNKS], n_chunks[NS] = {0};
+    for (int si = 0; si < NS; si++) {
+        int left = len[si];
+        while (left > 0) {
+            int c = si == 0 ? 1 : si == 1 ? (n_chunks[si] == 0 ? 5 : 1) : 3;
+            if (c > left) c = left;
+            if (n_chunks[si] == CHUNKS - 1) c = left;
+            sched[si][n_chunks[si]++] = c;
+            left -= c;
+        }
+    }
+    baton_backend *b = open_backend(m, 0, m->n_layer, 16);
+    float *solo = calloc((size_t)NS * CHUNKS * V, 4), *got = malloc((size_t)NS * V * 4);
+    REQUIRE(solo && got);
+    for (int si = 0; si < NS; si++) {
+        slot_op_ok(b->ops->slot_reset(b, si, &err), &err);
+        int pos = 0;
+        for (int c = 0; c < n_chunks[si]; c++) {
+            baton_seq q = {.slot = si, .n_tokens = sched[si][c]};
+            baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &toks[si][pos],
+                            .logits = solo + ((size_t)si * CHUNKS + (size_t)c) * V};
+            step_ok(b, &s);
+            pos += sched[si][c];
+        }
+    }
+    /* Together: stream si uses slot 3 - si (a different slot than alone); stream 2 joins at step 2. */
+    for (int si = 0; si < NS; si++) slot_op_ok(b->ops->slot_reset(b, 3 - si, &err), &err);
+    int next[NS] = {0}, pos[NS] = {0}, mismatches = 0, steps = 0;
+    for (;;) {
+        baton_seq seqs[NS];
+        int32_t tokens[64];
+        int who[NS], ns = 0, nt = 0;
+        for (int si = NS - 1; si >= 0; si--) { /* reversed order: positions in the batch change */
+            if (next[si] >= n_chunks[si] || (si == 2 && steps < 2)) continue;
+            int c = sched[si][next[si]];
+            seqs[ns] = (baton_seq){.slot = 3 - si, .n_tokens = c};
+            memcpy(&tokens[nt], &toks[si][pos[si]], (size_t)c * 4);
+            nt += c;
+            who[ns++] = si;
+        }
+        if (ns == 0) break;
+        baton_step s = {.n_seqs = ns, .seqs = seqs, .tokens = tokens, .logits = got};
+        step_ok(b, &s);
+        for (int i = 0; i < ns; i++) {
+            int si = who[i];
+            const float *want = solo + ((size_t)si * CHUNKS + (size_t)next[si]) * V;
+            if (memcmp(got + (size_t)i * V, want, (size_t)V * 4) != 0) mismatches++;
+            pos[si] += sched[si][next[si]];
+            next[si]++;
+        }
+        steps++;
+    }
+    printf("%s: %d streams in %d shared steps: %d chunk(s) differ bitwise from their solo runs\n",
+           fc->name, NS, steps, mismatches);
+    CHECK_MSG(mismatches == 0, "%s: batch invariance broken in %d chunk(s)", fc->name, mismatches);
+    free(solo);
+    free(got);
+    baton_backend_free(b);
+    baton_model_free(m);
+}
+
+/* Layers [0, L/2) with the embedding, then [L/2, L) with the head, on the same device twice:
+ * logits and state bitwise equal to one backend running all layers. */
+static void test_slices(const fixture_case *fc, int n_tokens) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab, C = m->n_embd, L = m->n_layer, half = L / 2;
+    baton_backend *whole = open_backend(m, 0, L, 4), *first = open_backend(m, 0, half, 4),
+                  *second = open_backend(m, half, L, 4);
+    float *a = malloc((size_t)V * 4), *bl = malloc((size_t)V * 4), *x = malloc((size_t)C * 4);
+    float *sw = malloc((size_t)L * 5 * C * 4), *ss = malloc((size_t)L * 5 * C * 4);
+    REQUIRE(a && bl && x && sw && ss);
+    int mismatches = 0;
+    for (int t = 0; t < n_tokens; t++) {
+        baton_seq q = {.slot = 1, .n_tokens = 1};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = a};
+        step_ok(whole, &s);
+        baton_step s1 = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .x_out = x};
+        step_ok(first, &s1);
+        baton_step s2 = {.n_seqs = 1, .seqs = &q, .x_in = x, .logits = bl};
+        step_ok(second, &s2);
+        mismatches += memcmp(a, bl, (size_t)V * 4) != 0;
+    }
+    slot_op_ok(whole->ops->slot_read(whole, 1, sw, &err), &err);
+    slot_op_ok(first->ops->slot_read(first, 1, ss, &err), &err);
+    slot_op_ok(second->ops->slot_read(second, 1, ss + (size_t)half * 5 * C, &err), &err);
+    printf("%s: layers [0,%d) + [%d,%d): %d of %d tokens' logits differ from one stage\n", fc->name,
+           half, half, L, mismatches, n_tokens);
+    CHECK_MSG(mismatches == 0, "%s: two slices differ from one run", fc->name);
+    CHECK_MSG(memcmp(sw, ss, (size_t)L * 5 * C * 4) == 0, "%s: sliced state differs", fc->name);
+    free(a);
+    free(bl);
+    free(x);
+    free(sw);
+    free(ss);
+    baton_backend_free(second);
+    baton_backend_free(first);
+    baton_backend_free(whole);
+    baton_model_free(m);
+}
+
+int main(void) {
+    vk_test_require_device();
+    const char *dir = test_fixtures();
+    static fixture_case cases[CASES_MAX];
+    int n = fixture_cases_load(dir, cases);
+    REQUIRE(n > 0);
+    bool small = vk_test_small();
+    char last_model[512] = "";
+    for (int i = 0; i < n; i++) {
+        const fixture_case *fc = &cases[i];
+        bool first_of_model = strcmp(last_model, fc->model) != 0;
+        snprintf(last_model, sizeof last_model, "%s", fc->model);
+        if (small && !first_of_model) continue;
+        int nt = small && fc->n_tokens > 6 ? 6 : fc->n_tokens;
+        test_case(fc, nt);
+        if (first_of_model) {
+            test_streams(fc, small ? 8 : 24);
+            test_slices(fc, small ? 3 : 8);
+        }
+    }
+    return vk_test_result();
+}
