@@ -31,9 +31,9 @@ static int ts_is_zip(const unsigned char *p, uint64_t size) {
            ((p[2] == 3 && p[3] == 4) || (p[2] == 5 && p[3] == 6));
 }
 
-/* safetensors starts with a small little-endian length and then '{'. */
+/* safetensors starts with an 8-byte length and then the JSON header's '{'. */
 static int ts_is_safetensors(const unsigned char *p, uint64_t size) {
-    return size >= 9 && p[6] == 0 && p[7] == 0 && p[8] == '{';
+    return size >= 9 && p[8] == '{';
 }
 
 static baton_status ts_list(baton_tensor_set *set, baton_error *err) {
