@@ -17,9 +17,9 @@ enum { CASES_MAX = 64, CASE_TOKENS_MAX = 4096 };
 
 typedef struct {
     char name[64];
-    char model[512];  /* path of the model file */
-    char logits[512]; /* path of [n_tokens][n_vocab] float32 */
-    char state[512];  /* path of [n_layer][5][n_embd] float32 */
+    char model[4608];  /* path of the model file */
+    char logits[4608]; /* path of [n_tokens][n_vocab] float32 */
+    char state[4608];  /* path of [n_layer][5][n_embd] float32 */
     char dtype[16];   /* dtype of the file's big matrices: fp32, fp16 or bf16 */
     int32_t tokens[CASE_TOKENS_MAX];
     int n_tokens, n_layer, n_embd, n_vocab;
