@@ -11,5 +11,7 @@ int cmd_tokenize(int argc, char **argv);   /* cmd/tokenize.c */
 int cmd_detokenize(int argc, char **argv); /* cmd/tokenize.c */
 int cmd_devices(int argc, char **argv);    /* cmd/devices.c */
 int cmd_bench(int argc, char **argv);      /* cmd/bench.c */
+int cmd_serve(int argc, char **argv);      /* cmd/serve.c */
+int cmd_generate(int argc, char **argv);   /* cmd/generate.c */
 
 #endif

@@ -20,6 +20,8 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "print a model file's hyperparameters and sizes"},
     {"devices", cmd_devices, "list the Vulkan compute devices"},
     {"bench", cmd_bench, "measure decode and prefill speed"},
+    {"serve", cmd_serve, "serve a model over gRPC (baton.v1.Inference)"},
+    {"generate", cmd_generate, "stream a completion from a baton server"},
 };
 
 static void usage(FILE *out) {

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libcjson-dev libutf8proc-dev
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-grpcio python3-protobuf
   clang libclang-rt-14-dev
 )
 
