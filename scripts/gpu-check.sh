@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Prepares the one-shot check of the Vulkan engine on a GPU machine (an NVIDIA H100 or H200).
+#
+# Run HERE, from anywhere: scripts/gpu-check.sh
+#   1. builds Release into build-gpu/ (baton and the Vulkan test binaries),
+#   2. writes the bundle .gpu/ (git-ignored; added to .git/info/exclude if not already ignored):
+#      .gpu/bin (binaries), .gpu/lib (their shared libraries found by ldd, except the glibc and
+#      loader basics and the Vulkan loader), .gpu/fixtures (from $BATON_FIXTURES or
+#      ../shared/fixtures), and .gl/ (the Vulkan loader .deb, libvulkan1, amd64),
+#   3. writes .gpu/run.sh, the ONE command to run on the GPU machine from the repo root:
+#        bash .gpu/run.sh          (with the device tool: carry [".gpu", ".gl"])
+#      It unpacks the loader (only when the machine has none), points the loader at NVIDIA's ICD
+#      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
+#      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512`, all tee'd
+#      to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
+#
+# Local rehearsal on lavapipe: BATON_BENCH_SHAPE=4,512,2000 BATON_BENCH_PREFILL=64 bash .gpu/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+fixtures=${BATON_FIXTURES:-$root/../shared/fixtures}
+tests=(test_vk_ops test_vk_backend test_vk_sample test_vk_big)
+
+if ! git check-ignore -q .gpu || ! git check-ignore -q .gl; then
+  mkdir -p .git/info
+  printf '/.gpu/\n/.gl/\n' >> .git/info/exclude
+fi
+
+echo "== building Release into build-gpu/"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-gpu -j "$(nproc)" --target baton "${tests[@]}" >/dev/null
+
+echo "== bundling into .gpu/"
+rm -rf .gpu
+mkdir -p .gpu/bin .gpu/lib .gpu/out
+cp build-gpu/baton .gpu/bin/
+for t in "${tests[@]}"; do cp "build-gpu/$t" .gpu/bin/; done
+# Shared libraries, except what every Linux has (glibc, the dynamic loader, libgcc_s) and the
+# Vulkan loader, which comes from .gl/ so that it finds the machine's own drivers.
+ldd .gpu/bin/* 2>/dev/null | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|ld-linux*|libgcc_s.so.*|libvulkan.so.*) ;;
+    *) cp -L "$lib" .gpu/lib/ ;;
+  esac
+done
+if [ -f "$fixtures/manifest.json" ]; then
+  cp -r "$fixtures" .gpu/fixtures
+  rm -rf .gpu/fixtures/tokenizer # not used by the Vulkan tests
+else
+  echo "warning: no fixtures at $fixtures (set BATON_FIXTURES); the fixture tests will skip" >&2
+fi
+
+echo "== fetching the Vulkan loader .deb into .gl/"
+mkdir -p .gl /tmp/amd64/partial
+o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+# shellcheck disable=SC2086
+apt-get $o update >/dev/null
+# shellcheck disable=SC2086
+(cd .gl && rm -f libvulkan1_*.deb && apt-get $o download libvulkan1 >/dev/null)
+
+cat > .gpu/run.sh <<'RUN'
+#!/usr/bin/env bash
+# The GPU check, run from the repo root on the GPU machine: bash .gpu/run.sh
+# Everything goes to $OUT/gpu-check.log as well as the terminal.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/.gpu/out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu-check.log") 2>&1
+echo "== gpu-check $(date -u +%FT%TZ) on $(hostname)"
+# The Vulkan loader: the bundled .deb, unless the machine has one.
+if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+icds=$(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json 2>/dev/null | wc -l)
+nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ "$icds" -eq 0 ] && [ -f "$nv" ]; then export VK_DRIVER_FILES=$nv; fi
+echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-(loader default)}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "(no nvidia-smi)"
+
+echo "== baton devices"
+.gpu/bin/baton devices
+dev=$(.gpu/bin/baton devices 2>/dev/null | grep -i 'nvidia' | head -1 | sed -n 's/.*vulkan:\([0-9]*\).*/\1/p')
+dev=${dev:--1}
+echo "device under test: ${dev} (-1: the best)"
+export BATON_TEST_VK_DEVICE=$dev BATON_FIXTURES=$PWD/.gpu/fixtures
+
+status=0
+for t in test_vk_ops test_vk_backend test_vk_sample test_vk_big; do
+  echo "== $t"
+  start=$(date +%s)
+  timeout 300 ".gpu/bin/$t"
+  rc=$?
+  echo "== $t: exit $rc ($(( $(date +%s) - start )) s)"
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then status=1; fi
+done
+echo "== $(echo test_vk_backend) under the validation layer (if installed)"
+BATON_VK_VALIDATION=1 BATON_TEST_SMALL=1 timeout 120 .gpu/bin/test_vk_backend >/dev/null 2>&1
+echo "== validation run: exit $? (77: no validation layer on this machine)"
+
+if [ "$dev" = "-1" ]; then bench_dev=vulkan; else bench_dev=vulkan:$dev; fi
+shape=${BATON_BENCH_SHAPE:-14b}
+prefill=${BATON_BENCH_PREFILL:-512}
+echo "== baton bench --device $bench_dev --shape $shape --batch 1,8,64 --prefill $prefill"
+start=$(date +%s)
+timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill"
+rc=$?
+echo "== bench: exit $rc ($(( $(date +%s) - start )) s)"
+if [ "$rc" -ne 0 ]; then status=1; fi
+echo "== gpu-check done: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+exit $status
+RUN
+chmod +x .gpu/run.sh
+
+size=$(du -sm .gpu .gl | awk '{s += $1} END {print s}')
+echo "== bundle ready: .gpu/ and .gl/, ${size} MiB"
+echo "   on the GPU machine, from the repo root: bash .gpu/run.sh   (device tool: carry .gpu and .gl)"
+if [ "$size" -gt 60 ]; then echo "warning: the bundle is over 60 MiB" >&2; fi
