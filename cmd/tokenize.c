@@ -15,8 +15,9 @@ static void tokenize_help(FILE *out) {
             "usage: baton tokenize --tokenizer PATH|bytes (TEXT | --stdin)\n\n"
             "Prints the token ids of TEXT (or of all of standard input), separated by single\n"
             "spaces, and a newline.\n\n"
-            "  --tokenizer SPEC  a Hugging Face tokenizer.json (GPT-NeoX-20B BPE), an RWKV World\n"
-            "                    vocabulary file (rwkv_vocab_v20230424.txt), or 'bytes' (id = byte)\n"
+            "  --tokenizer SPEC  a Hugging Face tokenizer.json (GPT-NeoX-20B BPE), an RWKV\n"
+            "                    World vocabulary (rwkv_vocab_v20230424.txt), or 'bytes'\n"
+            "                    (token id = byte value)\n"
             "  --stdin           read the text from standard input instead of the command line\n"
             "  --help            print this and exit\n");
 }
@@ -25,8 +26,9 @@ static void detokenize_help(FILE *out) {
     fprintf(out,
             "usage: baton detokenize --tokenizer PATH|bytes ID...\n\n"
             "Prints the text of the token ids, byte for byte, with no newline added.\n\n"
-            "  --tokenizer SPEC  a Hugging Face tokenizer.json (GPT-NeoX-20B BPE), an RWKV World\n"
-            "                    vocabulary file (rwkv_vocab_v20230424.txt), or 'bytes' (id = byte)\n"
+            "  --tokenizer SPEC  a Hugging Face tokenizer.json (GPT-NeoX-20B BPE), an RWKV\n"
+            "                    World vocabulary (rwkv_vocab_v20230424.txt), or 'bytes'\n"
+            "                    (token id = byte value)\n"
             "  --help            print this and exit\n");
 }
 

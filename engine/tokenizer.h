@@ -1,10 +1,12 @@
 /* Tokenizers: text to token ids and back, for the vocabularies RWKV-4 models are trained with.
  *
- *   - NeoX BPE: a Hugging Face `tokenizer.json` with a byte-level BPE model (GPT-NeoX-20B, the Pile
- *     models). Encoding is what Hugging Face tokenizers gives: added tokens matched first
- *     (leftmost-longest), NFC, the GPT-2 pre-tokenizer regex, byte-level mapping, BPE by merge rank.
- *   - RWKV World: an `rwkv_vocab_v20230424.txt`-style file, one `<id> <python literal> <length>` per
- *     line. Encoding is greedy longest match over bytes, as RWKV's reference TRIE tokenizer does.
+ *   - NeoX BPE: a Hugging Face `tokenizer.json` with a byte-level BPE model (GPT-NeoX-20B, the
+ *     Pile models). Encoding is what Hugging Face tokenizers gives: added tokens matched first
+ *     (leftmost-longest), NFC, the GPT-2 pre-tokenizer regex, byte-level mapping, BPE by merge
+ *     rank.
+ *   - RWKV World: an `rwkv_vocab_v20230424.txt`-style file, one `<id> <python literal> <length>`
+ *     per line. Encoding is greedy longest match over bytes, as RWKV's reference TRIE tokenizer
+ *     does.
  *   - bytes: token id = byte value, 256 ids, for byte-vocabulary models.
  *
  * Token ids are int32_t in [0, n_vocab). Decoding is byte-exact: the bytes of a token are what it
@@ -31,8 +33,8 @@ typedef enum {
 
 /* Limits on what a tokenizer file may declare; a file past them is refused, not truncated. */
 enum {
-    BATON_TOKENIZER_FILE_MAX = 64 << 20,   /* bytes of tokenizer file read */
-    BATON_TOKENIZER_VOCAB_MAX = 1 << 20,   /* n_vocab */
+    BATON_TOKENIZER_FILE_MAX = 64 << 20,    /* bytes of tokenizer file read */
+    BATON_TOKENIZER_VOCAB_MAX = 1 << 20,    /* n_vocab */
     BATON_TOKENIZER_TOKEN_BYTES_MAX = 4096, /* bytes of one token */
 };
 

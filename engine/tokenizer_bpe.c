@@ -40,8 +40,8 @@ typedef struct {
     int32_t *merge_new;
     uint32_t merge_cap; /* a power of two */
 
-    uint32_t byte_cp[256];                 /* GPT-2 bytes_to_unicode */
-    int16_t cp_byte[BYTE_LEVEL_CP_END];    /* its inverse, -1 where none */
+    uint32_t byte_cp[256];              /* GPT-2 bytes_to_unicode */
+    int16_t cp_byte[BYTE_LEVEL_CP_END]; /* its inverse, -1 where none */
     /* The vocab id of each byte's stand-in; -1 for the bytes no UTF-8 holds (C0, C1, F5..FF) where
      * the vocab leaves them out, as GPT-NeoX-20B's does. */
     int32_t byte_id[256];
@@ -238,14 +238,15 @@ static bool bpe_word(bpe_ctx *c, const uint8_t *w, size_t n) {
         /* With ignore_merges a piece that is itself in the vocab is that token. */
         if (!grow((void **)&c->word, &c->word_cap, 2 * n, 1)) return false;
         size_t len = 0;
-        for (size_t i = 0; i < n; i++) len += (size_t)baton_utf8_put(b->byte_cp[w[i]], (uint8_t *)c->word + len);
+        for (size_t i = 0; i < n; i++)
+            len += (size_t)baton_utf8_put(b->byte_cp[w[i]], (uint8_t *)c->word + len);
         int32_t id = vocab_find(b, c->word, len);
         if (id >= 0) return tok_ids_push(c->out, id);
     }
     if (!grow((void **)&c->sym, &c->sym_cap, n, sizeof *c->sym)) return false;
     for (size_t i = 0; i < n; i++) {
-        c->sym[i] = (bpe_symbol){b->byte_id[w[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1,
-                                 true};
+        c->sym[i] =
+            (bpe_symbol){b->byte_id[w[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1, true};
     }
     c->heap_n = 0;
     for (size_t i = 0; i + 1 < n; i++) {
@@ -417,7 +418,8 @@ static bool nfc(bpe_ctx *c, const uint8_t *s, size_t n, size_t *out_n) {
             run_n = (size_t)m;
         }
         if (i < n) {
-            /* The invalid bytes after the run (or a cut-off character at the end) go as they are. */
+            /* The invalid bytes after the run (or a cut-off character at the end) go as they are.
+             */
             uint32_t cp;
             int r = baton_utf8_next(s + i, n - i, &cp);
             size_t bad = r < 0 ? (size_t)-r : n - i;
@@ -588,7 +590,8 @@ static baton_status read_added(const char *path, const cJSON *root, added_token 
     const cJSON *t;
     cJSON_ArrayForEach(t, list) {
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(t, "content");
-        long id = json_index(cJSON_GetObjectItemCaseSensitive(t, "id"), BATON_TOKENIZER_VOCAB_MAX - 1);
+        long id =
+            json_index(cJSON_GetObjectItemCaseSensitive(t, "id"), BATON_TOKENIZER_VOCAB_MAX - 1);
         if (!cJSON_IsObject(t) || !cJSON_IsString(content) || id < 0) {
             free(a);
             return baton_fail(err, BATON_ERR_FORMAT,
@@ -598,8 +601,9 @@ static baton_status read_added(const char *path, const cJSON *root, added_token 
         size_t len = strlen(content->valuestring);
         if (len == 0 || len > BATON_TOKENIZER_TOKEN_BYTES_MAX) {
             free(a);
-            return baton_fail(err, BATON_ERR_FORMAT, "%s: added token %ld is empty or over %d bytes",
-                              path, id, BATON_TOKENIZER_TOKEN_BYTES_MAX);
+            return baton_fail(err, BATON_ERR_FORMAT,
+                              "%s: added token %ld is empty or over %d bytes", path, id,
+                              BATON_TOKENIZER_TOKEN_BYTES_MAX);
         }
         if (!json_off(t, "lstrip") || !json_off(t, "rstrip") || !json_off(t, "single_word")) {
             free(a);
@@ -719,7 +723,8 @@ static baton_status read_merges(bpe *b, const char *path, const cJSON *merges, b
         size_t l_n, r_n;
         if (!merge_halves(m, &l, &l_n, &r, &r_n)) {
             st = baton_fail(err, BATON_ERR_FORMAT,
-                            "%s: merge %u is not \"left right\" or [\"left\", \"right\"]", path, rank);
+                            "%s: merge %u is not \"left right\" or [\"left\", \"right\"]", path,
+                            rank);
             break;
         }
         memcpy(joined, l, l_n);
@@ -729,7 +734,8 @@ static baton_status read_merges(bpe *b, const char *path, const cJSON *merges, b
         if (left < 0 || right < 0 || merged < 0) {
             st = baton_fail(err, BATON_ERR_FORMAT,
                             "%s: merge %u (\"%.*s\" + \"%.*s\") names a token not in model.vocab",
-                            path, rank, (int)(l_n < 40 ? l_n : 40), l, (int)(r_n < 40 ? r_n : 40), r);
+                            path, rank, (int)(l_n < 40 ? l_n : 40), l, (int)(r_n < 40 ? r_n : 40),
+                            r);
             break;
         }
         merge_put(b, left, right, rank, merged);
@@ -771,8 +777,9 @@ baton_status tok_bpe_load(baton_tokenizer *tok, const char *path, const char *da
         goto out;
     }
     if (cJSON_GetObjectItemCaseSensitive(model, "type") != NULL && !json_type_is(model, "BPE")) {
-        st = baton_fail(err, BATON_ERR_UNSUPPORTED, "%s: model type '%s' is not supported (only BPE)",
-                        path, json_type_name(model));
+        st = baton_fail(err, BATON_ERR_UNSUPPORTED,
+                        "%s: model type '%s' is not supported (only BPE)", path,
+                        json_type_name(model));
         goto out;
     }
     if (!cJSON_IsObject(vocab)) {
@@ -816,8 +823,8 @@ baton_status tok_bpe_load(baton_tokenizer *tok, const char *path, const char *da
     for (uint32_t k = 0; k < b->n_str; k++) {
         int32_t id = b->str_id[k];
         if (src_kind[id] != 0) {
-            st = baton_fail(err, BATON_ERR_FORMAT, "%s: model.vocab gives id %d to two tokens", path,
-                            (int)id);
+            st = baton_fail(err, BATON_ERR_FORMAT, "%s: model.vocab gives id %d to two tokens",
+                            path, (int)id);
             goto out;
         }
         src_kind[id] = 1;

@@ -51,7 +51,8 @@ baton_status tok_world_load(baton_tokenizer *tok, const char *path, const char *
                             baton_error *err);
 
 /* A byte trie mapping byte strings to values >= 0, for longest-prefix matches. Edges live in one
- * open-addressing hash table keyed by (node, byte), so a node costs 4 bytes whatever its fan-out. */
+ * open-addressing hash table keyed by (node, byte), so a node costs 4 bytes whatever its
+ * fan-out. */
 typedef struct {
     int32_t *value;   /* [n_nodes]: the value of the string ending here, or -1 */
     uint32_t n_nodes, cap_nodes;

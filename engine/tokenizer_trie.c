@@ -13,9 +13,7 @@ static uint64_t edge_hash(uint64_t key) {
     return key;
 }
 
-static uint64_t edge_key(uint32_t node, uint8_t byte) {
-    return (((uint64_t)node << 8) | byte) + 1;
-}
+static uint64_t edge_key(uint32_t node, uint8_t byte) { return (((uint64_t)node << 8) | byte) + 1; }
 
 static uint32_t *edge_slot(const tok_trie *t, uint64_t key) {
     uint32_t mask = t->cap_edges - 1;

@@ -49,8 +49,8 @@ static int hex_value(char c) {
 }
 
 /* Parses the python literal s[0..n) (a str or bytes literal, nothing around it) into out (room
- * for BATON_TOKENIZER_TOKEN_BYTES_MAX + LITERAL_STEP_MAX bytes). Returns NULL and the byte count in *out_len, or a
- * static description of what is wrong. */
+ * for BATON_TOKENIZER_TOKEN_BYTES_MAX + LITERAL_STEP_MAX bytes). Returns NULL and the byte count in
+ * *out_len, or a static description of what is wrong. */
 enum { LITERAL_STEP_MAX = 4 }; /* the most bytes one character or escape adds */
 
 static const char *parse_literal(const char *s, size_t n, uint8_t *out, size_t *out_len) {
@@ -192,20 +192,20 @@ baton_status tok_world_load(baton_tokenizer *tok, const char *path, const char *
         const char *sp2 = line + n;
         while (sp2 > line && sp2[-1] != ' ') sp2--;
         if (sp1 == NULL || sp2 - 1 <= sp1) {
-            st = baton_fail(err, BATON_ERR_FORMAT,
-                            "%s:%zu: expected '<id> <literal> <length>'", path, line_no);
+            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: expected '<id> <literal> <length>'",
+                            path, line_no);
             goto out;
         }
         long id = parse_count(line, (size_t)(sp1 - line));
         long declared = parse_count(sp2, (size_t)(line + n - sp2));
         if (id < 1 || id >= WORLD_N_VOCAB) {
-            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: id is not a number in [1, %d]",
-                            path, line_no, WORLD_N_VOCAB - 1);
+            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: id is not a number in [1, %d]", path,
+                            line_no, WORLD_N_VOCAB - 1);
             goto out;
         }
         if (declared < 1) {
-            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: length is not a positive number",
-                            path, line_no);
+            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: length is not a positive number", path,
+                            line_no);
             goto out;
         }
         size_t got;
@@ -216,8 +216,8 @@ baton_status tok_world_load(baton_tokenizer *tok, const char *path, const char *
         }
         if (got != (size_t)declared) {
             st = baton_fail(err, BATON_ERR_FORMAT,
-                            "%s:%zu: literal has %zu bytes but the line says %ld", path,
-                            line_no, got, declared);
+                            "%s:%zu: literal has %zu bytes but the line says %ld", path, line_no,
+                            got, declared);
             goto out;
         }
         if (length[id] != 0) {
@@ -236,7 +236,8 @@ baton_status tok_world_load(baton_tokenizer *tok, const char *path, const char *
             goto out;
         }
         if (got > len - pool_n) { /* cannot happen: a literal is at least as long as its bytes */
-            st = baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: tokens outgrow the file", path, line_no);
+            st =
+                baton_fail(err, BATON_ERR_FORMAT, "%s:%zu: tokens outgrow the file", path, line_no);
             goto out;
         }
         memcpy(pool + pool_n, bytes, got);
@@ -246,15 +247,16 @@ baton_status tok_world_load(baton_tokenizer *tok, const char *path, const char *
         n_tokens++;
     }
     if (n_tokens == 0) {
-        st = baton_fail(err, BATON_ERR_FORMAT, "%s: no tokens in it (not a World vocabulary?)", path);
+        st = baton_fail(err, BATON_ERR_FORMAT, "%s: no tokens in it (not a World vocabulary?)",
+                        path);
         goto out;
     }
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
         size_t n;
         if (tok_trie_longest(&w->trie, &byte, 1, &n) < 0) {
-            st = baton_fail(err, BATON_ERR_FORMAT, "%s: no token for the single byte 0x%02x",
-                            path, b);
+            st = baton_fail(err, BATON_ERR_FORMAT, "%s: no token for the single byte 0x%02x", path,
+                            b);
             goto out;
         }
     }

@@ -20,13 +20,13 @@ int baton_utf8_next(const uint8_t *s, size_t n, uint32_t *cp) {
     } else if (b0 >= 0xE0 && b0 <= 0xEF) {
         len = 3;
         c = b0 & 0x0F;
-        if (b0 == 0xE0) lo = 0xA0;      /* no overlongs */
-        if (b0 == 0xED) hi = 0x9F;      /* no surrogates */
+        if (b0 == 0xE0) lo = 0xA0; /* no overlongs */
+        if (b0 == 0xED) hi = 0x9F; /* no surrogates */
     } else if (b0 >= 0xF0 && b0 <= 0xF4) {
         len = 4;
         c = b0 & 0x07;
-        if (b0 == 0xF0) lo = 0x90;      /* no overlongs */
-        if (b0 == 0xF4) hi = 0x8F;      /* nothing past U+10FFFF */
+        if (b0 == 0xF0) lo = 0x90; /* no overlongs */
+        if (b0 == 0xF4) hi = 0x8F; /* nothing past U+10FFFF */
     } else {
         return -1; /* a continuation byte, C0, C1 or F5..FF */
     }

@@ -103,7 +103,8 @@ static int run_cases(const baton_tokenizer *tok, const char *cases_path) {
         /* Decode the fixture's ids (not ours), whole and streamed. */
         int32_t *want_ids = malloc((want_n ? want_n : 1) * sizeof *want_ids);
         REQUIRE(want_ids != NULL);
-        for (size_t i = 0; i < want_n; i++) want_ids[i] = cJSON_GetArrayItem(want, (int)i)->valueint;
+        for (size_t i = 0; i < want_n; i++)
+            want_ids[i] = cJSON_GetArrayItem(want, (int)i)->valueint;
         char *nfc = NULL;
         if (baton_tokenizer_get_kind(tok) == BATON_TOKENIZER_BPE) {
             nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)t);
@@ -146,9 +147,13 @@ static uint32_t rng(void) {
 /* Random text from a mix of ASCII words, spaces, punctuation and multi-byte characters. */
 static size_t random_text(char *out, size_t cap) {
     static const char *const parts[] = {
-        " ", "  ", "     ", "\n", "\t", "the", " cat", "'s", "'ll", "don't", "123", " 4.5", "!",
-        "?!", "<|endoftext|>", "<|padding|>", "é", "e\xCC\x81", "日本", "語", "😀", "🇫🇷", "Ω",
-        "\xC2\xA0", "\xE3\x80\x80", "x", "Hello", " world", "-", "__init__", "ü", "\r\n"};
+        " ",           "  ",    "     ",     "\n",       "\t",
+        "the",         " cat",  "'s",        "'ll",      "don't",
+        "123",         " 4.5",  "!",         "?!",       "<|endoftext|>",
+        "<|padding|>", "é",     "e\xCC\x81", "日本",     "語",
+        "😀",           "🇫🇷",    "Ω",         "\xC2\xA0", "\xE3\x80\x80",
+        "x",           "Hello", " world",    "-",        "__init__",
+        "ü",           "\r\n"};
     size_t w = 0;
     while (w + 16 < cap) {
         const char *p = parts[rng() % (sizeof parts / sizeof parts[0])];
@@ -272,7 +277,10 @@ static void check_bytes(void) {
     CHECK(baton_detok_stream_push(s, 0xE2, &out, &out_n, &err) == BATON_OK && out_n == 0);
     CHECK(baton_detok_stream_push(s, 0x82, &out, &out_n, &err) == BATON_OK && out_n == 0);
     CHECK(baton_detok_stream_push(s, 'b', &out, &out_n, &err) == BATON_OK && out_n == 4 &&
-          memcmp(out, "\xEF\xBF\xBD" "b", 4) == 0);
+          memcmp(out,
+                 "\xEF\xBF\xBD"
+                 "b",
+                 4) == 0);
     /* A stray continuation byte and an overlong lead are each one U+FFFD. */
     CHECK(baton_detok_stream_push(s, 0x80, &out, &out_n, &err) == BATON_OK && out_n == 3 &&
           memcmp(out, "\xEF\xBF\xBD", 3) == 0);

@@ -46,7 +46,7 @@ static baton_tokenizer *open_text(const char *name, const char *data, size_t n, 
 
 #define EXPECT_FAIL(name, text, status)                                                            \
     do {                                                                                           \
-        baton_tokenizer_free(open_text(name, text, strlen(text), status, __LINE__));             \
+        baton_tokenizer_free(open_text(name, text, strlen(text), status, __LINE__));               \
     } while (0)
 
 static void encode_is(const baton_tokenizer *tok, const char *text, const int32_t *want,
@@ -83,23 +83,25 @@ static char *small_bpe(const char *normalizer, const char *merges_extra, const c
     char *json = malloc(64 << 10);
     REQUIRE(json != NULL);
     char *w = json;
-    w += sprintf(w, "{\"version\": \"1.0\", \"added_tokens\": [\n"
-                    " {\"id\": 0, \"content\": \"<|endoftext|>\", \"special\": true, "
-                    "\"normalized\": false},\n"
-                    " {\"id\": 1, \"content\": \"  \", \"special\": false, \"normalized\": true}%s],\n"
-                    "\"normalizer\": %s,\n"
-                    "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
-                    "\"trim_offsets\": true, \"use_regex\": true},\n"
-                    "\"decoder\": {\"type\": \"ByteLevel\"},\n"
-                    "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": {",
+    w += sprintf(w,
+                 "{\"version\": \"1.0\", \"added_tokens\": [\n"
+                 " {\"id\": 0, \"content\": \"<|endoftext|>\", \"special\": true, "
+                 "\"normalized\": false},\n"
+                 " {\"id\": 1, \"content\": \"  \", \"special\": false, \"normalized\": true}%s],\n"
+                 "\"normalizer\": %s,\n"
+                 "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                 "\"trim_offsets\": true, \"use_regex\": true},\n"
+                 "\"decoder\": {\"type\": \"ByteLevel\"},\n"
+                 "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": {",
                  added_extra, normalizer);
     for (int x = 0; x < 256; x++) {
         *w++ = '"';
         put_json_symbol(&w, (uint8_t)x);
         w += sprintf(w, "\": %d, ", x + 2);
     }
-    w += sprintf(w, "\"ab\": 300, \"abc\": 301, \"\\u0120a\": 302},\n"
-                    "\"merges\": [\"a b\", [\"ab\", \"c\"], \"\\u0120 a\"%s]}}\n",
+    w += sprintf(w,
+                 "\"ab\": 300, \"abc\": 301, \"\\u0120a\": 302},\n"
+                 "\"merges\": [\"a b\", [\"ab\", \"c\"], \"\\u0120 a\"%s]}}\n",
                  merges_extra);
     return json;
 }
@@ -124,8 +126,8 @@ static void check_bpe_files(void) {
 
     /* A pair listed twice keeps its later rank, as Hugging Face does; neither breaks loading. */
     char *dup_merge = small_bpe("null", ", \"a b\"", "");
-    baton_tokenizer_free(open_text("dup-merge.json", dup_merge, strlen(dup_merge), BATON_OK,
-                                   __LINE__));
+    baton_tokenizer_free(
+        open_text("dup-merge.json", dup_merge, strlen(dup_merge), BATON_OK, __LINE__));
     free(dup_merge);
 
     /* Truncated at every few hundred bytes: always a clean format error. */
@@ -148,11 +150,12 @@ static void check_bpe_files(void) {
     EXPECT_FAIL("wordpiece.json",
                 "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
                 BATON_ERR_UNSUPPORTED);
-    EXPECT_FAIL("nesting.json",
-                "{\"a\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
-                BATON_ERR_FORMAT);
+    EXPECT_FAIL(
+        "nesting.json",
+        "{\"a\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+        BATON_ERR_FORMAT);
 
     struct {
         const char *name, *find, *replace;
@@ -175,8 +178,9 @@ static void check_bpe_files(void) {
         {"added-id-range.json", "{\"id\": 0,", "{\"id\": 99999999,", BATON_ERR_FORMAT},
         {"added-empty.json", "\"content\": \"<|endoftext|>\"", "\"content\": \"\"",
          BATON_ERR_FORMAT},
-        {"added-same.json", "\"content\": \"  \"", "\"content\": \"<|endoftext|>\", "
-                                                   "\"normalized\": false",
+        {"added-same.json", "\"content\": \"  \"",
+         "\"content\": \"<|endoftext|>\", "
+         "\"normalized\": false",
          BATON_ERR_FORMAT},
         {"added-lstrip.json", "\"special\": true,", "\"special\": true, \"lstrip\": true,",
          BATON_ERR_UNSUPPORTED},
@@ -232,7 +236,10 @@ static void check_world_files(void) {
     REQUIRE(tok != NULL);
     CHECK(baton_tokenizer_n_vocab(tok) == 65536);
     encode_is(tok, "\xC3\xA9xy", (int32_t[]){258, 'y' + 1}, 2, __LINE__);
-    encode_is(tok, "\xC3\xA9" "it's", (int32_t[]){257, 259}, 2, __LINE__);
+    encode_is(tok,
+              "\xC3\xA9"
+              "it's",
+              (int32_t[]){257, 259}, 2, __LINE__);
     encode_is(tok, "\\n\t'\"", (int32_t[]){260, 261}, 2, __LINE__);
     encode_is(tok, "日本  AB", (int32_t[]){262, 263, 264}, 3, __LINE__);
     encode_is(tok, "", (int32_t[]){0}, 0, __LINE__);
@@ -273,8 +280,8 @@ static void check_world_files(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *text = small_world(bad[i].extra);
-        baton_tokenizer_free(open_text(bad[i].name, text, strlen(text), BATON_ERR_FORMAT,
-                                       __LINE__));
+        baton_tokenizer_free(
+            open_text(bad[i].name, text, strlen(text), BATON_ERR_FORMAT, __LINE__));
         free(text);
     }
     /* A token as long as the limit loads; one past it does not. */
@@ -297,8 +304,8 @@ static void check_world_files(void) {
     REQUIRE(at != NULL);
     at[0] = '#';
     memmove(at, at + 13, strlen(at + 13) + 1);
-    baton_tokenizer_free(open_text("missing-byte.txt", text, strlen(text), BATON_ERR_FORMAT,
-                                   __LINE__));
+    baton_tokenizer_free(
+        open_text("missing-byte.txt", text, strlen(text), BATON_ERR_FORMAT, __LINE__));
     EXPECT_FAIL("empty.txt", "", BATON_ERR_FORMAT);
     EXPECT_FAIL("binary.txt", "\x01\x02garbage\xff", BATON_ERR_FORMAT);
     free(text);
