@@ -77,7 +77,8 @@ baton_status baton_model_load(const char *path, const baton_model_options *optio
 /* Frees everything the model owns and unmaps the file; NULL is a no-op. */
 void baton_model_free(baton_model *model);
 
-/* Bytes of the big matrices of the loaded layers in their file dtype (what an engine uploads). */
+/* Bytes of the big matrices of the loaded layers in their file dtype (what an engine uploads),
+ * the embedding and the head included when they are loaded. */
 uint64_t baton_model_weight_bytes(const baton_model *model);
 
 #endif

@@ -44,6 +44,10 @@ static baton_status ts_list(baton_tensor_set *set, baton_error *err) {
     } else if (ts_is_safetensors(set->base, set->size)) {
         set->format = BATON_FORMAT_SAFETENSORS;
         st = baton_format_safetensors_list(set, err);
+    } else if (set->size >= 2 && set->base[0] == 0x80 && set->base[1] <= 5) {
+        st = baton_fail(err, BATON_ERR_UNSUPPORTED,
+                        "a legacy torch.save file (a bare pickle, before PyTorch 1.6); save it "
+                        "again with a current torch.save, which writes a zip");
     } else {
         st = baton_fail(err, BATON_ERR_FORMAT,
                         "neither a torch.save .pth (zip) nor a .safetensors file");

@@ -104,5 +104,8 @@ int main(void) {
     free(junk.bytes);
     junk = (mbuf){0};
     EXPECT_REFUSED(&junk, "m.bin", BATON_ERR_FORMAT, "neither");
+    mb_str(&junk, "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.");
+    EXPECT_REFUSED(&junk, "old.pth", BATON_ERR_UNSUPPORTED, "legacy torch.save");
+    free(junk.bytes);
     return test_result();
 }
