@@ -151,6 +151,12 @@ typedef struct {
 
 enum { CLS_SPACE, CLS_LETTER, CLS_NUMBER, CLS_OTHER };
 
+typedef struct {
+    uint32_t off; /* byte offset in the piece */
+    uint32_t cp;  /* code point, or UINT32_MAX for an invalid byte sequence */
+    uint8_t cls;  /* CLS_* */
+} bpe_char;
+
 /* Scratch space for one encode call, so that a tokenizer can be shared by threads. */
 typedef struct {
     const bpe *b;
@@ -158,9 +164,7 @@ typedef struct {
     int bad_byte; /* a byte with no token that stopped encoding, else -1 */
     uint8_t *norm;
     size_t norm_cap;
-    uint32_t *ch_off; /* [n + 1] byte offset of each character of a piece */
-    uint32_t *ch_cp;  /* code point, or UINT32_MAX for an invalid byte sequence */
-    uint8_t *ch_cls;
+    bpe_char *ch; /* [n + 1] the characters of a piece, and its end */
     size_t ch_cap;
     bpe_symbol *sym;
     size_t sym_cap;
@@ -301,14 +305,13 @@ static uint8_t char_class(uint32_t cp) {
 
 /* The end (in characters) of the regex match that starts at character i of n. */
 static size_t regex_match(const bpe_ctx *c, size_t i, size_t n) {
-    const uint32_t *cp = c->ch_cp;
-    const uint8_t *cls = c->ch_cls;
+    const bpe_char *ch = c->ch;
     /* 's|'t|'re|'ve|'m|'ll|'d */
-    if (cp[i] == '\'' && i + 1 < n) {
-        uint32_t c1 = cp[i + 1];
+    if (ch[i].cp == '\'' && i + 1 < n) {
+        uint32_t c1 = ch[i + 1].cp;
         if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
         if (i + 2 < n) {
-            uint32_t c2 = cp[i + 2];
+            uint32_t c2 = ch[i + 2].cp;
             if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
                 return i + 3;
             }
@@ -316,16 +319,16 @@ static size_t regex_match(const bpe_ctx *c, size_t i, size_t n) {
     }
     /*  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+ */
     size_t k = i;
-    if (cp[i] == ' ' && i + 1 < n && cls[i + 1] != CLS_SPACE) k = i + 1;
-    if (cls[k] != CLS_SPACE) {
+    if (ch[i].cp == ' ' && i + 1 < n && ch[i + 1].cls != CLS_SPACE) k = i + 1;
+    if (ch[k].cls != CLS_SPACE) {
         size_t j = k + 1;
-        while (j < n && cls[j] == cls[k]) j++;
+        while (j < n && ch[j].cls == ch[k].cls) j++;
         return j;
     }
     /* \s+(?!\S) | \s+ : a run of white space, less its last character when something else follows
      * and the run has more than one. */
     size_t j = i + 1;
-    while (j < n && cls[j] == CLS_SPACE) j++;
+    while (j < n && ch[j].cls == CLS_SPACE) j++;
     if (j < n && j - i >= 2) return j - 1;
     return j;
 }
@@ -333,15 +336,7 @@ static size_t regex_match(const bpe_ctx *c, size_t i, size_t n) {
 /* Steps 3 and 4 on a piece with no added tokens in it. */
 static bool pre_tokenize(bpe_ctx *c, const uint8_t *s, size_t n) {
     if (n == 0) return true;
-    if (!grow((void **)&c->ch_off, &c->ch_cap, n + 1, sizeof *c->ch_off)) return false;
-    size_t cap = c->ch_cap;
-    /* The three arrays share one capacity; grow the others to match. */
-    void *cp = realloc(c->ch_cp, cap * sizeof *c->ch_cp);
-    if (cp == NULL) return false;
-    c->ch_cp = cp;
-    void *cls = realloc(c->ch_cls, cap * sizeof *c->ch_cls);
-    if (cls == NULL) return false;
-    c->ch_cls = cls;
+    if (!grow((void **)&c->ch, &c->ch_cap, n + 1, sizeof *c->ch)) return false;
     size_t nc = 0;
     for (size_t i = 0; i < n;) {
         uint32_t code;
@@ -354,16 +349,13 @@ static bool pre_tokenize(bpe_ctx *c, const uint8_t *s, size_t n) {
             code = UINT32_MAX;
             step = r < 0 ? (size_t)-r : n - i;
         }
-        c->ch_off[nc] = (uint32_t)i;
-        c->ch_cp[nc] = code;
-        c->ch_cls[nc] = char_class(code);
-        nc++;
+        c->ch[nc++] = (bpe_char){(uint32_t)i, code, char_class(code)};
         i += step;
     }
-    c->ch_off[nc] = (uint32_t)n;
+    c->ch[nc].off = (uint32_t)n;
     for (size_t i = 0; i < nc;) {
         size_t j = regex_match(c, i, nc);
-        if (!bpe_word(c, s + c->ch_off[i], c->ch_off[j] - c->ch_off[i])) return false;
+        if (!bpe_word(c, s + c->ch[i].off, c->ch[j].off - c->ch[i].off)) return false;
         i = j;
     }
     return true;
@@ -417,28 +409,21 @@ static bool nfc(bpe_ctx *c, const uint8_t *s, size_t n, size_t *out_n) {
             run = mapped;
             run_n = (size_t)m;
         }
+        /* The invalid bytes after the run (or a cut-off character at the end) go as they are. */
+        size_t bad = 0;
         if (i < n) {
-            /* The invalid bytes after the run (or a cut-off character at the end) go as they are.
-             */
             uint32_t cp;
             int r = baton_utf8_next(s + i, n - i, &cp);
-            size_t bad = r < 0 ? (size_t)-r : n - i;
-            if (!grow((void **)&c->norm, &c->norm_cap, w + run_n + bad, 1)) {
-                free(mapped);
-                return false;
-            }
-            memcpy(c->norm + w + run_n, s + i, bad);
-            i += bad;
-            memcpy(c->norm + w, run, run_n);
-            w += run_n + bad;
-        } else {
-            if (!grow((void **)&c->norm, &c->norm_cap, w + run_n, 1)) {
-                free(mapped);
-                return false;
-            }
-            memcpy(c->norm + w, run, run_n);
-            w += run_n;
+            bad = r < 0 ? (size_t)-r : n - i;
         }
+        if (!grow((void **)&c->norm, &c->norm_cap, w + run_n + bad, 1)) {
+            free(mapped);
+            return false;
+        }
+        memcpy(c->norm + w, run, run_n);
+        memcpy(c->norm + w + run_n, s + i, bad);
+        w += run_n + bad;
+        i += bad;
         free(mapped);
     }
     *out_n = w;
@@ -460,9 +445,7 @@ static baton_status bpe_encode(const baton_tokenizer *tok, const uint8_t *text, 
     bpe_ctx c = {.b = b, .out = out, .bad_byte = -1};
     bool ok = split_added(&c, &b->added_raw, b->n_added_raw, text, len, normalize_piece);
     free(c.norm);
-    free(c.ch_off);
-    free(c.ch_cp);
-    free(c.ch_cls);
+    free(c.ch);
     free(c.sym);
     free(c.heap);
     free(c.word);
