@@ -6,7 +6,9 @@
 #   2. writes the bundle .gpu/ (git-ignored; added to .git/info/exclude if not already ignored):
 #      .gpu/bin (binaries), .gpu/lib (their shared libraries found by ldd, except the glibc and
 #      loader basics and the Vulkan loader), .gpu/fixtures (from $BATON_FIXTURES or
-#      ../shared/fixtures), and .gl/ (the Vulkan loader .deb, libvulkan1, amd64),
+#      ../shared/fixtures), and .gl/ (amd64 .debs of the Vulkan loader, libvulkan1, and the GL
+#      vendor-neutral dispatch libraries NVIDIA's Vulkan driver, libGLX_nvidia, loads: without
+#      them its ICD fails with "Could not get 'vkCreateInstance'"),
 #   3. writes .gpu/run.sh, the ONE command to run on the GPU machine from the repo root:
 #        bash .gpu/run.sh          (with the device tool: carry [".gpu", ".gl"])
 #      It unpacks the loader (only when the machine has none), points the loader at NVIDIA's ICD
@@ -50,13 +52,13 @@ else
   echo "warning: no fixtures at $fixtures (set BATON_FIXTURES); the fixture tests will skip" >&2
 fi
 
-echo "== fetching the Vulkan loader .deb into .gl/"
+echo "== fetching the Vulkan loader and GL dispatch .debs into .gl/"
 mkdir -p .gl /tmp/amd64/partial
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 # shellcheck disable=SC2086
 apt-get $o update >/dev/null
 # shellcheck disable=SC2086
-(cd .gl && rm -f libvulkan1_*.deb && apt-get $o download libvulkan1 >/dev/null)
+(cd .gl && rm -f ./*.deb && apt-get $o download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 >/dev/null)
 
 cat > .gpu/run.sh <<'RUN'
 #!/usr/bin/env bash
@@ -68,8 +70,9 @@ OUT=${OUT:-$PWD/.gpu/out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-check.log") 2>&1
 echo "== gpu-check $(date -u +%FT%TZ) on $(hostname)"
-# The Vulkan loader: the bundled .deb, unless the machine has one.
-if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+# The Vulkan loader and the GL dispatch libraries NVIDIA's ICD needs: on a machine with an NVIDIA
+# driver, or wherever no loader is installed (not on a workstation that already has its own).
+if command -v nvidia-smi >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libvulkan.so.1'; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi

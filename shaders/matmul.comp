@@ -16,6 +16,13 @@
 #endif
 #define RB 32u
 #define SEGS 8u
+// Weight loads in flight per thread: deep for the bandwidth-bound variants, one for CB = 32,
+// whose accumulators already fill the registers. It never changes the order of the sums.
+#if CB >= 32
+#define UNROLL 1u
+#else
+#define UNROLL 4u
+#endif
 #if CB < 8
 #define G CB
 #else
@@ -46,6 +53,24 @@ layout(push_constant) uniform Push {
 
 shared float part[SEGS][G][RB];
 
+// acc[b] += w[k] * x[b][k] for the 8 columns of chunk c, k in order; precise (NoContraction) so
+// that every driver rounds each product and each sum separately, the same way in every variant.
+void accumulate(inout precise float acc[CB], uint xb[CB], uvec4 q, uint c) {
+    vec2 w01 = unpackHalf2x16(q.x), w23 = unpackHalf2x16(q.y);
+    vec2 w45 = unpackHalf2x16(q.z), w67 = unpackHalf2x16(q.w);
+    [[unroll]] for (uint b = 0u; b < CB; b++) {
+        vec4 xa = x[xb[b] + 2u * c], xc = x[xb[b] + 2u * c + 1u];
+        acc[b] = acc[b] + w01.x * xa.x;
+        acc[b] = acc[b] + w01.y * xa.y;
+        acc[b] = acc[b] + w23.x * xa.z;
+        acc[b] = acc[b] + w23.y * xa.w;
+        acc[b] = acc[b] + w45.x * xc.x;
+        acc[b] = acc[b] + w45.y * xc.y;
+        acc[b] = acc[b] + w67.x * xc.z;
+        acc[b] = acc[b] + w67.y * xc.w;
+    }
+}
+
 void main() {
     uint lane = gl_LocalInvocationID.x, seg = gl_LocalInvocationID.y;
     uint col0 = gl_WorkGroupID.x * CB;
@@ -60,24 +85,15 @@ void main() {
         acc[b] = 0.0;
     }
     uint wi = blk * nc * RB + lane;
-    for (uint c = c_begin; c < c_end; c++) {
-        uvec4 q = w[wi + c * RB];
-        vec2 w01 = unpackHalf2x16(q.x), w23 = unpackHalf2x16(q.y);
-        vec2 w45 = unpackHalf2x16(q.z), w67 = unpackHalf2x16(q.w);
-        [[unroll]] for (uint b = 0u; b < CB; b++) {
-            vec4 xa = x[xb[b] + 2u * c], xc = x[xb[b] + 2u * c + 1u];
-            // acc += w[k] * x[k], k in order; precise (NoContraction) so that every driver
-            // rounds the product and the sum separately, the same way in every variant.
-            acc[b] = acc[b] + w01.x * xa.x;
-            acc[b] = acc[b] + w01.y * xa.y;
-            acc[b] = acc[b] + w23.x * xa.z;
-            acc[b] = acc[b] + w23.y * xa.w;
-            acc[b] = acc[b] + w45.x * xc.x;
-            acc[b] = acc[b] + w45.y * xc.y;
-            acc[b] = acc[b] + w67.x * xc.z;
-            acc[b] = acc[b] + w67.y * xc.w;
-        }
+    uint c = c_begin;
+    // UNROLL weight loads in flight, then their products in k order (the same order as one at a
+    // time, so the unrolling changes no bit of the result).
+    for (; c + UNROLL <= c_end; c += UNROLL) {
+        uvec4 q[UNROLL];
+        [[unroll]] for (uint u = 0u; u < UNROLL; u++) q[u] = w[wi + (c + u) * RB];
+        [[unroll]] for (uint u = 0u; u < UNROLL; u++) accumulate(acc, xb, q[u], c + u);
     }
+    for (; c < c_end; c++) accumulate(acc, xb, w[wi + c * RB], c);
     uint tid = seg * RB + lane;
     [[unroll]] for (uint g0 = 0u; g0 < CB; g0 += G) {
         [[unroll]] for (uint j = 0u; j < G; j++) part[seg][j][lane] = acc[g0 + j];

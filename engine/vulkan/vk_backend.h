@@ -65,9 +65,12 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * BATON_VK_VALIDATION=1. */
 uint32_t baton_vk_validation_messages(void);
 
-/* Device-side timing for the bench: the copy bandwidth (bytes read + written per second would be
- * twice this; this is bytes copied per second) of a buffer of `bytes` copied `reps` times. */
+/* The device's copy bandwidth for the bench, buffers of `bytes` copied `reps` times, timed with
+ * timestamps: *bytes_per_s by vkCmdCopyBuffer (bytes copied per second; on NVIDIA the copy engine,
+ * far below memory bandwidth), *shader_bytes_per_s (may be NULL) by a compute-shader copy,
+ * counting bytes read plus written: the memory bandwidth kernels can reach. */
 baton_status baton_vk_copy_bandwidth(int device_index, uint64_t bytes, int reps, double *bytes_per_s,
-                                     char *device_name, int name_size, baton_error *err);
+                                     double *shader_bytes_per_s, char *device_name, int name_size,
+                                     baton_error *err);
 
 #endif

@@ -12,7 +12,8 @@ static double now_s(void) {
 }
 
 baton_status baton_vk_copy_bandwidth(int device_index, uint64_t bytes, int reps, double *bytes_per_s,
-                                     char *device_name, int name_size, baton_error *err) {
+                                     double *shader_bytes_per_s, char *device_name, int name_size,
+                                     baton_error *err) {
     *bytes_per_s = 0.0;
     vk_context ctx;
     baton_status s = vk_context_init(&ctx, device_index, err);
@@ -48,6 +49,29 @@ baton_status baton_vk_copy_bandwidth(int device_index, uint64_t bytes, int reps,
     double t = vk_elapsed_s(&ctx);
     if (!(t > 0.0)) t = wall;
     *bytes_per_s = (double)bytes * reps / t;
+    if (shader_bytes_per_s != NULL) {
+        /* The same through a compute shader, counting bytes read and written. */
+        uint64_t n = bytes < ctx.info.max_storage_range ? bytes : ctx.info.max_storage_range & ~(uint64_t)255;
+        struct {
+            uint32_t count;
+        } pc = {(uint32_t)(n / 16)};
+        s = vk_begin(&ctx, err);
+        if (s != BATON_OK) goto out_dst;
+        vk_timestamp(&ctx, 0);
+        for (int i = 0; i < reps; i++) {
+            vk_bind binds[2] = {{.buf = i % 2 ? &dst : &src, .range = n}, {.buf = i % 2 ? &src : &dst, .range = n}};
+            vk_dispatch(&ctx, BATON_SHADER_copy_u32_u32, binds, 2, &pc, sizeof pc, 4096, 1, 1);
+            vk_barrier(&ctx);
+        }
+        vk_timestamp(&ctx, 1);
+        t0 = now_s();
+        s = vk_submit_wait(&ctx, err);
+        wall = now_s() - t0;
+        if (s != BATON_OK) goto out_dst;
+        t = vk_elapsed_s(&ctx);
+        if (!(t > 0.0)) t = wall;
+        *shader_bytes_per_s = 2.0 * (double)n * reps / t;
+    }
 out_dst:
     vk_buffer_destroy(&ctx, &dst);
 out_src:
