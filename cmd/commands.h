@@ -13,5 +13,6 @@ int cmd_devices(int argc, char **argv);    /* cmd/devices.c */
 int cmd_bench(int argc, char **argv);      /* cmd/bench.c */
 int cmd_serve(int argc, char **argv);      /* cmd/serve.c */
 int cmd_generate(int argc, char **argv);   /* cmd/generate.c */
+int cmd_node(int argc, char **argv);       /* cmd/node.c */
 
 #endif

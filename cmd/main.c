@@ -22,6 +22,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure decode and prefill speed"},
     {"serve", cmd_serve, "serve a model over gRPC (baton.v1.Inference)"},
     {"generate", cmd_generate, "stream a completion from a baton server"},
+    {"node", cmd_node, "serve pipeline stages for a coordinator (baton.v1.Stage)"},
 };
 
 static void usage(FILE *out) {

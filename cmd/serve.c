@@ -1,4 +1,6 @@
-/* baton serve: the Inference gRPC service over a model in this process (embedded mode).
+/* baton serve: the Inference gRPC service over a model in this process (embedded mode: one stage
+ * per device of --devices, chained in memory) or over a chain of `baton node`s (--nodes); the
+ * plan and the backends are cmd/serve_pipeline.c's.
  *
  * The server listens first and prints its address (so "--listen 127.0.0.1:0" can be used and
  * found), answers Health with NOT_SERVING while the model loads, then SERVING. SIGTERM or SIGINT
@@ -12,16 +14,24 @@
 
 #include "args.h"
 #include "commands.h"
-#include "device_open.h"
+#include "device_list.h"
 #include "inference_service.h"
 #include "rpc_server.h"
+#include "serve_pipeline.h"
 #include "tokenizer.h"
 
 static const char serve_usage[] =
     "usage: baton serve --listen ADDR --model PATH [--tokenizer PATH|bytes] [options]\n\n"
     "  --listen ADDR           host:port to serve on; port 0 picks a free one (printed)\n"
     "  --tokenizer PATH|bytes  tokenizer.json, a World vocabulary, or bytes (default)\n"
-    "  --device D              cpu (default), vulkan or vulkan:N\n"
+    "  --devices LIST          this process's stages: cpu (default), vulkan, vulkan:N or N,\n"
+    "                          comma-separated, one stage each (--device D: the same)\n"
+    "  --nodes HOST:PORT,...   run the stages on these `baton node`s, chained in this order\n"
+    "  --split auto|N,N,...    layers per stage (default auto: in proportion to free memory);\n"
+    "                          with one device, N,N,... makes that many stages on it\n"
+    "  --step-timeout-ms N     with --nodes: a step through the chain (default 5000)\n"
+    "  --load-timeout-s N      with --nodes: a node loading its layers (default 600)\n"
+    "  --connect-timeout-s N   with --nodes: waiting for every node at start (default 60)\n"
     "  --max-streams N         streams generating at once (default 8)\n"
     "  --max-queue N           streams waiting for a slot; more get RESOURCE_EXHAUSTED (default 32)\n"
     "  --max-prompt-tokens N   longest prompt accepted (default 8192)\n"
@@ -31,10 +41,15 @@ static const char serve_usage[] =
     "  --prefill-chunk N       prompt tokens per stream per step (default 512, as baton run)\n"
     "  --grace-s N             on SIGTERM, seconds for calls to finish sending (default 5)\n";
 
+/* Largest message between nodes: a 520-token step of n_embd 5120 is 10.6 MB. */
+enum { NODE_MESSAGE_BYTES = 256 << 20 };
+
 typedef struct {
     const char *listen, *model_path, *tokenizer, *device;
     long long max_streams, max_queue, max_prompt_tokens, max_tokens, message_bytes;
     long long timeout_s, prefill_chunk, grace_s;
+    const char *nodes, *split;
+    long long step_timeout_ms, load_timeout_s, connect_timeout_s;
 } serve_args;
 
 static int serve_parse(int argc, char **argv, serve_args *a) {
@@ -46,12 +61,17 @@ static int serve_parse(int argc, char **argv, serve_args *a) {
         {"max-message-bytes", required_argument, 0, 'b'},
         {"generate-timeout-s", required_argument, 0, 't'},
         {"prefill-chunk", required_argument, 0, 'c'}, {"grace-s", required_argument, 0, 'g'},
+        {"devices", required_argument, 0, 'd'},      {"nodes", required_argument, 0, 'N'},
+        {"split", required_argument, 0, 'S'},        {"step-timeout-ms", required_argument, 0, 'T'},
+        {"load-timeout-s", required_argument, 0, 'L'},
+        {"connect-timeout-s", required_argument, 0, 'C'},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
     };
     *a = (serve_args){.tokenizer = "bytes", .device = "cpu", .max_streams = 8, .max_queue = 32,
                       .max_prompt_tokens = 8192, .max_tokens = 4096,
                       .message_bytes = RPC_MESSAGE_BYTES_DEFAULT, .timeout_s = 300,
-                      .prefill_chunk = 512, .grace_s = 5};
+                      .prefill_chunk = 512, .grace_s = 5, .step_timeout_ms = 5000,
+                      .load_timeout_s = 600, .connect_timeout_s = 60};
     opterr = 0;
     optind = 1;
     int c;
@@ -74,6 +94,15 @@ static int serve_parse(int argc, char **argv, serve_args *a) {
         case 't': ok = args_int("serve", "--generate-timeout-s", optarg, 1, 86400, &a->timeout_s); break;
         case 'c': ok = args_int("serve", "--prefill-chunk", optarg, 1, 1 << 16, &a->prefill_chunk); break;
         case 'g': ok = args_int("serve", "--grace-s", optarg, 0, 600, &a->grace_s); break;
+        case 'N': a->nodes = optarg; break;
+        case 'S': a->split = optarg; break;
+        case 'T':
+            ok = args_int("serve", "--step-timeout-ms", optarg, 1, 3600000, &a->step_timeout_ms);
+            break;
+        case 'L': ok = args_int("serve", "--load-timeout-s", optarg, 1, 86400, &a->load_timeout_s); break;
+        case 'C':
+            ok = args_int("serve", "--connect-timeout-s", optarg, 0, 86400, &a->connect_timeout_s);
+            break;
         case 'h': fputs(serve_usage, stdout); return -1;
         default: return args_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -82,9 +111,16 @@ static int serve_parse(int argc, char **argv, serve_args *a) {
     if (optind < argc) return args_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (a->listen == NULL) return args_usage_error("serve", "--listen is required");
     if (a->model_path == NULL) return args_usage_error("serve", "--model is required");
-    if (!device_spec_valid(a->device))
-        return args_usage_error("serve", "--device: '%s' is not cpu, vulkan or vulkan:N", a->device);
+    char specs[DEVICE_LIST_MAX][DEVICE_SPEC_MAX];
+    int n_specs;
+    if (!device_list_parse(a->device, specs, DEVICE_LIST_MAX, &n_specs))
+        return args_usage_error("serve", "--devices: '%s' is not a list of cpu, vulkan, vulkan:N",
+                                a->device);
     return 0;
+}
+
+static void serve_available(void *user, bool available) {
+    baton_inference_service_set_available(user, available);
 }
 
 /* Waits for SIGTERM or SIGINT (blocked in every thread, so only this wait sees them). */
@@ -124,8 +160,8 @@ int cmd_serve(int argc, char **argv) {
     baton_inference_service *svc = NULL;
     rpc_server *server = NULL;
     baton_tokenizer *tok = NULL;
-    baton_model *model = NULL;
-    baton_backend *backend = NULL;
+    serve_pipeline pipe;
+    memset(&pipe, 0, sizeof pipe);
     baton_scheduler *scheduler = NULL;
     rc = BATON_EXIT_FAIL;
 
@@ -142,25 +178,28 @@ int cmd_serve(int argc, char **argv) {
     fflush(stdout);
 
     if (baton_tokenizer_open(a.tokenizer, &tok, &err) != BATON_OK) goto out;
-    baton_model_options mopt = {.prefetch = strcmp(a.device, "cpu") == 0};
-    if (baton_model_load(a.model_path, &mopt, &model, &err) != BATON_OK) goto out;
+    serve_pipeline_args pargs = {
+        .model_path = a.model_path, .devices = a.device, .split = a.split, .nodes = a.nodes,
+        .n_slots = limits.scheduler.max_streams, .max_seqs = limits.scheduler.max_streams,
+        .max_tokens = baton_scheduler_step_tokens(&limits.scheduler),
+        .step_timeout_ms = (int)a.step_timeout_ms, .load_timeout_ms = (int)a.load_timeout_s * 1000,
+        .connect_timeout_ms = (int)a.connect_timeout_s * 1000, .limits = rpc_limits_default(),
+        .on_available = serve_available, .user = svc,
+    };
+    /* Hidden states of a whole step travel in one message between nodes. */
+    pargs.limits.message_bytes_max = NODE_MESSAGE_BYTES;
+    if (serve_pipeline_open(&pargs, &pipe, &err) != BATON_OK) goto out;
+    const baton_model *model = pipe.model;
     if (baton_tokenizer_n_vocab(tok) > model->n_vocab) {
         baton_fail(&err, BATON_ERR_ARG, "the tokenizer has %d ids but the model only %d",
                    baton_tokenizer_n_vocab(tok), model->n_vocab);
         goto out;
     }
-    baton_stage_config config = {
-        .layer_end = model->n_layer, .with_embedding = true, .with_head = true,
-        .n_slots = limits.scheduler.max_streams, .max_seqs = limits.scheduler.max_streams,
-        .max_tokens = baton_scheduler_step_tokens(&limits.scheduler),
-    };
-    if (device_backend_open(a.device, model, &config, &backend, &err) != BATON_OK) goto out;
-    if (baton_scheduler_start(backend, tok, &limits.scheduler, &scheduler, &err) != BATON_OK) goto out;
-    baton_stage_info stage = {.layer_begin = 0, .layer_end = model->n_layer,
-                              .with_embedding = true, .with_head = true};
-    snprintf(stage.device, sizeof stage.device, "%s", backend->name);
-    baton_inference_service_ready(svc, model, tok, scheduler, &stage, 1);
-    printf("baton serve: serving %s (%d layers) on %s\n", a.model_path, model->n_layer, backend->name);
+    if (baton_scheduler_start(pipe.backend, tok, &limits.scheduler, &scheduler, &err) != BATON_OK)
+        goto out;
+    baton_inference_service_ready(svc, model, tok, scheduler, pipe.stages, pipe.plan.n_stages);
+    printf("baton serve: serving %s (%d layers) on %s\n", a.model_path, model->n_layer,
+           pipe.backend->name);
     fflush(stdout);
 
     wait_for_signal(&signals);
@@ -178,8 +217,7 @@ out:
     rpc_server_free(server);
     baton_scheduler_free(scheduler);
     baton_inference_service_free(svc);
-    baton_backend_free(backend);
-    baton_model_free(model);
+    serve_pipeline_close(&pipe);
     baton_tokenizer_free(tok);
     return rc;
 }

@@ -25,6 +25,7 @@ typedef enum {
     BATON_FINISH_DEADLINE,    /* the stream's deadline passed */
     BATON_FINISH_SHUTDOWN,    /* the server is shutting down */
     BATON_FINISH_ERROR,       /* the engine failed */
+    BATON_FINISH_UNAVAILABLE, /* a pipeline node failed or did not answer in time */
 } baton_finish;
 
 typedef struct {

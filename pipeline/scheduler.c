@@ -124,6 +124,12 @@ static void sweep(baton_scheduler *s) {
     }
 }
 
+/* How a failed step ends its streams: a lost pipeline node is UNAVAILABLE, not an engine
+ * error. */
+static baton_finish step_finish(baton_status status) {
+    return status == BATON_ERR_UNAVAILABLE ? BATON_FINISH_UNAVAILABLE : BATON_FINISH_ERROR;
+}
+
 /* Runs the prompt chunks that are not a prompt's last (no sampling). Returns seqs run. */
 static int step_prefill(baton_scheduler *s) {
     int n = 0, used = 0;
@@ -145,7 +151,7 @@ static int step_prefill(baton_scheduler *s) {
     baton_status status = baton_backend_step(s->backend, &step, &err);
     for (int k = 0; k < n; k++) {
         int i = s->seq_stream[k];
-        if (status != BATON_OK) stream_finish(s, i, BATON_FINISH_ERROR, err.msg);
+        if (status != BATON_OK) stream_finish(s, i, step_finish(status), err.msg);
         else s->streams[i].prefilled += (size_t)s->seqs[k].n_tokens;
     }
     return n;
@@ -189,7 +195,7 @@ static int step_sample(baton_scheduler *s) {
         int i = s->seq_stream[k];
         stream *st = &s->streams[i];
         if (status != BATON_OK) {
-            stream_finish(s, i, BATON_FINISH_ERROR, err.msg);
+            stream_finish(s, i, step_finish(status), err.msg);
             continue;
         }
         st->prefilled = st->req.n_prompt;

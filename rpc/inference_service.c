@@ -20,6 +20,7 @@ typedef enum { SERVICE_LOADING, SERVICE_READY, SERVICE_STOPPED } service_state;
 struct baton_inference_service {
     baton_service_limits limits;
     _Atomic int state;
+    atomic_bool unavailable; /* a pipeline node is down */
     const baton_model *model;
     const baton_tokenizer *tok;
     baton_scheduler *scheduler;
@@ -119,7 +120,8 @@ static Baton__V1__FinishReason finish_reason(baton_finish f) {
     case BATON_FINISH_CANCELLED:
     case BATON_FINISH_DEADLINE:
     case BATON_FINISH_SHUTDOWN: return BATON__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-    case BATON_FINISH_ERROR: return BATON__V1__FINISH_REASON__FINISH_REASON_ERROR;
+    case BATON_FINISH_ERROR:
+    case BATON_FINISH_UNAVAILABLE: return BATON__V1__FINISH_REASON__FINISH_REASON_ERROR;
     case BATON_FINISH_NONE: break;
     }
     return BATON__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED;
@@ -129,7 +131,8 @@ static grpc_status_code finish_status(baton_finish f) {
     switch (f) {
     case BATON_FINISH_CANCELLED: return GRPC_STATUS_CANCELLED;
     case BATON_FINISH_DEADLINE: return GRPC_STATUS_DEADLINE_EXCEEDED;
-    case BATON_FINISH_SHUTDOWN: return GRPC_STATUS_UNAVAILABLE;
+    case BATON_FINISH_SHUTDOWN:
+    case BATON_FINISH_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     case BATON_FINISH_ERROR: return GRPC_STATUS_INTERNAL;
     default: return GRPC_STATUS_OK;
     }
@@ -309,6 +312,10 @@ static bool refuse_unready(baton_inference_service *svc, rpc_call *call) {
 static void on_generate(void *ctx, rpc_call *call, grpc_byte_buffer *request) {
     baton_inference_service *svc = ctx;
     if (refuse_unready(svc, call)) return;
+    if (atomic_load(&svc->unavailable)) {
+        rpc_call_reply(call, NULL, GRPC_STATUS_UNAVAILABLE, "a pipeline node is down");
+        return;
+    }
     Baton__V1__GenerateRequest *m = (Baton__V1__GenerateRequest *)rpc_buffer_unpack(
         request, &baton__v1__generate_request__descriptor);
     if (m == NULL) {
@@ -479,7 +486,7 @@ static void on_health_check(void *ctx, rpc_call *call, grpc_byte_buffer *request
         return;
     }
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    resp.status = atomic_load(&svc->state) == SERVICE_READY
+    resp.status = atomic_load(&svc->state) == SERVICE_READY && !atomic_load(&svc->unavailable)
                       ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     rpc_call_reply(call, &resp.base, GRPC_STATUS_OK, "");
@@ -499,6 +506,7 @@ baton_status baton_inference_service_new(const baton_service_limits *limits,
     if (*out == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the service");
     (*out)->limits = *limits;
     atomic_init(&(*out)->state, SERVICE_LOADING);
+    atomic_init(&(*out)->unavailable, false);
     return BATON_OK;
 }
 
@@ -524,6 +532,10 @@ void baton_inference_service_ready(baton_inference_service *svc, const baton_mod
     memcpy(svc->stages, stages, (size_t)n_stages * sizeof *stages);
     svc->n_stages = n_stages;
     atomic_store(&svc->state, SERVICE_READY); /* publishes the fields above */
+}
+
+void baton_inference_service_set_available(baton_inference_service *svc, bool available) {
+    atomic_store(&svc->unavailable, !available);
 }
 
 void baton_inference_service_stop(baton_inference_service *svc) {

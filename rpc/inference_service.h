@@ -42,6 +42,10 @@ void baton_inference_service_ready(baton_inference_service *svc, const baton_mod
                                    const baton_tokenizer *tok, baton_scheduler *scheduler,
                                    const baton_stage_info *stages, int n_stages);
 
+/* While not available (a pipeline node is down) Health says NOT_SERVING and Generate gets
+ * UNAVAILABLE; the rest still answers. Any thread. */
+void baton_inference_service_set_available(baton_inference_service *svc, bool available);
+
 /* Stops taking requests: Health says NOT_SERVING, new calls get UNAVAILABLE. Calls in
  * progress are the scheduler's to end. */
 void baton_inference_service_stop(baton_inference_service *svc);
