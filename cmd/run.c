@@ -7,6 +7,7 @@
 #include "args.h"
 #include "commands.h"
 #include "device_open.h"
+#include "generation.h"
 #include "tokenizer.h"
 
 static const char run_usage[] =
@@ -23,7 +24,7 @@ static const char run_usage[] =
     "  --stop TEXT             a string that ends generation (repeatable, up to 8)\n"
     "  --device D              cpu (default), vulkan or vulkan:N\n";
 
-enum { STOPS_MAX = 8, PREFILL_CHUNK = 512, MAX_TOKENS_LIMIT = 1 << 20 };
+enum { STOPS_MAX = BATON_GEN_STOPS_MAX, PREFILL_CHUNK = 512, MAX_TOKENS_LIMIT = 1 << 20 };
 
 typedef struct {
     const char *model_path, *tokenizer, *prompt, *device;
@@ -98,11 +99,14 @@ static int run_parse(int argc, char **argv, run_args *a) {
             a->stop_ids = NULL;
             if (!args_int_list("run", "--stop-token", optarg, 0, INT32_MAX, &a->stop_ids, &a->n_stop_ids))
                 return BATON_EXIT_USAGE;
+            if (a->n_stop_ids > BATON_GEN_STOP_IDS_MAX)
+                return args_usage_error("run", "--stop-token: at most %d ids", BATON_GEN_STOP_IDS_MAX);
             a->stop_ids_given = true;
             break;
         case 'S':
             if (a->n_stops == STOPS_MAX) return args_usage_error("run", "at most %d --stop strings", STOPS_MAX);
-            if (optarg[0] == '\0') return args_usage_error("run", "--stop: empty string");
+            if (optarg[0] == '\0' || strlen(optarg) > BATON_GEN_STOP_BYTES_MAX)
+                return args_usage_error("run", "--stop: 1 to %d bytes", BATON_GEN_STOP_BYTES_MAX);
             a->stops[a->n_stops++] = optarg;
             break;
         case 'h': fputs(run_usage, stdout); return -1;
@@ -118,69 +122,18 @@ static int run_parse(int argc, char **argv, run_args *a) {
     return 0;
 }
 
-/* Generated text, printed as soon as no stop string can still begin in it. */
-typedef struct {
-    char *text;
-    size_t len, cap, printed;
-    const char *const *stops;
-    int n_stops;
-    size_t hold; /* longest stop string minus one: bytes that may begin a stop string */
-} output;
-
-/* Appends and prints what is safe; returns true when a stop string was found (printed up to it). */
-static bool output_add(output *o, const char *s, size_t n) {
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = (o->len + n + 1) * 2;
-        char *grown = realloc(o->text, cap);
-        if (grown == NULL) return true;
-        o->text = grown;
-        o->cap = cap;
-    }
-    memcpy(o->text + o->len, s, n);
-    o->len += n;
-    o->text[o->len] = '\0';
-    size_t from = o->printed > o->hold ? o->printed - o->hold : 0;
-    size_t cut = o->len;
-    for (int i = 0; i < o->n_stops; i++) {
-        const char *hit = memmem(o->text + from, o->len - from, o->stops[i], strlen(o->stops[i]));
-        if (hit != NULL && (size_t)(hit - o->text) < cut) cut = (size_t)(hit - o->text);
-    }
-    bool stopped = cut < o->len;
-    size_t safe = stopped ? cut : (o->len > o->hold ? o->len - o->hold : 0);
-    /* Never split a UTF-8 character when holding bytes back. */
-    while (!stopped && safe > o->printed && safe < o->len && ((unsigned char)o->text[safe] & 0xc0) == 0x80)
-        safe--;
-    if (safe > o->printed) {
-        fwrite(o->text + o->printed, 1, safe - o->printed, stdout);
-        fflush(stdout);
-        o->printed = safe;
-    }
-    return stopped;
-}
-
-static void output_finish(output *o) {
-    if (o->len > o->printed) fwrite(o->text + o->printed, 1, o->len - o->printed, stdout);
-    fputc('\n', stdout);
-    fflush(stdout);
-}
-
-static bool is_stop_id(const run_args *a, int32_t id) {
-    for (int i = 0; i < a->n_stop_ids; i++)
-        if (a->stop_ids[i] == id) return true;
-    return false;
-}
-
-/* Feeds the prompt in chunks and generates; prints as it goes. */
+/* Feeds the prompt in chunks, then generates until a stop; prints text as it becomes safe to
+ * (the same rules as a server stream, in pipeline/generation.c). */
 static baton_status generate(const run_args *a, baton_backend *b, const baton_tokenizer *tok,
                              const int32_t *prompt, size_t n_prompt, baton_error *err) {
     baton_rng rng;
     baton_rng_seed(&rng, a->seeded ? a->seed : (uint64_t)time(NULL) ^ (uint64_t)clock());
-    baton_detok_stream *detok = NULL;
-    baton_status st = baton_detok_stream_open(tok, &detok, err);
+    baton_gen_config gc = {.n_stop_ids = a->n_stop_ids, .max_tokens = (uint32_t)a->max_tokens};
+    memcpy(gc.stop_ids, a->stop_ids, (size_t)a->n_stop_ids * sizeof *a->stop_ids);
+    for (int i = 0; i < a->n_stops; i++) snprintf(gc.stops[gc.n_stops++], sizeof gc.stops[0], "%s", a->stops[i]);
+    baton_gen *gen = NULL;
+    baton_status st = baton_gen_open(tok, &gc, &gen, err);
     if (st != BATON_OK) return st;
-    output out = {.stops = a->stops, .n_stops = a->n_stops};
-    for (int i = 0; i < a->n_stops; i++)
-        if (strlen(a->stops[i]) > out.hold + 1) out.hold = strlen(a->stops[i]) - 1;
 
     baton_sampling sampling = a->sampling;
     int32_t next = -1;
@@ -194,31 +147,23 @@ static baton_status generate(const run_args *a, baton_backend *b, const baton_to
         st = baton_backend_step(b, &step, err);
         done += n;
     }
-    bool stopped = false;
-    for (long long produced = 0; st == BATON_OK && !stopped && produced < a->max_tokens; produced++) {
-        if (is_stop_id(a, next)) break;
-        const char *text;
-        size_t len;
-        st = baton_detok_stream_push(detok, next, &text, &len, err);
-        if (st != BATON_OK) break;
-        stopped = output_add(&out, text, len);
-        if (stopped || produced + 1 == a->max_tokens) break;
+    baton_gen_out out = {.finish = BATON_FINISH_NONE};
+    while (st == BATON_OK) {
+        st = baton_gen_push(gen, next, &out, err);
+        if (st == BATON_OK && out.len > 0) {
+            fwrite(out.text, 1, out.len, stdout);
+            fflush(stdout);
+        }
+        if (st != BATON_OK || out.finish != BATON_FINISH_NONE) break;
         baton_seq seq = {.slot = 0, .n_tokens = 1};
         sampling.uniform = baton_rng_uniform(&rng);
         baton_step step = {.n_seqs = 1, .seqs = &seq, .tokens = &next, .sampling = &sampling,
                            .tokens_out = &next};
         st = baton_backend_step(b, &step, err);
     }
-    if (!stopped) {
-        const char *text;
-        size_t len;
-        baton_detok_stream_flush(detok, &text, &len);
-        stopped = output_add(&out, text, len);
-    }
-    if (!stopped) output_finish(&out);
-    else fputc('\n', stdout);
-    free(out.text);
-    baton_detok_stream_free(detok);
+    fputc('\n', stdout);
+    fflush(stdout);
+    baton_gen_free(gen);
     return st;
 }
 
