@@ -129,7 +129,8 @@ static baton_status generate(const run_args *a, baton_backend *b, const baton_to
     baton_rng rng;
     baton_rng_seed(&rng, a->seeded ? a->seed : (uint64_t)time(NULL) ^ (uint64_t)clock());
     baton_gen_config gc = {.n_stop_ids = a->n_stop_ids, .max_tokens = (uint32_t)a->max_tokens};
-    memcpy(gc.stop_ids, a->stop_ids, (size_t)a->n_stop_ids * sizeof *a->stop_ids);
+    if (a->n_stop_ids > 0) /* stop_ids is NULL when there are none */
+        memcpy(gc.stop_ids, a->stop_ids, (size_t)a->n_stop_ids * sizeof *a->stop_ids);
     for (int i = 0; i < a->n_stops; i++) snprintf(gc.stops[gc.n_stops++], sizeof gc.stops[0], "%s", a->stops[i]);
     baton_gen *gen = NULL;
     baton_status st = baton_gen_open(tok, &gc, &gen, err);
