@@ -14,5 +14,6 @@ int cmd_bench(int argc, char **argv);      /* cmd/bench.c */
 int cmd_serve(int argc, char **argv);      /* cmd/serve.c */
 int cmd_generate(int argc, char **argv);   /* cmd/generate.c */
 int cmd_node(int argc, char **argv);       /* cmd/node.c */
+int cmd_bench_pipeline(int argc, char **argv); /* cmd/bench_pipeline.c */
 
 #endif

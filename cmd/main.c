@@ -23,6 +23,7 @@ static const command commands[] = {
     {"serve", cmd_serve, "serve a model over gRPC (baton.v1.Inference)"},
     {"generate", cmd_generate, "stream a completion from a baton server"},
     {"node", cmd_node, "serve pipeline stages for a coordinator (baton.v1.Stage)"},
+    {"bench-pipeline", cmd_bench_pipeline, "time a step through nodes on loopback vs one process"},
 };
 
 static void usage(FILE *out) {

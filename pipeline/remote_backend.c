@@ -10,7 +10,7 @@
 #include "fingerprint.h"
 #include "rpc_client.h"
 
-enum { PROBE_TIMEOUT_MS = 1000, DESCRIBE_POLL_MS = 100, TARGET_MAX = 256, WHY_MAX = 512 };
+enum { PROBE_TIMEOUT_MS = 1000, DESCRIBE_POLL_MS = 100, TARGET_MAX = 128, WHY_MAX = 1024 };
 
 typedef struct {
     char target[TARGET_MAX];
