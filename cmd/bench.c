@@ -140,8 +140,11 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             goto out_buffers;
         }
         double tps = B / dt;
-        printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s)\n", B, tps,
-               dt * 1e3, weight_bytes / dt * 1e-9);
+        uint32_t dispatches = 0, barriers = 0;
+        baton_vk_step_counts(be, &dispatches, &barriers);
+        printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s; %u dispatches, "
+               "%u barriers per step)\n", B, tps, dt * 1e3, weight_bytes / dt * 1e-9, dispatches,
+               barriers);
         fflush(stdout);
         if (B == 1) {
             tps1 = tps;
@@ -160,7 +163,10 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             goto out_buffers;
         }
         prefill_tps = prefill / dt;
-        printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms)\n", prefill, prefill_tps, dt * 1e3);
+        uint32_t dispatches = 0, barriers = 0;
+        baton_vk_step_counts(be, &dispatches, &barriers);
+        printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms; %u dispatches, %u barriers)\n", prefill,
+               prefill_tps, dt * 1e3, dispatches, barriers);
     }
     if (tps1 > 0) {
         printf("ratio batch-1 weight bandwidth / shader copy bandwidth: %.2f  (goal >= 0.80)\n",
@@ -168,6 +174,8 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         if (largest > 1)
             printf("ratio batch-%d / batch-1 tokens/s: %.1f  (goal >= 30 at batch 64)\n", largest,
                    tps_max_batch / tps1);
+        else
+            printf("ratio batch-64 / batch-1 tokens/s: not measured (no batch above 1)\n");
         if (prefill_tps > 0)
             printf("ratio prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", prefill_tps / tps1);
     }

@@ -1,13 +1,17 @@
 #version 450
 // y = W x for the tokens of a step: W is fp16 (n_rows, K) in interleaved row blocks, x is fp32
-// [T][K], accumulation fp32. A workgroup computes RB rows for CB tokens; its SEGS thread rows
-// each sum one fixed K segment sequentially (multiply, then add, in k order), and the segments
-// are then added in order 0..SEGS-1. That order depends on K alone, never on T, CB or the
-// token's place in the step, so every variant (CB = 1, 8, 32) gives bitwise the same y
-// (batch invariance). Each weight is loaded once per workgroup and used for all CB tokens.
+// [T][K], accumulation fp32. A workgroup computes WR rows for CB tokens; its SEGS thread rows
+// each sum one fixed K segment sequentially (one fma per product, in k order), and the segments
+// are then added in order 0..SEGS-1. That order depends on K alone, never on T, CB, WR or the
+// token's place in the step, so every variant (CB = 1, 8, 32) gives bitwise the same y (batch
+// invariance). Each weight is loaded once per workgroup and used for all CB tokens.
 //
-// Weight layout (per chunk of rows): [n_rows / RB][K / 8][RB] uvec4, 8 halves per uvec4, so the RB
-// lanes of a segment read RB consecutive 16-byte words: fully coalesced.
+// W may stack up to 3 matrices (groups) that share K, each starting on a row block: one dispatch
+// then computes, e.g., the key, value and receptance products of a layer, each group with its
+// own input, output and epilogue (so their rows never mix).
+//
+// Weight layout (per chunk of rows): [n_blocks][K / 8][RB] uvec4, 8 halves per uvec4, so the WR
+// lanes of a segment read WR consecutive 16-byte words: coalesced.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -16,10 +20,19 @@
 #endif
 #define RB 32u
 #define SEGS 8u
+// Rows per workgroup: 8 for one token, so that a C-row matrix gives 640 workgroups for C = 5120
+// (the batch-1 matvec is bandwidth-bound and wants every SM busy), a whole block otherwise.
+#if CB == 1
+#define WR 8u
+#else
+#define WR 32u
+#endif
 // Weight loads in flight per thread: deep for the bandwidth-bound variants, one for CB = 32,
 // whose accumulators already fill the registers. It never changes the order of the sums.
 #if CB >= 32
 #define UNROLL 1u
+#elif CB == 1
+#define UNROLL 8u
 #else
 #define UNROLL 4u
 #endif
@@ -35,56 +48,75 @@
 #define EPI_ADD 3u      // y += s                     (residual)
 #define EPI_ADD_MUL 4u  // y += m * s                 (channel-mix output gated by sigmoid(r))
 
-layout(local_size_x = 32, local_size_y = 8) in;
+layout(local_size_x = WR, local_size_y = SEGS) in;
 layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 layout(std430, binding = 1) readonly buffer X { vec4 x[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer M { float m[]; };
 
-layout(push_constant) uniform Push {
+// Group g covers the stacked rows from row block blk_g; its row n (from 0) reads x from x_off_g
+// (vec4 units), writes y[y_off_g + t * y_stride_g + n] and, for EPI_ADD_MUL, reads
+// m[m_off + t * y_stride_g + n].
+layout(push_constant, std430) uniform Push {
     uint K;        // columns of W, a multiple of 8
-    uint n_rows;   // rows of W in this chunk
-    uint row0;     // the chunk's first row within y's rows
-    uint y_stride; // y is [T][y_stride]
     uint T;        // tokens (columns of x)
     uint cps;      // chunks of 8 columns per K segment: ceil(K / 8 / SEGS)
-    uint epilogue;
+    uint blk0;     // the chunk's first row block within the stacked rows
+    uint n_groups; // 1 to 3
+    uint m_off;
+    uint blk_1, blk_2;  // the first row block of groups 1 and 2 (group 0 starts at 0)
+    uint rows_0, rows_1, rows_2;
+    uint x_off_0, x_off_1, x_off_2;
+    uint y_off_0, y_off_1, y_off_2;
+    uint y_stride_0, y_stride_1, y_stride_2;
+    uint epi_0, epi_1, epi_2;
 } pc;
 
-shared float part[SEGS][G][RB];
+shared float part[SEGS][G][WR];
 
-// acc[b] += w[k] * x[b][k] for the 8 columns of chunk c, k in order; precise (NoContraction) so
-// that every driver rounds each product and each sum separately, the same way in every variant.
+// acc[b] = fma(w[k], x[b][k], acc[b]) for the 8 columns of chunk c, k in order. precise: each
+// fma is one operation computed the same way in every variant.
 void accumulate(inout precise float acc[CB], uint xb[CB], uvec4 q, uint c) {
     vec2 w01 = unpackHalf2x16(q.x), w23 = unpackHalf2x16(q.y);
     vec2 w45 = unpackHalf2x16(q.z), w67 = unpackHalf2x16(q.w);
     [[unroll]] for (uint b = 0u; b < CB; b++) {
         vec4 xa = x[xb[b] + 2u * c], xc = x[xb[b] + 2u * c + 1u];
-        acc[b] = acc[b] + w01.x * xa.x;
-        acc[b] = acc[b] + w01.y * xa.y;
-        acc[b] = acc[b] + w23.x * xa.z;
-        acc[b] = acc[b] + w23.y * xa.w;
-        acc[b] = acc[b] + w45.x * xc.x;
-        acc[b] = acc[b] + w45.y * xc.y;
-        acc[b] = acc[b] + w67.x * xc.z;
-        acc[b] = acc[b] + w67.y * xc.w;
+        acc[b] = fma(w01.x, xa.x, acc[b]);
+        acc[b] = fma(w01.y, xa.y, acc[b]);
+        acc[b] = fma(w23.x, xa.z, acc[b]);
+        acc[b] = fma(w23.y, xa.w, acc[b]);
+        acc[b] = fma(w45.x, xc.x, acc[b]);
+        acc[b] = fma(w45.y, xc.y, acc[b]);
+        acc[b] = fma(w67.x, xc.z, acc[b]);
+        acc[b] = fma(w67.y, xc.w, acc[b]);
     }
 }
 
 void main() {
     uint lane = gl_LocalInvocationID.x, seg = gl_LocalInvocationID.y;
     uint col0 = gl_WorkGroupID.x * CB;
-    uint blk = gl_WorkGroupID.y;
+    uint row_wg = gl_WorkGroupID.y * WR;       // first row of the workgroup within the chunk
+    uint blk = row_wg / RB;                    // its row block within the chunk
+    uint gblk = pc.blk0 + blk;                 // ... within the stacked rows
+    // The group, uniform over the workgroup (groups start on row blocks).
+    uint g = gblk >= pc.blk_2 && pc.n_groups > 2u ? 2u : gblk >= pc.blk_1 && pc.n_groups > 1u ? 1u : 0u;
+    uint gblk0 = g == 2u ? pc.blk_2 : g == 1u ? pc.blk_1 : 0u;
+    uint g_rows = g == 2u ? pc.rows_2 : g == 1u ? pc.rows_1 : pc.rows_0;
+    uint x_off = g == 2u ? pc.x_off_2 : g == 1u ? pc.x_off_1 : pc.x_off_0;
+    uint y_off = g == 2u ? pc.y_off_2 : g == 1u ? pc.y_off_1 : pc.y_off_0;
+    uint y_stride = g == 2u ? pc.y_stride_2 : g == 1u ? pc.y_stride_1 : pc.y_stride_0;
+    uint epilogue = g == 2u ? pc.epi_2 : g == 1u ? pc.epi_1 : pc.epi_0;
+
     uint nc = pc.K / 8u;
     uint c_begin = min(seg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
     uint xrow = pc.K / 4u;
     uint xb[CB];
     precise float acc[CB];
     [[unroll]] for (uint b = 0u; b < CB; b++) {
-        xb[b] = min(col0 + b, pc.T - 1u) * xrow;  // tokens past T compute garbage, never stored
+        xb[b] = x_off + min(col0 + b, pc.T - 1u) * xrow;  // tokens past T compute garbage, never stored
         acc[b] = 0.0;
     }
-    uint wi = blk * nc * RB + lane;
+    uint wi = blk * nc * RB + row_wg % RB + lane;
     uint c = c_begin;
     // UNROLL weight loads in flight, then their products in k order (the same order as one at a
     // time, so the unrolling changes no bit of the result).
@@ -94,28 +126,29 @@ void main() {
         [[unroll]] for (uint u = 0u; u < UNROLL; u++) accumulate(acc, xb, q[u], c + u);
     }
     for (; c < c_end; c++) accumulate(acc, xb, w[wi + c * RB], c);
-    uint tid = seg * RB + lane;
+    uint tid = seg * WR + lane;
     [[unroll]] for (uint g0 = 0u; g0 < CB; g0 += G) {
         [[unroll]] for (uint j = 0u; j < G; j++) part[seg][j][lane] = acc[g0 + j];
         barrier();
-        if (tid < G * RB) {
-            uint j = tid / RB, r = tid % RB;
+        if (tid < G * WR) {
+            uint j = tid / WR, r = tid % WR;
             precise float s = part[0][j][r];
             [[unroll]] for (uint k = 1u; k < SEGS; k++) s = s + part[k][j][r];  // segments in order
-            uint t = col0 + g0 + j, n = blk * RB + r;
-            if (t < pc.T && n < pc.n_rows) {
-                uint i = t * pc.y_stride + pc.row0 + n;
-                if (pc.epilogue == EPI_NONE) {
+            uint t = col0 + g0 + j, n = (gblk - gblk0) * RB + row_wg % RB + r;
+            if (t < pc.T && n < g_rows) {
+                uint o = t * y_stride + n;
+                uint i = y_off + o;
+                if (epilogue == EPI_NONE) {
                     y[i] = s;
-                } else if (pc.epilogue == EPI_SIGMOID) {
+                } else if (epilogue == EPI_SIGMOID) {
                     y[i] = 1.0 / (1.0 + exp(-s));
-                } else if (pc.epilogue == EPI_RELU_SQ) {
+                } else if (epilogue == EPI_RELU_SQ) {
                     float p = max(s, 0.0);
                     y[i] = p * p;
-                } else if (pc.epilogue == EPI_ADD) {
+                } else if (epilogue == EPI_ADD) {
                     y[i] = y[i] + s;
                 } else {
-                    y[i] = y[i] + m[i] * s;
+                    y[i] = y[i] + m[pc.m_off + o] * s;
                 }
             }
         }

@@ -4,8 +4,8 @@
 set(BATON_SHADER_VARIANTS
   # LayerNorm of rows of x, optionally gathered through a row map (the head's last tokens).
   "layernorm_f32_f32|layernorm.comp|"
-  # Token shift: xk, xv, xr = lerp(previous xx, xx, time_mix_*).
-  "token_shift_f32_f32|token_shift.comp|"
+  # LayerNorm fused with the token shift: xx = LN(x); xk, xv, xr = lerp(previous xx, xx, mix).
+  "ln_shift_f32_f32|ln_shift.comp|"
   # Copies the last token's xx of each sequence into its state slot (channel-mix shift state).
   "state_save_f32_f32|state_save.comp|"
   # The RWKV-4 WKV recurrence, sequential over each sequence's tokens, times sigmoid(r).

@@ -1,6 +1,7 @@
 /* Each Vulkan kernel against a small CPU computation in double precision: matmul (every variant,
  * every epilogue, weights split into row chunks, bitwise agreement across batch sizes),
- * layernorm (with a row map), token shift and state save, and the WKV recurrence. */
+ * layernorm (with a row map), layernorm fused with the token shift, state save, and the WKV
+ * recurrence. */
 #include <math.h>
 
 #include "test_vk_common.h"
@@ -136,6 +137,75 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     free(x);
 }
 
+/* Three matrices stacked (rows not multiples of the row block, optionally in row chunks), each
+ * part with its own input region, output region and epilogue: bitwise what each gives alone. */
+static void test_matmul_stack(const int *N, int K, uint64_t chunk_bytes) {
+    enum { TMAX = 33 };
+    uint64_t seed = (uint64_t)K * 7 + (uint64_t)N[0];
+    const uint32_t epis[3] = {EPI_RELU_SQ, EPI_SIGMOID, EPI_NONE};
+    uint16_t *w16[3];
+    baton_matrix bm[3];
+    const baton_matrix *stack[3];
+    vk_matrix single[3], stacked;
+    vk_uploader up;
+    baton_error err = {0};
+    REQUIRE(vk_uploader_init(&ctx, &up, 1, &err) == BATON_OK);
+    for (int p = 0; p < 3; p++) {
+        w16[p] = malloc((size_t)N[p] * K * 2);
+        REQUIRE(w16[p]);
+        for (int i = 0; i < N[p] * K; i++) w16[p][i] = baton_f32_to_f16(vk_test_rand(&seed));
+        bm[p] = (baton_matrix){.data = w16[p], .dtype = BATON_F16, .rows = N[p], .cols = K};
+        stack[p] = &bm[p];
+        REQUIRE(vk_matrix_upload(&ctx, &up, &bm[p], "single", &single[p], &err) == BATON_OK);
+    }
+    char chunk[32];
+    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
+    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
+    baton_status st = vk_matrix_upload_stack(&ctx, &up, stack, 3, "stack", &stacked, &err);
+    unsetenv("BATON_VK_CHUNK_BYTES");
+    vk_uploader_free(&ctx, &up);
+    if (st != BATON_OK) fprintf(stderr, "%s\n", err.msg);
+    REQUIRE(st == BATON_OK);
+    printf("matmul stack %d+%d+%d x %d: %d chunk(s)\n", N[0], N[1], N[2], K, stacked.n_chunks);
+
+    uint32_t R = (uint32_t)TMAX * (uint32_t)K, Y = 0; /* x region, y region sizes (floats) */
+    for (int p = 0; p < 3; p++) Y = Y > (uint32_t)(TMAX * N[p]) ? Y : (uint32_t)(TMAX * N[p]);
+    vk_buffer xb = host_buffer((size_t)3 * R * 4), yb = host_buffer((size_t)3 * Y * 4);
+    vk_buffer y1 = host_buffer((size_t)Y * 4), x1 = host_buffer((size_t)R * 4);
+    float *x = xb.mapped;
+    for (uint32_t i = 0; i < 3 * R; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    const uint32_t Ts[] = {1, 5, TMAX};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        uint32_t T = Ts[ti];
+        vk_matmul_part parts[3];
+        for (int p = 0; p < 3; p++)
+            parts[p] = (vk_matmul_part){.x_off = (uint32_t)p * R, .y_off = (uint32_t)p * Y,
+                                        .y_stride = (uint32_t)N[p], .epilogue = epis[p]};
+        memset(yb.mapped, 0, yb.size);
+        begin();
+        vk_record_matmul_parts(&ctx, &stacked, parts, &xb, &yb, NULL, 0, T);
+        run();
+        for (int p = 0; p < 3; p++) {
+            memcpy(x1.mapped, x + (size_t)p * R, (size_t)R * 4);
+            memset(y1.mapped, 0, y1.size);
+            begin();
+            vk_record_matmul(&ctx, &single[p], &x1, &y1, NULL, T, (uint32_t)N[p], epis[p]);
+            run();
+            CHECK_MSG(memcmp(y1.mapped, (float *)yb.mapped + (size_t)p * Y, (size_t)T * N[p] * 4) == 0,
+                      "matmul stack: part %d, T %u differs from the part alone", p, T);
+        }
+    }
+    vk_buffer_destroy(&ctx, &x1);
+    vk_buffer_destroy(&ctx, &y1);
+    vk_buffer_destroy(&ctx, &yb);
+    vk_buffer_destroy(&ctx, &xb);
+    vk_matrix_free(&ctx, &stacked);
+    for (int p = 2; p >= 0; p--) {
+        vk_matrix_free(&ctx, &single[p]);
+        free(w16[p]);
+    }
+}
+
 /* LayerNorm over rows picked by a row map, against double precision. */
 static void test_layernorm(int C, int rows) {
     uint64_t seed = 77;
@@ -172,19 +242,22 @@ static void test_layernorm(int C, int rows) {
     vk_buffer_destroy(&ctx, &xb);
 }
 
-/* Two sequences (3 tokens in slot 1, 1 token in slot 0): token shift, WKV and state save. */
+/* Two sequences (3 tokens in slot 1, 1 token in slot 0): LayerNorm with the token shift, WKV and
+ * state save. */
 static void test_shift_wkv(int C) {
     enum { T = 4, S = 2, SLOTS = 2 };
     const uint32_t slot_of[S] = {1, 0}, first[S] = {0, 3}, len[S] = {3, 1};
     uint64_t seed = 5;
     size_t TC = (size_t)T * C;
-    vk_buffer xx = host_buffer(TC * 4), o0 = host_buffer(TC * 4), o1 = host_buffer(TC * 4),
-              o2 = host_buffer(TC * 4), kb = host_buffer(TC * 4), vb = host_buffer(TC * 4),
+    vk_buffer xin = host_buffer(TC * 4), xx = host_buffer(TC * 4), outs = host_buffer(3 * TC * 4),
+              kb = host_buffer(TC * 4), vb = host_buffer(TC * 4),
               rb = host_buffer(TC * 4), ob = host_buffer(TC * 4),
-              st = host_buffer((size_t)SLOTS * 5 * C * 4), pb = host_buffer((size_t)5 * C * 4),
+              st = host_buffer((size_t)SLOTS * 5 * C * 4), pb = host_buffer((size_t)7 * C * 4),
               ib = host_buffer(64 * 4);
-    float *X = xx.mapped, *state = st.mapped, *p = pb.mapped, *k = kb.mapped, *v = vb.mapped,
+    float *xi = xin.mapped, *state = st.mapped, *p = pb.mapped, *k = kb.mapped, *v = vb.mapped,
           *r = rb.mapped;
+    double *X = malloc(TC * sizeof *X); /* LN(x), the reference's xx */
+    REQUIRE(X);
     uint32_t *info = ib.mapped;
     /* info: tok_seq at 0, seq_slot at 8, seq_first at 16, seq_len at 24 */
     for (int t = 0; t < T; t++) info[t] = t < 3 ? 0 : 1;
@@ -194,7 +267,7 @@ static void test_shift_wkv(int C) {
         info[24 + s] = len[s];
     }
     for (size_t i = 0; i < TC; i++) {
-        X[i] = vk_test_rand(&seed);
+        xi[i] = vk_test_rand(&seed) * 3.0f + 1.0f;
         k[i] = vk_test_rand(&seed) * (i % 7 == 0 ? 40.0f : 3.0f);
         v[i] = vk_test_rand(&seed) * 2.0f;
         r[i] = 0.5f + 0.5f * vk_test_rand(&seed);
@@ -203,6 +276,18 @@ static void test_shift_wkv(int C) {
     for (int c = 0; c < C; c++) {
         p[3 * C + c] = vk_test_rand(&seed);                          /* u */
         p[4 * C + c] = -expf(vk_test_rand(&seed) * 2.0f);            /* w = -exp(decay) */
+        p[5 * C + c] = 1.0f + 0.5f * vk_test_rand(&seed);            /* LayerNorm weight */
+        p[6 * C + c] = vk_test_rand(&seed);                          /* and bias */
+    }
+    for (int t = 0; t < T; t++) {
+        const float *row = xi + (size_t)t * C;
+        double mean = 0, var = 0;
+        for (int c = 0; c < C; c++) mean += row[c];
+        mean /= C;
+        for (int c = 0; c < C; c++) var += (row[c] - mean) * (row[c] - mean);
+        var /= C;
+        for (int c = 0; c < C; c++)
+            X[(size_t)t * C + c] = (row[c] - mean) / sqrt(var + 1e-5) * p[5 * C + c] + p[6 * C + c];
     }
     baton_state_init(state, SLOTS, C); /* slot 0 fresh; slot 1 with history */
     for (int row = 0; row < 5; row++) {
@@ -217,11 +302,12 @@ static void test_shift_wkv(int C) {
     REQUIRE(before);
     memcpy(before, state, (size_t)SLOTS * 5 * C * 4);
 
-    pc_token_shift ts = {.C = (uint32_t)C, .state_row = 0, .n_out = 3, .mix0_off = 0,
-                         .mix1_off = (uint32_t)C, .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0,
-                         .seq_slot_off = 8, .seq_first_off = 16};
-    vk_bind tsb[7] = {{.buf = &xx}, {.buf = &st}, {.buf = &pb}, {.buf = &ib},
-                      {.buf = &o0}, {.buf = &o1}, {.buf = &o2}};
+    pc_ln_shift ts = {.C = (uint32_t)C, .w_off = 5u * (uint32_t)C, .b_off = 6u * (uint32_t)C,
+                      .state_row = 0, .n_out = 3, .mix0_off = 0, .mix1_off = (uint32_t)C,
+                      .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0, .seq_slot_off = 8,
+                      .seq_first_off = 16, .out_stride = (uint32_t)TC};
+    vk_bind tsb[6] = {{.buf = &xin}, {.buf = &xx}, {.buf = &st}, {.buf = &pb}, {.buf = &ib},
+                      {.buf = &outs}};
     pc_wkv wk = {.C = (uint32_t)C, .u_off = 3u * (uint32_t)C, .w_off = 4u * (uint32_t)C,
                  .seq_slot_off = 8, .seq_first_off = 16, .seq_len_off = 24};
     vk_bind wb[8] = {{.buf = &kb}, {.buf = &vb}, {.buf = &rb}, {.buf = &ob},
@@ -231,14 +317,15 @@ static void test_shift_wkv(int C) {
     vk_bind sb[4] = {{.buf = &xx}, {.buf = &st}, {.buf = &ctx.dummy}, {.buf = &ib}};
     uint32_t gc = (uint32_t)(C + 63) / 64;
     begin();
-    vk_dispatch(&ctx, BATON_SHADER_token_shift_f32_f32, tsb, 7, &ts, sizeof ts, gc, T, 1);
+    vk_dispatch(&ctx, BATON_SHADER_ln_shift_f32_f32, tsb, 6, &ts, sizeof ts, T, 1, 1);
     vk_barrier(&ctx);
     vk_dispatch(&ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, gc, S, 1);
     vk_dispatch(&ctx, BATON_SHADER_state_save_f32_f32, sb, 4, &ss, sizeof ss, gc, S, 1);
     run();
 
     double worst_shift = 0, worst_wkv = 0, worst_state = 0;
-    const float *outs[3] = {o0.mapped, o1.mapped, o2.mapped};
+    const float *out_j[3] = {outs.mapped, (float *)outs.mapped + TC, (float *)outs.mapped + 2 * TC};
+    const float *xx_got = xx.mapped;
     const float *o = ob.mapped;
     for (int s = 0; s < S; s++) {
         const float *sb0 = before + (size_t)slot_of[s] * 5 * C;
@@ -246,11 +333,13 @@ static void test_shift_wkv(int C) {
             double aa = sb0[C + c], bb = sb0[2 * C + c], pp = sb0[3 * C + c];
             double u = p[3 * C + c], w = p[4 * C + c];
             for (uint32_t t = first[s]; t < first[s] + len[s]; t++) {
+                double dx = fabs(xx_got[t * C + c] - X[t * C + c]);
+                if (!(dx <= worst_shift)) worst_shift = dx;
                 double prev = t == first[s] ? sb0[c] : X[(t - 1) * C + c];
                 for (int j = 0; j < 3; j++) {
                     double mix = p[j * C + c];
                     double want = X[t * C + c] * mix + prev * (1 - mix);
-                    double d = fabs(outs[j][t * C + c] - want);
+                    double d = fabs(out_j[j][t * C + c] - want);
                     if (!(d <= worst_shift)) worst_shift = d;
                 }
                 double kk = k[t * C + c], vv = v[t * C + c];
@@ -275,11 +364,12 @@ static void test_shift_wkv(int C) {
             }
         }
     }
-    CHECK_MSG(worst_shift < 1e-6, "token shift: max error %g", worst_shift);
+    CHECK_MSG(worst_shift < 1e-5, "layernorm + token shift: max error %g", worst_shift);
     CHECK_MSG(worst_wkv < 1e-5, "wkv output: max relative error %g", worst_wkv);
     CHECK_MSG(worst_state < 1e-5, "wkv/state save state: max relative error %g", worst_state);
     free(before);
-    vk_buffer *all[] = {&ib, &pb, &st, &ob, &rb, &vb, &kb, &o2, &o1, &o0, &xx};
+    free(X);
+    vk_buffer *all[] = {&ib, &pb, &st, &ob, &rb, &vb, &kb, &outs, &xx, &xin};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) vk_buffer_destroy(&ctx, all[i]);
 }
 
@@ -294,6 +384,9 @@ int main(void) {
     /* Uneven K segments, rows not a multiple of the row block, and forced row chunks. */
     test_matmul(100, 72, 2 * 32 * 72 * 2);
     test_matmul(37, 16, 0);
+    const int stack_a[3] = {40, 37, 64}, stack_b[3] = {96, 5, 33};
+    test_matmul_stack(stack_a, 72, 0);
+    test_matmul_stack(stack_b, 24, 2 * 32 * 24 * 2); /* chunks of 2 blocks: parts cross them */
     if (!vk_test_small()) test_matmul(300, 520, 3 * 32 * 520 * 2);
     test_layernorm(200, 5);
     test_layernorm(96, 3);

@@ -22,9 +22,11 @@ enum {
 enum { P_LN0_W, P_LN0_B, P_LNOUT_W, P_LNOUT_B, P_GLOBAL_VECTORS };
 
 typedef struct {
-    vk_matrix att_key, att_value, att_receptance, att_output;
-    vk_matrix ffn_key, ffn_receptance, ffn_value;
-    vk_buffer state; /* [n_slots][5][C] */
+    vk_matrix att_kvr;   /* key, value, receptance stacked: one dispatch */
+    vk_matrix att_output;
+    vk_matrix ffn_kr;    /* key, receptance stacked */
+    vk_matrix ffn_value;
+    vk_buffer state;     /* [n_slots][5][C] */
 } vk_layer;
 
 typedef struct {
@@ -36,8 +38,14 @@ typedef struct {
     vk_layer *layers;   /* [n_layers] */
     vk_matrix head;
     vk_buffer params;   /* float vectors */
-    /* Activations, device-local: [max_tokens][C] each, kf [max_tokens][F]. */
-    vk_buffer x, xx, xk, xv, xr, k, v, r, att, kf;
+    /* Activations, device-local, [max_tokens][C] each unless said. A "region" is act_stride
+     * floats (a multiple of 64, so each region starts on 256 bytes and can be bound alone). */
+    vk_buffer x, xx, att;
+    vk_buffer xs;       /* regions xk, xv, xr (channel mix: xk, xr) */
+    vk_buffer kvr;      /* regions k, v, sigmoid(r) */
+    vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
+    uint32_t act_stride, kf_stride;
+    uint32_t dispatches, barriers; /* recorded by the last step */
     vk_buffer logits;   /* [head_rows][V] */
     vk_buffer scratch;  /* [max_seqs][V] sampling probabilities */
     vk_buffer counts;   /* [n_slots][V] generated-token counts */
@@ -60,9 +68,29 @@ static uint32_t global_param(const vk_backend *b, int which) { return (uint32_t)
 
 static vk_bind bind(const vk_buffer *buf) { return (vk_bind){.buf = buf}; }
 
+static vk_bind bind_region(const vk_buffer *buf, uint32_t off, uint32_t floats) {
+    return (vk_bind){.buf = buf, .offset = (VkDeviceSize)off * 4, .range = (VkDeviceSize)floats * 4};
+}
+
 static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                           const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue) {
     vk_record_matmul(&b->ctx, w, x, y, m, T, y_stride, epilogue);
+}
+
+/* xx = LN(x); out regions of xs = token shift of xx with the mixes (2 or 3 of them). */
+static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
+                            const int *mixes, uint32_t n_out, uint32_t T) {
+    pc_ln_shift pc = {
+        .C = (uint32_t)b->C, .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
+        .state_row = state_row, .n_out = n_out,
+        .mix0_off = layer_param(b, l, mixes[0]), .mix1_off = layer_param(b, l, mixes[1]),
+        .mix2_off = n_out > 2 ? layer_param(b, l, mixes[2]) : 0,
+        .tok_seq_off = b->o_tok_seq, .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first,
+        .out_stride = b->act_stride,
+    };
+    vk_bind binds[6] = {bind(&b->x), bind(&b->xx), bind(&b->layers[l].state), bind(&b->params),
+                        bind(&b->info), bind(&b->xs)};
+    vk_dispatch(&b->ctx, BATON_SHADER_ln_shift_f32_f32, binds, 6, &pc, sizeof pc, T, 1, 1);
 }
 
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
@@ -72,37 +100,32 @@ static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer
     vk_dispatch(&b->ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, rows, 1, 1);
 }
 
-/* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. */
+/* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. Eight
+ * dispatches and seven barriers: products that share an input step run as one dispatch. */
 static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_context *ctx = &b->ctx;
     vk_layer *ly = &b->layers[l];
-    uint32_t C = (uint32_t)b->C, groups_c = (C + 63) / 64;
+    uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride, groups_c = (C + 63) / 64;
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
-    record_layernorm(b, &b->x, &b->xx, layer_param(b, l, P_LN1_W), layer_param(b, l, P_LN1_B),
-                     0xffffffffu, T);
-    vk_barrier(ctx);
-    pc_token_shift ts = {
-        .C = C, .state_row = BATON_ATT_XX, .n_out = 3,
-        .mix0_off = layer_param(b, l, P_MIX_K), .mix1_off = layer_param(b, l, P_MIX_V),
-        .mix2_off = layer_param(b, l, P_MIX_R),
-        .tok_seq_off = b->o_tok_seq, .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first,
-    };
-    vk_bind tsb[7] = {bind(&b->xx), bind(&ly->state), bind(&b->params), bind(&b->info),
-                      bind(&b->xk), bind(&b->xv), bind(&b->xr)};
-    vk_dispatch(ctx, BATON_SHADER_token_shift_f32_f32, tsb, 7, &ts, sizeof ts, groups_c, T, 1);
+    static const int att_mix[3] = {P_MIX_K, P_MIX_V, P_MIX_R};
+    record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T);
     vk_barrier(ctx);
     /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
-    record_matmul(b, &ly->att_key, &b->xk, &b->k, NULL, T, C, EPI_NONE);
-    record_matmul(b, &ly->att_value, &b->xv, &b->v, NULL, T, C, EPI_NONE);
-    record_matmul(b, &ly->att_receptance, &b->xr, &b->r, NULL, T, C, EPI_SIGMOID);
+    vk_matmul_part kvr[3] = {
+        {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_NONE},
+        {.x_off = S, .y_off = S, .y_stride = C, .epilogue = EPI_NONE},
+        {.x_off = 2 * S, .y_off = 2 * S, .y_stride = C, .epilogue = EPI_SIGMOID},
+    };
+    vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
     vk_barrier(ctx);
     /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
     pc_wkv wk = {
         .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
         .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
     };
-    vk_bind wb[8] = {bind(&b->k), bind(&b->v), bind(&b->r), bind(&b->att),
+    vk_bind wb[8] = {bind_region(&b->kvr, 0, S), bind_region(&b->kvr, S, S),
+                     bind_region(&b->kvr, 2 * S, S), bind(&b->att),
                      bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
     vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
     vk_barrier(ctx);
@@ -111,21 +134,16 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_barrier(ctx);
 
     /* xx = LN2(x); xk, xr = token shift of xx */
-    record_layernorm(b, &b->x, &b->xx, layer_param(b, l, P_LN2_W), layer_param(b, l, P_LN2_B),
-                     0xffffffffu, T);
+    static const int ffn_mix[2] = {P_FMIX_K, P_FMIX_R};
+    record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T);
     vk_barrier(ctx);
-    ts.state_row = BATON_FFN_XX;
-    ts.n_out = 2;
-    ts.mix0_off = layer_param(b, l, P_FMIX_K);
-    ts.mix1_off = layer_param(b, l, P_FMIX_R);
-    ts.mix2_off = 0;
-    vk_bind tsf[7] = {bind(&b->xx), bind(&ly->state), bind(&b->params), bind(&b->info),
-                      bind(&b->xk), bind(&b->xr), bind(&b->xv)};
-    vk_dispatch(ctx, BATON_SHADER_token_shift_f32_f32, tsf, 7, &ts, sizeof ts, groups_c, T, 1);
-    vk_barrier(ctx);
-    /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); the shift state ffn_xx = last xx */
-    record_matmul(b, &ly->ffn_key, &b->xk, &b->kf, NULL, T, (uint32_t)b->F, EPI_RELU_SQ);
-    record_matmul(b, &ly->ffn_receptance, &b->xr, &b->r, NULL, T, C, EPI_SIGMOID);
+    /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); the shift state ffn_xx = last xx (no barrier
+     * between them: they touch different buffers) */
+    vk_matmul_part kr[2] = {
+        {.x_off = 0, .y_off = 0, .y_stride = F, .epilogue = EPI_RELU_SQ},
+        {.x_off = S, .y_off = b->kf_stride, .y_stride = C, .epilogue = EPI_SIGMOID},
+    };
+    vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
     pc_state_save ss = {
         .C = C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
         .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
@@ -134,7 +152,8 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
     vk_barrier(ctx);
     /* x += r * (Wv kf) */
-    record_matmul(b, &ly->ffn_value, &b->kf, &b->x, &b->r, T, C, EPI_ADD_MUL);
+    vk_matmul_part val = {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_ADD_MUL};
+    vk_record_matmul_parts(ctx, &ly->ffn_value, &val, &b->kfr, &b->x, &b->kfr, b->kf_stride, T);
     vk_barrier(ctx);
 }
 
@@ -166,6 +185,8 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     const baton_stage_config *cfg = &base->config;
     const baton_model *model = base->model;
     uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
+    b->ctx.n_dispatches = 0;
+    b->ctx.n_barriers = 0;
 
     /* The step information: which sequence each token belongs to, slots, spans, rows, params. */
     uint32_t *info = b->up.mapped;
@@ -340,7 +361,7 @@ static void vk_backend_free(baton_backend *base) {
     vk_buffer_destroy(ctx, &b->counts);
     vk_buffer_destroy(ctx, &b->scratch);
     vk_buffer_destroy(ctx, &b->logits);
-    vk_buffer *acts[] = {&b->kf, &b->att, &b->r, &b->v, &b->k, &b->xr, &b->xv, &b->xk, &b->xx, &b->x};
+    vk_buffer *acts[] = {&b->kfr, &b->kvr, &b->xs, &b->att, &b->xx, &b->x};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) vk_buffer_destroy(ctx, acts[i]);
     vk_matrix_free(ctx, &b->head);
     if (b->layers != NULL) {
@@ -348,18 +369,21 @@ static void vk_backend_free(baton_backend *base) {
             vk_layer *ly = &b->layers[l];
             vk_buffer_destroy(ctx, &ly->state);
             vk_matrix_free(ctx, &ly->ffn_value);
-            vk_matrix_free(ctx, &ly->ffn_receptance);
-            vk_matrix_free(ctx, &ly->ffn_key);
+            vk_matrix_free(ctx, &ly->ffn_kr);
             vk_matrix_free(ctx, &ly->att_output);
-            vk_matrix_free(ctx, &ly->att_receptance);
-            vk_matrix_free(ctx, &ly->att_value);
-            vk_matrix_free(ctx, &ly->att_key);
+            vk_matrix_free(ctx, &ly->att_kvr);
         }
     }
     free(b->layers);
     vk_buffer_destroy(ctx, &b->params);
     vk_context_free(ctx);
     free(b);
+}
+
+void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint32_t *barriers) {
+    const vk_backend *b = (const vk_backend *)base;
+    *dispatches = b->ctx.n_dispatches;
+    *barriers = b->ctx.n_barriers;
 }
 
 static const struct baton_backend_ops vk_ops = {
@@ -410,19 +434,22 @@ static baton_status upload_layers(vk_backend *b, const baton_model *m, const bat
         int li = cfg->layer_begin + l;
         const baton_layer *src = &m->layers[li];
         vk_layer *dst = &b->layers[l];
-        struct { const baton_matrix *m; vk_matrix *d; const char *name; } mats[] = {
-            {&src->att_key, &dst->att_key, "att.key"},
-            {&src->att_value, &dst->att_value, "att.value"},
-            {&src->att_receptance, &dst->att_receptance, "att.receptance"},
-            {&src->att_output, &dst->att_output, "att.output"},
-            {&src->ffn_key, &dst->ffn_key, "ffn.key"},
-            {&src->ffn_receptance, &dst->ffn_receptance, "ffn.receptance"},
-            {&src->ffn_value, &dst->ffn_value, "ffn.value"},
+        /* Products that share an input step are stacked, so each is one dispatch. */
+        const baton_matrix *kvr[3] = {&src->att_key, &src->att_value, &src->att_receptance};
+        const baton_matrix *o[1] = {&src->att_output};
+        const baton_matrix *kr[2] = {&src->ffn_key, &src->ffn_receptance};
+        const baton_matrix *v[1] = {&src->ffn_value};
+        struct { const baton_matrix *const *ms; int n; vk_matrix *d; const char *name; } mats[] = {
+            {kvr, 3, &dst->att_kvr, "att.key/value/receptance"},
+            {o, 1, &dst->att_output, "att.output"},
+            {kr, 2, &dst->ffn_kr, "ffn.key/receptance"},
+            {v, 1, &dst->ffn_value, "ffn.value"},
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             char name[64];
             snprintf(name, sizeof name, "blocks.%d.%s", li, mats[i].name);
-            baton_status s = vk_matrix_upload(&b->ctx, up, mats[i].m, name, mats[i].d, err);
+            baton_status s = vk_matrix_upload_stack(&b->ctx, up, mats[i].ms, mats[i].n, name,
+                                                    mats[i].d, err);
             if (s != BATON_OK) return s;
         }
         baton_status s = vk_buffer_create(&b->ctx, (VkDeviceSize)b->n_slots * slot_bytes(b), false,
@@ -438,18 +465,23 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     uint64_t range = ctx->info.max_storage_range;
     uint64_t Tm = (uint64_t)b->max_tokens, Sm = (uint64_t)b->max_seqs;
     uint64_t C = (uint64_t)b->C, F = (uint64_t)b->F, V = (uint64_t)b->V;
-    if (Tm * F * 4 > range || Tm * C * 4 > range)
+    uint64_t S = (Tm * C + 63) & ~(uint64_t)63, KF = (Tm * F + 63) & ~(uint64_t)63;
+    if ((KF + S) * 4 > range || 3 * S * 4 > range || KF + S > UINT32_MAX)
         return baton_fail(err, BATON_ERR_NOMEM, "max_tokens %d: the FFN activations (%llu bytes) "
                           "exceed this device's storage-buffer range (%llu)", b->max_tokens,
-                          (unsigned long long)(Tm * F * 4), (unsigned long long)range);
+                          (unsigned long long)((KF + S) * 4), (unsigned long long)range);
+    b->act_stride = (uint32_t)S;
+    b->kf_stride = (uint32_t)KF;
     if ((uint64_t)b->n_slots * slot_bytes(b) > range)
         return baton_fail(err, BATON_ERR_NOMEM, "%d slots of one layer exceed this device's "
                           "storage-buffer range", b->n_slots);
     baton_status s = BATON_OK;
-    vk_buffer *acts[] = {&b->x, &b->xx, &b->xk, &b->xv, &b->xr, &b->k, &b->v, &b->r, &b->att};
+    vk_buffer *acts[] = {&b->x, &b->xx, &b->att};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0] && s == BATON_OK; i++)
         s = vk_buffer_create(ctx, Tm * C * 4, false, acts[i], err);
-    if (s == BATON_OK) s = vk_buffer_create(ctx, Tm * F * 4, false, &b->kf, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->xs, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->kvr, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, (KF + S) * 4, false, &b->kfr, err);
     if (s != BATON_OK) return s;
 
     b->o_tok_seq = 0;

@@ -61,6 +61,10 @@ baton_status baton_vk_device_resolve(const char *spec, int *device_index, baton_
 baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stage_config *config,
                                       int device_index, baton_backend **out, baton_error *err);
 
+/* The compute dispatches and barriers the last step of a Vulkan backend recorded (the bench's
+ * measure of per-step overhead). */
+void baton_vk_step_counts(const baton_backend *be, uint32_t *dispatches, uint32_t *barriers);
+
 /* Validation messages (warnings and errors) counted since the process started; 0 unless
  * BATON_VK_VALIDATION=1. */
 uint32_t baton_vk_validation_messages(void);

@@ -791,6 +791,7 @@ void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, 
                            push);
     }
     vkCmdDispatch(ctx->cmd, gx, gy, gz);
+    ctx->n_dispatches++;
 }
 
 void vk_barrier(vk_context *ctx) {
@@ -802,6 +803,7 @@ void vk_barrier(vk_context *ctx) {
     };
     VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
     vkCmdPipelineBarrier(ctx->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+    ctx->n_barriers++;
 }
 
 void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const vk_buffer *dst,

@@ -59,6 +59,7 @@ typedef struct {
     int n_dsets;
     vk_buffer dummy;      /* binds where a shader's binding is unused */
     uint64_t timeout_ns;
+    uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     bool recording;
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;

@@ -1,31 +1,53 @@
 #include "vk_kernels.h"
 
-void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
-                      const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue) {
+#include <assert.h>
+
+void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                            const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
+                            uint32_t m_off, uint32_t T) {
+    assert(w->n_parts >= 1 && w->n_parts <= 3);
     baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
-    uint32_t cb = 32;
+    uint32_t cb = 32, wr = 32; /* tokens and rows per workgroup: CB and WR in matmul.comp */
     if (T <= 1) {
         shader = BATON_SHADER_matmul_f16_f32_b1;
         cb = 1;
+        wr = 8;
     } else if (T <= 8) {
         shader = BATON_SHADER_matmul_f16_f32_b8;
         cb = 8;
     }
     uint32_t nc = (uint32_t)(w->cols / 8);
+    pc_matmul pc = {
+        .K = (uint32_t)w->cols,
+        .T = T,
+        .cps = (nc + MM_SEGS - 1) / MM_SEGS,
+        .n_groups = (uint32_t)w->n_parts,
+        .m_off = m_off,
+        .blk_1 = w->n_parts > 1 ? (uint32_t)w->part_blk[1] : 0,
+        .blk_2 = w->n_parts > 2 ? (uint32_t)w->part_blk[2] : 0,
+    };
+    for (int p = 0; p < w->n_parts; p++) {
+        assert(parts[p].x_off % 4 == 0);
+        pc.rows[p] = (uint32_t)w->part_rows[p];
+        pc.x_off[p] = parts[p].x_off / 4;
+        pc.y_off[p] = parts[p].y_off;
+        pc.y_stride[p] = parts[p].y_stride;
+        pc.epi[p] = parts[p].epilogue;
+    }
     for (int c = 0; c < w->n_chunks; c++) {
         int64_t row0 = (int64_t)c * w->chunk_rows;
         int64_t rows = w->rows - row0 < w->chunk_rows ? w->rows - row0 : w->chunk_rows;
-        pc_matmul pc = {
-            .K = (uint32_t)w->cols,
-            .n_rows = (uint32_t)rows,
-            .row0 = (uint32_t)row0,
-            .y_stride = y_stride,
-            .T = T,
-            .cps = (nc + MM_SEGS - 1) / MM_SEGS,
-            .epilogue = epilogue,
-        };
+        int64_t blocks = (rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
+        pc.blk0 = (uint32_t)(row0 / VK_ROW_BLOCK);
         vk_bind binds[4] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
         vk_dispatch(ctx, shader, binds, 4, &pc, sizeof pc, (T + cb - 1) / cb,
-                    (uint32_t)((rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK), 1);
+                    (uint32_t)blocks * (VK_ROW_BLOCK / wr), 1);
     }
+}
+
+void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
+                      const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue) {
+    assert(w->n_parts == 1);
+    vk_matmul_part part = {.x_off = 0, .y_off = 0, .y_stride = y_stride, .epilogue = epilogue};
+    vk_record_matmul_parts(ctx, w, &part, x, y, m, 0, T);
 }

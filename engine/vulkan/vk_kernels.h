@@ -11,10 +11,10 @@ typedef struct {
 } pc_layernorm;
 _Static_assert(sizeof(pc_layernorm) == 16, "layernorm.comp push block");
 typedef struct {
-    uint32_t C, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off, seq_slot_off,
-        seq_first_off;
-} pc_token_shift;
-_Static_assert(sizeof(pc_token_shift) == 36, "token_shift.comp push block");
+    uint32_t C, w_off, b_off, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off,
+        seq_slot_off, seq_first_off, out_stride;
+} pc_ln_shift;
+_Static_assert(sizeof(pc_ln_shift) == 48, "ln_shift.comp push block");
 typedef struct {
     uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off;
 } pc_state_save;
@@ -24,9 +24,10 @@ typedef struct {
 } pc_wkv;
 _Static_assert(sizeof(pc_wkv) == 24, "wkv.comp push block");
 typedef struct {
-    uint32_t K, n_rows, row0, y_stride, T, cps, epilogue;
+    uint32_t K, T, cps, blk0, n_groups, m_off, blk_1, blk_2;
+    uint32_t rows[3], x_off[3], y_off[3], y_stride[3], epi[3];
 } pc_matmul;
-_Static_assert(sizeof(pc_matmul) == 28, "matmul.comp push block");
+_Static_assert(sizeof(pc_matmul) == 92, "matmul.comp push block");
 typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off;
 } pc_sample;
@@ -35,9 +36,22 @@ _Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
 enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
 enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
 
+/* Where one stacked part of W reads and writes, in floats: x from x_off ([T][K], x_off a multiple
+ * of 4), y at y_off ([T][y_stride]), with its epilogue. */
+typedef struct {
+    uint32_t x_off, y_off, y_stride, epilogue;
+} vk_matmul_part;
+
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
- * gate or NULL). The variant follows T (1, <= 8, else 32 per workgroup); all agree bitwise. */
+ * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup); all agree
+ * bitwise. */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
+
+/* The same for every part of a stacked W (parts[w->n_parts]) in one dispatch per chunk; the
+ * EPI_ADD_MUL gate of a part is m[m_off + t * y_stride + n]. Bitwise what each part alone gives. */
+void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                            const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
+                            uint32_t m_off, uint32_t T);
 
 #endif

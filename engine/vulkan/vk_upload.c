@@ -36,9 +36,12 @@ void vk_matrix_free(vk_context *ctx, vk_matrix *m) {
 }
 
 typedef struct {
-    const baton_matrix *m;
+    const baton_matrix *const *ms; /* the stacked parts */
+    const int64_t *part_blk;       /* their first row blocks */
+    int n_parts;
+    int64_t cols;
     uint16_t *dst;         /* the staging piece */
-    int64_t row_first;     /* first matrix row of the piece (a block boundary) */
+    int64_t blk_first;     /* first stacked row block of the piece */
     int64_t block_first;   /* blocks of the piece converted by this job: [block_first, block_end) */
     int64_t block_end;
     uint64_t overflow;     /* values fp16 cannot hold */
@@ -60,15 +63,18 @@ static uint16_t to_f16(const void *data, baton_dtype dtype, size_t i, convert_jo
     return h;
 }
 
-/* Converts blocks [block_first, block_end) of the piece: rows past the matrix become zeros. */
+/* Converts blocks [block_first, block_end) of the piece: rows past a part become zeros. */
 static void *convert_blocks(void *arg) {
     convert_job *job = arg;
-    const baton_matrix *m = job->m;
-    int64_t cols = m->cols, nc = cols / 8;
+    int64_t cols = job->cols, nc = cols / 8;
     for (int64_t b = job->block_first; b < job->block_end; b++) {
         uint16_t *blk = job->dst + (size_t)b * VK_ROW_BLOCK * (size_t)cols;
+        int64_t gb = job->blk_first + b;
+        int p = job->n_parts - 1;
+        while (p > 0 && gb < job->part_blk[p]) p--;
+        const baton_matrix *m = job->ms[p];
         for (int lane = 0; lane < VK_ROW_BLOCK; lane++) {
-            int64_t row = job->row_first + b * VK_ROW_BLOCK + lane;
+            int64_t row = (gb - job->part_blk[p]) * VK_ROW_BLOCK + lane;
             for (int64_t c = 0; c < nc; c++) {
                 uint16_t *d = blk + ((size_t)c * VK_ROW_BLOCK + (size_t)lane) * 8;
                 if (row >= m->rows) {
@@ -85,10 +91,28 @@ static void *convert_blocks(void *arg) {
 
 baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matrix *m,
                               const char *name, vk_matrix *out, baton_error *err) {
+    return vk_matrix_upload_stack(ctx, up, &m, 1, name, out, err);
+}
+
+baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const baton_matrix *const *ms,
+                                    int n, const char *name, vk_matrix *out, baton_error *err) {
     memset(out, 0, sizeof *out);
-    if (m->data == NULL || m->rows < 1 || m->cols < 8 || m->cols % 8 != 0)
-        return baton_fail(err, BATON_ERR_SHAPE, "%s: shape (%lld, %lld) is not (rows, 8k)", name,
-                          (long long)m->rows, (long long)m->cols);
+    if (n < 1 || n > VK_MATRIX_PARTS)
+        return baton_fail(err, BATON_ERR_ARG, "%s: %d matrices to stack (1 to %d)", name, n,
+                          VK_MATRIX_PARTS);
+    int64_t n_blocks = 0;
+    for (int p = 0; p < n; p++) {
+        const baton_matrix *m = ms[p];
+        if (m->data == NULL || m->rows < 1 || m->cols < 8 || m->cols % 8 != 0 || m->cols != ms[0]->cols)
+            return baton_fail(err, BATON_ERR_SHAPE, "%s: shape (%lld, %lld) is not (rows, 8k) with "
+                              "the columns of the matrices stacked with it", name,
+                              (long long)m->rows, (long long)m->cols);
+        out->part_blk[p] = n_blocks;
+        out->part_rows[p] = m->rows;
+        n_blocks += (m->rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
+    }
+    out->n_parts = n;
+    const baton_matrix *m = ms[0];
     uint64_t block_bytes = (uint64_t)VK_ROW_BLOCK * (uint64_t)m->cols * 2;
     uint64_t limit = ctx->info.max_storage_range < ctx->info.max_alloc ? ctx->info.max_storage_range
                                                                        : ctx->info.max_alloc;
@@ -103,8 +127,7 @@ baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matr
         return baton_fail(err, BATON_ERR_NOMEM, "%s: a block of %d rows (%llu bytes) exceeds the "
                           "device's binding range", name, VK_ROW_BLOCK,
                           (unsigned long long)block_bytes);
-    int64_t n_blocks = (m->rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
-    out->rows = m->rows;
+    out->rows = out->part_blk[n - 1] * VK_ROW_BLOCK + out->part_rows[n - 1];
     out->cols = m->cols;
     out->chunk_rows = (int64_t)blocks_per_chunk * VK_ROW_BLOCK;
     out->n_chunks = (int)((n_blocks + (int64_t)blocks_per_chunk - 1) / (int64_t)blocks_per_chunk);
@@ -128,9 +151,12 @@ baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matr
             bool started[THREADS_MAX] = {0};
             for (int t = 0; t < nt; t++) {
                 jobs[t] = (convert_job){
-                    .m = m,
+                    .ms = ms,
+                    .part_blk = out->part_blk,
+                    .n_parts = n,
+                    .cols = m->cols,
                     .dst = up->staging.mapped,
-                    .row_first = p0 * VK_ROW_BLOCK,
+                    .blk_first = p0,
                     .block_first = nb * t / nt,
                     .block_end = nb * (t + 1) / nt,
                 };
@@ -150,10 +176,16 @@ baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matr
             vk_copy(ctx, &up->staging, 0, &out->chunks[ci], (uint64_t)(p0 - b0) * block_bytes,
                     (uint64_t)nb * block_bytes);
             s = vk_submit_wait(ctx, err);
-            int64_t rows_done = nb * VK_ROW_BLOCK;
-            if (p1 * VK_ROW_BLOCK > m->rows) rows_done -= p1 * VK_ROW_BLOCK - m->rows;
-            baton_progress_add(&up->progress, (uint64_t)rows_done * (uint64_t)m->cols *
-                                                  baton_dtype_size(m->dtype));
+            /* Progress in the file's bytes: each block's real rows in its part's dtype. */
+            uint64_t bytes_done = 0;
+            for (int64_t gb = p0; gb < p1; gb++) {
+                int p = n - 1;
+                while (p > 0 && gb < out->part_blk[p]) p--;
+                int64_t r0 = (gb - out->part_blk[p]) * VK_ROW_BLOCK;
+                int64_t real = ms[p]->rows - r0 < VK_ROW_BLOCK ? ms[p]->rows - r0 : VK_ROW_BLOCK;
+                bytes_done += (uint64_t)real * (uint64_t)m->cols * baton_dtype_size(ms[p]->dtype);
+            }
+            baton_progress_add(&up->progress, bytes_done);
         }
     }
     if (s == BATON_OK && overflow > 0) {

@@ -9,11 +9,16 @@
 
 enum { VK_ROW_BLOCK = 32 };  /* rows per interleaved block: RB in matmul.comp */
 
+enum { VK_MATRIX_PARTS = 3 }; /* matrices one vk_matrix may stack (groups in matmul.comp) */
+
 typedef struct {
-    int64_t rows, cols;      /* N, K */
+    int64_t rows, cols;      /* N, K: the stacked rows, each part but the last padded to a block */
     int64_t chunk_rows;      /* rows per chunk (a multiple of VK_ROW_BLOCK), the last may be fewer */
     int n_chunks;
     vk_buffer *chunks;       /* [n_chunks] */
+    int n_parts;             /* matrices stacked, 1 to VK_MATRIX_PARTS */
+    int64_t part_blk[VK_MATRIX_PARTS];  /* each part's first row block */
+    int64_t part_rows[VK_MATRIX_PARTS]; /* each part's rows */
 } vk_matrix;
 
 /* A staging buffer and the threads that convert into it, shared by every upload of a backend. */
@@ -31,6 +36,10 @@ void vk_uploader_free(vk_context *ctx, vk_uploader *up);
  * with BATON_ERR_RANGE naming `name` and the count, rather than turning silently into inf. */
 baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matrix *m,
                               const char *name, vk_matrix *out, baton_error *err);
+/* The same for n (1 to VK_MATRIX_PARTS) matrices of equal cols stacked row-wise, each starting
+ * on a row block (zero rows pad the others), so that one dispatch computes all their products. */
+baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const baton_matrix *const *ms,
+                                    int n, const char *name, vk_matrix *out, baton_error *err);
 void vk_matrix_free(vk_context *ctx, vk_matrix *m);
 
 /* The interleaved index (in halves) of element (row, col) within its chunk, for tests. */

@@ -1,0 +1,96 @@
+#version 450
+// LayerNorm fused with the token shift, one workgroup per token t of the step:
+//   xx[t] = LN(x[t]) = (x[t] - mean) / sqrt(var + 1e-5) * w + b
+//   out_j[t] = xx[t] * mix_j + prev * (1 - mix_j), prev = xx[t - 1] within the sequence, or the
+//   slot's saved xx for its first token (the reference's sx).
+// The workgroup recomputes LN(x[t - 1]) itself rather than waiting for the one that writes it;
+// every step of the LayerNorm is precise and the reduction order fixed, so the recomputed row is
+// bitwise the row written (prefill stays bitwise equal to token by token).
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) readonly buffer In { float x[]; };
+layout(std430, binding = 1) writeonly buffer XX { float xx[]; };
+layout(std430, binding = 2) readonly buffer State { float state[]; };  // this layer: [slot][5][C]
+layout(std430, binding = 3) readonly buffer Params { float params[]; };
+layout(std430, binding = 4) readonly buffer Info { uint info[]; };
+layout(std430, binding = 5) writeonly buffer Out { float outs[]; };  // out_j at j * out_stride
+
+layout(push_constant, std430) uniform Push {
+    uint C;
+    uint w_off, b_off;           // LayerNorm weight and bias in params
+    uint state_row;              // ROW_ATT_XX or ROW_FFN_XX
+    uint n_out;                  // 2 (channel mix: k, r) or 3 (time mix: k, v, r)
+    uint mix0_off, mix1_off, mix2_off;
+    uint tok_seq_off, seq_slot_off, seq_first_off;
+    uint out_stride;             // floats between out_j and out_j+1
+} pc;
+
+shared float red[256];
+
+float reduce_sum(float v) {
+    uint tid = gl_LocalInvocationID.x;
+    red[tid] = v;
+    barrier();
+    [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
+        if (tid < s) {
+            precise float r = red[tid] + red[tid + s];
+            red[tid] = r;
+        }
+        barrier();
+    }
+    float total = red[0];
+    barrier();
+    return total;
+}
+
+// mean and 1 / sqrt(var + 1e-5) of row `row` of x.
+vec2 row_stats(uint row) {
+    uint tid = gl_LocalInvocationID.x;
+    uint base = row * pc.C;
+    precise float s = 0.0;
+    for (uint c = tid; c < pc.C; c += 256u) s += x[base + c];
+    precise float mean = reduce_sum(s) / float(pc.C);   // mean = sum(x) / C
+    precise float q = 0.0;
+    for (uint c = tid; c < pc.C; c += 256u) {
+        precise float d = x[base + c] - mean;
+        q += d * d;
+    }
+    precise float var = reduce_sum(q) / float(pc.C);    // var = sum((x - mean)^2) / C
+    precise float inv = 1.0 / sqrt(var + 1e-5);
+    return vec2(mean, inv);
+}
+
+float norm(uint row, uint c, vec2 st) {
+    precise float v = (x[row * pc.C + c] - st.x) * st.y * params[pc.w_off + c] + params[pc.b_off + c];
+    return v;
+}
+
+void main() {
+    uint t = gl_WorkGroupID.x;
+    uint tid = gl_LocalInvocationID.x;
+    uint seq = info[pc.tok_seq_off + t];
+    uint slot = info[pc.seq_slot_off + seq];
+    bool first = t == info[pc.seq_first_off + seq];
+    vec2 cur_st = row_stats(t);
+    vec2 prev_st = first ? cur_st : row_stats(t - 1u);  // uniform over the workgroup
+    uint sb = (slot * 5u + pc.state_row) * pc.C;
+    for (uint c = tid; c < pc.C; c += 256u) {
+        float cur = norm(t, c, cur_st);
+        float prev = first ? state[sb + c] : norm(t - 1u, c, prev_st);
+        xx[t * pc.C + c] = cur;
+        uint o = t * pc.C + c;
+        float m0 = params[pc.mix0_off + c];
+        precise float v0 = cur * m0 + prev * (1.0 - m0);
+        outs[o] = v0;
+        float m1 = params[pc.mix1_off + c];
+        precise float v1 = cur * m1 + prev * (1.0 - m1);
+        outs[pc.out_stride + o] = v1;
+        if (pc.n_out > 2u) {
+            float m2 = params[pc.mix2_off + c];
+            precise float v2 = cur * m2 + prev * (1.0 - m2);
+            outs[2u * pc.out_stride + o] = v2;
+        }
+    }
+}
