@@ -73,8 +73,9 @@ void main() {
     uint seq = info[pc.tok_seq_off + t];
     uint slot = info[pc.seq_slot_off + seq];
     bool first = t == info[pc.seq_first_off + seq];
+    // Both reductions always run (no barrier under a branch); a first token's second is unused.
     vec2 cur_st = row_stats(t);
-    vec2 prev_st = first ? cur_st : row_stats(t - 1u);  // uniform over the workgroup
+    vec2 prev_st = row_stats(first ? t : t - 1u);
     uint sb = (slot * 5u + pc.state_row) * pc.C;
     for (uint c = tid; c < pc.C; c += 256u) {
         float cur = norm(t, c, cur_st);
