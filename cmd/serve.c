@@ -39,7 +39,9 @@ static const char serve_usage[] =
     "  --max-message-bytes N   largest request or response message (default 4194304)\n"
     "  --generate-timeout-s N  deadline of a Generate whose client sets none (default 300)\n"
     "  --prefill-chunk N       prompt tokens per stream per step (default 512, as baton run)\n"
-    "  --grace-s N             on SIGTERM, seconds for calls to finish sending (default 5)\n";
+    "  --grace-s N             on SIGTERM, seconds for calls to finish sending (default 5)\n"
+    "  --micro-batches N       micro-batches in flight at most (default 0: one per stage)\n"
+    "  --log-interval-s N      a load line on stderr this often while busy (default 10, 0 off)\n";
 
 /* Largest message between nodes: a 520-token step of n_embd 5120 is 10.6 MB. */
 enum { NODE_MESSAGE_BYTES = 256 << 20 };
@@ -47,7 +49,7 @@ enum { NODE_MESSAGE_BYTES = 256 << 20 };
 typedef struct {
     const char *listen, *model_path, *tokenizer, *device;
     long long max_streams, max_queue, max_prompt_tokens, max_tokens, message_bytes;
-    long long timeout_s, prefill_chunk, grace_s;
+    long long timeout_s, prefill_chunk, grace_s, micro_batches, log_interval_s;
     const char *nodes, *split;
     long long step_timeout_ms, load_timeout_s, connect_timeout_s;
 } serve_args;
@@ -65,13 +67,15 @@ static int serve_parse(int argc, char **argv, serve_args *a) {
         {"split", required_argument, 0, 'S'},        {"step-timeout-ms", required_argument, 0, 'T'},
         {"load-timeout-s", required_argument, 0, 'L'},
         {"connect-timeout-s", required_argument, 0, 'C'},
+        {"micro-batches", required_argument, 0, 'M'}, {"log-interval-s", required_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
     };
     *a = (serve_args){.tokenizer = "bytes", .device = "cpu", .max_streams = 8, .max_queue = 32,
                       .max_prompt_tokens = 8192, .max_tokens = 4096,
                       .message_bytes = RPC_MESSAGE_BYTES_DEFAULT, .timeout_s = 300,
                       .prefill_chunk = 512, .grace_s = 5, .step_timeout_ms = 5000,
-                      .load_timeout_s = 600, .connect_timeout_s = 60};
+                      .load_timeout_s = 600, .connect_timeout_s = 60,
+                      .log_interval_s = 10};
     opterr = 0;
     optind = 1;
     int c;
@@ -102,6 +106,10 @@ static int serve_parse(int argc, char **argv, serve_args *a) {
         case 'L': ok = args_int("serve", "--load-timeout-s", optarg, 1, 86400, &a->load_timeout_s); break;
         case 'C':
             ok = args_int("serve", "--connect-timeout-s", optarg, 0, 86400, &a->connect_timeout_s);
+            break;
+        case 'M': ok = args_int("serve", "--micro-batches", optarg, 0, 64, &a->micro_batches); break;
+        case 'I':
+            ok = args_int("serve", "--log-interval-s", optarg, 0, 86400, &a->log_interval_s);
             break;
         case 'h': fputs(serve_usage, stdout); return -1;
         default: return args_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -151,7 +159,9 @@ int cmd_serve(int argc, char **argv) {
         .generate_timeout_s = (uint32_t)a.timeout_s,
         .message_bytes_max = (uint32_t)a.message_bytes,
         .scheduler = {.max_streams = (int)a.max_streams, .max_queue = (int)a.max_queue,
-                      .prefill_chunk = (int)a.prefill_chunk},
+                      .prefill_chunk = (int)a.prefill_chunk,
+                      .micro_batches = (int)a.micro_batches,
+                      .log_interval_s = (int)a.log_interval_s},
     };
     rpc_limits rlimits = rpc_limits_default();
     rlimits.message_bytes_max = (int)a.message_bytes;
@@ -195,11 +205,11 @@ int cmd_serve(int argc, char **argv) {
                    baton_tokenizer_n_vocab(tok), model->n_vocab);
         goto out;
     }
-    if (baton_scheduler_start(pipe.backend, tok, &limits.scheduler, &scheduler, &err) != BATON_OK)
+    if (baton_scheduler_start(pipe.pipe, tok, &limits.scheduler, &scheduler, &err) != BATON_OK)
         goto out;
     baton_inference_service_ready(svc, model, tok, scheduler, pipe.stages, pipe.plan.n_stages);
     printf("baton serve: serving %s (%d layers) on %s\n", a.model_path, model->n_layer,
-           pipe.backend->name);
+           pipe.pipe->name);
     fflush(stdout);
 
     wait_for_signal(&signals);

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain_backend.h"
 #include "device_list.h"
 #include "device_open.h"
 #include "fingerprint.h"
@@ -16,7 +15,9 @@ static void stage_info_fill(serve_pipeline *p, int i, const char *device) {
     si->layer_end = s->layer_end;
     si->with_embedding = s->with_embedding;
     si->with_head = s->with_head;
-    snprintf(si->host, sizeof si->host, "%s", s->device.host);
+    char host[sizeof si->host]; /* through a copy: GCC cannot tell the two fields of p apart */
+    snprintf(host, sizeof host, "%s", s->device.host);
+    memcpy(si->host, host, sizeof host);
     snprintf(si->device, sizeof si->device, "%s", device);
 }
 
@@ -74,8 +75,8 @@ static baton_status open_embedded(const serve_pipeline_args *a, serve_pipeline *
         if (st != BATON_OK) break;
         stage_info_fill(p, opened, stages[opened]->name);
     }
-    if (st == BATON_OK && n == 1) p->backend = stages[0];
-    else if (st == BATON_OK) st = baton_chain_backend_new(stages, n, &p->backend, err);
+    /* A thread per stage, one micro-batch in flight per stage. */
+    if (st == BATON_OK) st = baton_pipe_local_new(stages, n, 0, &p->pipe, err);
     if (st != BATON_OK)
         for (int i = 0; i < opened; i++) baton_backend_free(stages[i]);
     return st;
@@ -132,7 +133,7 @@ static baton_status open_nodes(const serve_pipeline_args *a, serve_pipeline *p, 
     }
     for (int i = 0; i < p->plan.n_stages; i++) stage_info_fill(p, i, baton_remote_stage_device(r, i));
     p->backend = baton_remote_backend(r);
-    return BATON_OK;
+    return baton_remote_pipe_new(r, 0, &p->pipe, err);
 }
 
 baton_status serve_pipeline_open(const serve_pipeline_args *a, serve_pipeline *p,
@@ -144,6 +145,8 @@ baton_status serve_pipeline_open(const serve_pipeline_args *a, serve_pipeline *p
 }
 
 void serve_pipeline_close(serve_pipeline *p) {
+    baton_pipe_free(p->pipe);
+    p->pipe = NULL;
     baton_backend_free(p->backend);
     baton_tensor_set_free(p->set);
     baton_model_free(p->model);

@@ -5,6 +5,7 @@
 #define BATON_SERVE_PIPELINE_H
 
 #include "inference_service.h"
+#include "pipe.h"
 #include "plan.h"
 #include "remote_backend.h"
 
@@ -23,7 +24,8 @@ typedef struct {
 typedef struct {
     baton_model *model;        /* the whole model, or (with nodes) its shape only */
     baton_tensor_set *set;     /* with nodes: the coordinator's mapping, for the checksums */
-    baton_backend *backend;    /* what the scheduler drives */
+    baton_backend *backend;    /* with nodes: the remote chain (the pipe steps it); else NULL */
+    baton_pipe *pipe;          /* what the scheduler drives */
     baton_plan plan;
     baton_stage_info stages[BATON_PLAN_STAGES_MAX];
     char node_list[4096];      /* with nodes: a copy of --nodes cut at the commas */
@@ -32,7 +34,7 @@ typedef struct {
 baton_status serve_pipeline_open(const serve_pipeline_args *args, serve_pipeline *p,
                                  baton_error *err);
 
-/* Frees the backend, then the model; a zeroed p is a no-op. */
+/* Frees the pipe, the backend, then the model; a zeroed p is a no-op. */
 void serve_pipeline_close(serve_pipeline *p);
 
 #endif

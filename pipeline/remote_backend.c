@@ -1,5 +1,6 @@
 #include "remote_backend.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,35 @@ typedef struct {
     uint64_t instance;     /* from the Describe before the last load */
 } node;
 
+/* What one step in flight needs: [max_seqs] each. */
+typedef struct {
+    int32_t *slots, *seq_tokens, *resets;
+    Baton__V1__StepSampling *sampling;
+    Baton__V1__StepSampling **sampling_ptrs;
+    double stage_ms[BATON_PLAN_STAGES_MAX]; /* what the nodes reported for the last step */
+    int n_stage_ms;
+} step_bufs;
+
+static bool step_bufs_alloc(step_bufs *b, int max_seqs) {
+    size_t m = (size_t)max_seqs;
+    b->slots = calloc(m, sizeof *b->slots);
+    b->seq_tokens = calloc(m, sizeof *b->seq_tokens);
+    b->resets = calloc(m, sizeof *b->resets);
+    b->sampling = calloc(m, sizeof *b->sampling);
+    b->sampling_ptrs = calloc(m, sizeof *b->sampling_ptrs);
+    return b->slots != NULL && b->seq_tokens != NULL && b->resets != NULL && b->sampling != NULL &&
+           b->sampling_ptrs != NULL;
+}
+
+static void step_bufs_free(step_bufs *b) {
+    free(b->slots);
+    free(b->seq_tokens);
+    free(b->resets);
+    free(b->sampling);
+    free(b->sampling_ptrs);
+    memset(b, 0, sizeof *b);
+}
+
 typedef struct {
     int node;              /* index into nodes */
     baton_plan_stage plan;
@@ -33,17 +63,14 @@ struct baton_remote {
     int n_stages;
     const baton_model *model;
     uint64_t header;
-    uint64_t step_id;
+    step_bufs sync_bufs;   /* of the backend's own step */
 
-    /* Step buffers, [max_seqs] and [n_slots]. */
-    int32_t *slots, *seq_tokens, *resets;
-    Baton__V1__StepSampling *sampling;
-    Baton__V1__StepSampling **sampling_ptrs;
-
-    /* Held by a step for its whole call, and by the monitor while it reloads; a step that finds
-     * it taken fails at once rather than wait for a reload. Taken before mu. */
-    pthread_mutex_t step_mu;
+    /* Read-held by each step for its whole call (several at once through the pipe), written by
+     * the monitor while it reloads; a step that cannot take it fails at once rather than wait
+     * for a reload. Writers first, so a reload is not starved by steps. Taken before mu. */
+    pthread_rwlock_t step_lock;
     pthread_mutex_t mu;    /* guards what follows */
+    uint64_t step_id;
     pthread_cond_t cond;
     bool up, stopping;
     uint64_t epoch;
@@ -197,7 +224,7 @@ static bool load_all(baton_remote *r, uint64_t epoch, char *why, size_t n) {
 }
 
 /* Describes every node on fresh channels and reloads every stage in a new epoch. Holding
- * step_mu. */
+ * step_lock for writing. */
 static bool restore(baton_remote *r, char *why, size_t n) {
     uint64_t instances[BATON_REMOTE_NODES_MAX];
     for (int i = 0; i < r->cfg.n_nodes; i++) {
@@ -256,9 +283,9 @@ static void *monitor_thread(void *arg) {
             }
             continue;
         }
-        pthread_mutex_lock(&r->step_mu);
+        pthread_rwlock_wrlock(&r->step_lock);
         bool ok = restore(r, why, sizeof why);
-        pthread_mutex_unlock(&r->step_mu);
+        pthread_rwlock_unlock(&r->step_lock);
         if (ok) {
             fprintf(stderr, "baton serve: pipeline restored (epoch %llu)\n",
                     (unsigned long long)r->epoch);
@@ -274,44 +301,46 @@ static void *monitor_thread(void *arg) {
 
 /* ---- the backend ---- */
 
-static baton_status remote_step(baton_backend *b, const baton_step *step, baton_error *err) {
-    baton_remote *r = (baton_remote *)b;
-    baton_status st = baton_step_check(b, step, err);
-    if (st != BATON_OK) return st;
+/* One step through the whole chain with the buffers b (one set per step in flight). The slot
+ * resets that ride on it are its own slots' only, so steps in flight at once never depend on
+ * each other's order. */
+static baton_status remote_call(baton_remote *r, step_bufs *b, const baton_step *step,
+                                baton_error *err) {
     if (step->logits != NULL || step->x_out != NULL)
         return baton_fail(err, BATON_ERR_UNSUPPORTED, "logits never leave the last node");
-    if (pthread_mutex_trylock(&r->step_mu) != 0)
+    if (pthread_rwlock_tryrdlock(&r->step_lock) != 0)
         return baton_fail(err, BATON_ERR_UNAVAILABLE, "the pipeline is being reloaded");
     pthread_mutex_lock(&r->mu);
     if (!r->up) {
         baton_fail(err, BATON_ERR_UNAVAILABLE, "the pipeline is down: %s", r->down_reason);
         pthread_mutex_unlock(&r->mu);
-        pthread_mutex_unlock(&r->step_mu);
+        pthread_rwlock_unlock(&r->step_lock);
         return BATON_ERR_UNAVAILABLE;
     }
     uint64_t epoch = r->epoch;
+    size_t n_resets = 0;
     for (int i = 0; i < step->n_seqs; i++) {
-        if (r->slot_epoch[step->seqs[i].slot] != epoch) {
+        int slot = step->seqs[i].slot;
+        if (r->slot_epoch[slot] != epoch) {
             baton_fail(err, BATON_ERR_UNAVAILABLE,
-                       "slot %d's state was lost when the pipeline was reloaded", step->seqs[i].slot);
+                       "slot %d's state was lost when the pipeline was reloaded", slot);
             pthread_mutex_unlock(&r->mu);
-            pthread_mutex_unlock(&r->step_mu);
+            pthread_rwlock_unlock(&r->step_lock);
             return BATON_ERR_UNAVAILABLE;
         }
+        if (r->pending_reset[slot]) b->resets[n_resets++] = slot;
     }
-    size_t n_resets = 0;
-    for (int s = 0; s < b->config.n_slots; s++)
-        if (r->pending_reset[s]) r->resets[n_resets++] = s;
+    uint64_t step_id = ++r->step_id;
     pthread_mutex_unlock(&r->mu);
 
     size_t total = 0;
     for (int i = 0; i < step->n_seqs; i++) {
-        r->slots[i] = step->seqs[i].slot;
-        r->seq_tokens[i] = step->seqs[i].n_tokens;
+        b->slots[i] = step->seqs[i].slot;
+        b->seq_tokens[i] = step->seqs[i].n_tokens;
         total += (size_t)step->seqs[i].n_tokens;
         if (step->sampling != NULL) {
             const baton_sampling *p = &step->sampling[i];
-            Baton__V1__StepSampling *q = &r->sampling[i];
+            Baton__V1__StepSampling *q = &b->sampling[i];
             *q = (Baton__V1__StepSampling)BATON__V1__STEP_SAMPLING__INIT;
             q->temperature = p->temperature;
             q->top_k = p->top_k;
@@ -319,23 +348,23 @@ static baton_status remote_step(baton_backend *b, const baton_step *step, baton_
             q->presence_penalty = p->presence_penalty;
             q->frequency_penalty = p->frequency_penalty;
             q->uniform = p->uniform;
-            r->sampling_ptrs[i] = q;
+            b->sampling_ptrs[i] = q;
         }
     }
     Baton__V1__StepRequest req = BATON__V1__STEP_REQUEST__INIT;
     req.stage = (uint32_t)r->stages[0].plan.device.node_stage;
     req.epoch = epoch;
-    req.step_id = ++r->step_id;
+    req.step_id = step_id;
     req.n_reset_slots = n_resets;
-    req.reset_slots = r->resets;
+    req.reset_slots = b->resets;
     req.n_slots = (size_t)step->n_seqs;
-    req.slots = r->slots;
+    req.slots = b->slots;
     req.n_seq_tokens = (size_t)step->n_seqs;
-    req.seq_tokens = r->seq_tokens;
+    req.seq_tokens = b->seq_tokens;
     req.n_tokens = total;
     req.tokens = (int32_t *)step->tokens;
     req.n_sampling = step->sampling != NULL ? (size_t)step->n_seqs : 0;
-    req.sampling = r->sampling_ptrs;
+    req.sampling = b->sampling_ptrs;
     ProtobufCMessage *resp = NULL;
     rpc_status rs;
     char why[WHY_MAX];
@@ -355,17 +384,26 @@ static baton_status remote_step(baton_backend *b, const baton_step *step, baton_
             step->tokens_out[i] = t;
         }
         if (!ok) snprintf(why, sizeof why, "the last stage answered with bad token ids");
+        b->n_stage_ms = sr->n_stage_us == (size_t)r->n_stages ? r->n_stages : 0;
+        for (int i = 0; i < b->n_stage_ms; i++) b->stage_ms[i] = sr->stage_us[i] / 1e3;
         protobuf_c_message_free_unpacked(resp, NULL);
     }
     if (ok) {
         pthread_mutex_lock(&r->mu);
-        for (size_t i = 0; i < n_resets; i++) r->pending_reset[r->resets[i]] = false;
+        for (size_t i = 0; i < n_resets; i++) r->pending_reset[b->resets[i]] = false;
         pthread_mutex_unlock(&r->mu);
     }
-    pthread_mutex_unlock(&r->step_mu);
+    pthread_rwlock_unlock(&r->step_lock);
     if (ok) return BATON_OK;
     mark_down(r, why);
     return baton_fail(err, BATON_ERR_UNAVAILABLE, "%s", why);
+}
+
+static baton_status remote_step(baton_backend *b, const baton_step *step, baton_error *err) {
+    baton_remote *r = (baton_remote *)b;
+    baton_status st = baton_step_check(b, step, err);
+    if (st != BATON_OK) return st;
+    return remote_call(r, &r->sync_bufs, step, err);
 }
 
 static baton_status remote_slot_reset(baton_backend *b, int slot, baton_error *err) {
@@ -410,7 +448,11 @@ baton_status baton_remote_new(const baton_remote_config *cfg, baton_remote **out
     baton_remote *r = calloc(1, sizeof *r);
     if (r == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the pipeline");
     r->cfg = *cfg;
-    pthread_mutex_init(&r->step_mu, NULL);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&r->step_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -509,15 +551,9 @@ baton_status baton_remote_start(baton_remote *r, const baton_plan *plan, const b
         s->checksum = baton_fingerprint_range(set, s->plan.layer_begin, s->plan.layer_end,
                                               s->plan.with_embedding, s->plan.with_head);
     }
-    r->slots = calloc((size_t)max_seqs, sizeof *r->slots);
-    r->seq_tokens = calloc((size_t)max_seqs, sizeof *r->seq_tokens);
-    r->sampling = calloc((size_t)max_seqs, sizeof *r->sampling);
-    r->sampling_ptrs = calloc((size_t)max_seqs, sizeof *r->sampling_ptrs);
-    r->resets = calloc((size_t)n_slots, sizeof *r->resets);
     r->slot_epoch = calloc((size_t)n_slots, sizeof *r->slot_epoch);
     r->pending_reset = calloc((size_t)n_slots, sizeof *r->pending_reset);
-    if (r->slots == NULL || r->seq_tokens == NULL || r->sampling == NULL ||
-        r->sampling_ptrs == NULL || r->resets == NULL || r->slot_epoch == NULL ||
+    if (!step_bufs_alloc(&r->sync_bufs, max_seqs) || r->slot_epoch == NULL ||
         r->pending_reset == NULL)
         return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the pipeline");
     char why[WHY_MAX];
@@ -547,15 +583,173 @@ void baton_remote_free(baton_remote *r) {
     pthread_mutex_unlock(&r->mu);
     if (r->monitor_started) pthread_join(r->monitor, NULL);
     for (int i = 0; i < r->cfg.n_nodes; i++) rpc_channel_free(r->nodes[i].channel);
-    free(r->slots);
-    free(r->seq_tokens);
-    free(r->sampling);
-    free(r->sampling_ptrs);
-    free(r->resets);
+    step_bufs_free(&r->sync_bufs);
     free(r->slot_epoch);
     free(r->pending_reset);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
-    pthread_mutex_destroy(&r->step_mu);
+    pthread_rwlock_destroy(&r->step_lock);
     free(r);
+}
+
+/* ---- several steps in flight ---- */
+
+enum { LANES_MAX = BATON_PLAN_STAGES_MAX };
+
+typedef struct remote_pipe remote_pipe;
+
+/* A thread that carries one step at a time through the chain (a unary call blocks). */
+typedef struct {
+    remote_pipe *p;
+    pthread_t thread;
+    bool thread_started;
+    step_bufs bufs;
+    const baton_step *step; /* guarded by p->mu: NULL while idle */
+    void *tag;
+    baton_status status;
+    baton_error err;
+    bool done;
+} lane;
+
+struct remote_pipe {
+    baton_pipe base;
+    baton_remote *r;
+    lane lanes[LANES_MAX];
+    int in_flight;          /* the caller's own */
+    pthread_mutex_t mu;     /* guards the lanes' step and done, order, ms, stopping */
+    pthread_cond_t cond;    /* a lane has work, a step is done, or stopping */
+    int order[LANES_MAX];   /* lanes in the order their steps finished */
+    int n_order;
+    double ms[BATON_PLAN_STAGES_MAX]; /* each stage's compute per step, moving average */
+    bool stopping;
+};
+
+#define REMOTE_MS_WEIGHT 0.2
+
+static void *lane_thread(void *arg) {
+    lane *l = arg;
+    remote_pipe *p = l->p;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stopping && (l->step == NULL || l->done)) pthread_cond_wait(&p->cond, &p->mu);
+        if (p->stopping) break;
+        const baton_step *step = l->step;
+        pthread_mutex_unlock(&p->mu);
+        memset(&l->err, 0, sizeof l->err);
+        l->bufs.n_stage_ms = 0;
+        baton_status st = remote_call(p->r, &l->bufs, step, &l->err);
+        pthread_mutex_lock(&p->mu);
+        l->status = st;
+        l->done = true;
+        for (int i = 0; i < l->bufs.n_stage_ms; i++)
+            p->ms[i] = p->ms[i] == 0 ? l->bufs.stage_ms[i]
+                                     : (1 - REMOTE_MS_WEIGHT) * p->ms[i] +
+                                           REMOTE_MS_WEIGHT * l->bufs.stage_ms[i];
+        p->order[p->n_order++] = (int)(l - p->lanes);
+        pthread_cond_broadcast(&p->cond);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static baton_status rpipe_submit(baton_pipe *b, const baton_step *step, void *tag,
+                                 baton_error *err) {
+    remote_pipe *p = (remote_pipe *)b;
+    baton_status st = baton_pipe_step_check(b, step, err);
+    if (st != BATON_OK) return st;
+    pthread_mutex_lock(&p->mu);
+    lane *l = NULL;
+    for (int i = 0; i < b->depth && l == NULL; i++)
+        if (p->lanes[i].step == NULL) l = &p->lanes[i];
+    assert(l != NULL); /* the caller keeps fewer than depth in flight */
+    l->step = step;
+    l->tag = tag;
+    l->done = false;
+    p->in_flight++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    return BATON_OK;
+}
+
+static bool rpipe_collect(baton_pipe *b, baton_pipe_done *done) {
+    remote_pipe *p = (remote_pipe *)b;
+    if (p->in_flight == 0) return false;
+    pthread_mutex_lock(&p->mu);
+    while (p->n_order == 0) pthread_cond_wait(&p->cond, &p->mu); /* bounded by step_timeout_ms */
+    lane *l = &p->lanes[p->order[0]];
+    memmove(p->order, p->order + 1, (size_t)(p->n_order - 1) * sizeof p->order[0]);
+    p->n_order--;
+    done->tag = l->tag;
+    done->status = l->status;
+    done->err = l->err;
+    l->step = NULL;
+    l->done = false;
+    p->in_flight--;
+    pthread_mutex_unlock(&p->mu);
+    return true;
+}
+
+static baton_status rpipe_slot_reset(baton_pipe *b, int slot, baton_error *err) {
+    remote_pipe *p = (remote_pipe *)b;
+    return remote_slot_reset(&p->r->base, slot, err);
+}
+
+static void rpipe_stage_ms(baton_pipe *b, double *ms) {
+    remote_pipe *p = (remote_pipe *)b;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < b->n_stages; i++) ms[i] = p->ms[i];
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void rpipe_free(baton_pipe *b) {
+    remote_pipe *p = (remote_pipe *)b;
+    assert(p->in_flight == 0);
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < b->depth; i++) {
+        if (p->lanes[i].thread_started) pthread_join(p->lanes[i].thread, NULL);
+        step_bufs_free(&p->lanes[i].bufs);
+    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static const struct baton_pipe_ops rpipe_ops = {
+    .submit = rpipe_submit, .collect = rpipe_collect, .slot_reset = rpipe_slot_reset,
+    .stage_ms = rpipe_stage_ms, .free = rpipe_free,
+};
+
+baton_status baton_remote_pipe_new(baton_remote *r, int depth, baton_pipe **out,
+                                   baton_error *err) {
+    *out = NULL;
+    if (depth == 0) depth = r->n_stages;
+    if (depth < 1 || depth > LANES_MAX)
+        return baton_fail(err, BATON_ERR_ARG, "%d steps in flight, expected 1 to %d", depth,
+                          LANES_MAX);
+    remote_pipe *p = calloc(1, sizeof *p);
+    if (p == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the pipe");
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->r = r;
+    p->base.ops = &rpipe_ops;
+    p->base.name = r->base.name;
+    p->base.model = r->base.model;
+    p->base.config = r->base.config;
+    p->base.n_stages = r->n_stages;
+    p->base.depth = depth;
+    for (int i = 0; i < depth; i++) {
+        lane *l = &p->lanes[i];
+        l->p = p;
+        if (!step_bufs_alloc(&l->bufs, r->base.config.max_seqs) ||
+            pthread_create(&l->thread, NULL, lane_thread, l) != 0) {
+            rpipe_free(&p->base);
+            return baton_fail(err, BATON_ERR_NOMEM, "cannot start the pipe's threads");
+        }
+        l->thread_started = true;
+    }
+    *out = &p->base;
+    return BATON_OK;
 }

@@ -16,6 +16,7 @@
 #define BATON_REMOTE_BACKEND_H
 
 #include "backend.h"
+#include "pipe.h"
 #include "plan.h"
 #include "rpc.h"
 #include "tensor_set.h"
@@ -55,6 +56,12 @@ baton_status baton_remote_start(baton_remote *r, const baton_plan *plan, const b
 
 /* The pipeline as a backend (owned by r; its free frees r). */
 baton_backend *baton_remote_backend(baton_remote *r);
+
+/* The pipeline as a pipe with depth steps in flight (0: one per stage), each carried by its own
+ * thread through the chain; the nodes report each stage's compute time per step. Freed with
+ * baton_pipe_free before r; meanwhile the backend's own step is not used. */
+baton_status baton_remote_pipe_new(baton_remote *r, int depth, baton_pipe **out,
+                                   baton_error *err);
 
 /* The backend name the node reported for stage i (after start). */
 const char *baton_remote_stage_device(const baton_remote *r, int i);

@@ -2,16 +2,19 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-enum { IDLE_WAIT_MS = 500, BACKLOG_WAIT_MS = 5 };
+enum { IDLE_WAIT_MS = 500, BACKLOG_WAIT_MS = 5, RATE_WINDOW_MS = 1000 };
+#define BATCH_MEAN_WEIGHT 0.1 /* of the newest step in the moving average */
 
 typedef enum { PHASE_FREE, PHASE_PREFILL, PHASE_DECODE } stream_phase;
 
 typedef struct {
     stream_phase phase;
+    bool in_flight;    /* in a micro-batch on the pipe: not to be touched until it is back */
     baton_gen_request req;
     baton_gen *gen;
     baton_rng rng;
@@ -20,8 +23,21 @@ typedef struct {
     int64_t deadline_ns;
 } stream;
 
+/* One step on the pipe: its own buffers, untouched while in flight. */
+typedef struct {
+    bool busy;
+    bool sampled;           /* decode tokens and prompts' last chunks; otherwise prompt chunks */
+    int n;
+    baton_seq *seqs;        /* [max_streams] */
+    int *seq_stream;        /* [max_streams] the stream of each seq */
+    baton_sampling *sampling; /* [max_streams] */
+    int32_t *tokens;        /* [step_tokens] */
+    int32_t *tokens_out;    /* [max_streams] */
+    baton_step step;
+} micro_batch;
+
 struct baton_scheduler {
-    baton_backend *backend;
+    baton_pipe *pipe;
     const baton_tokenizer *tok;
     baton_scheduler_limits limits;
     int step_tokens;
@@ -29,11 +45,12 @@ struct baton_scheduler {
     bool thread_started;
 
     stream *streams;        /* [max_streams]; stream i uses slot i */
-    baton_seq *seqs;        /* [max_streams] */
-    int *seq_stream;        /* [max_streams] stream of each seq of a step */
-    baton_sampling *sampling; /* [max_streams] */
-    int32_t *tokens;        /* [step_tokens] */
-    int32_t *tokens_out;    /* [max_streams] */
+    micro_batch *mbs;       /* [depth] */
+    int depth;              /* micro-batches in flight at most */
+    int in_flight;
+    bool last_was_prefill;  /* prompt-chunk micro-batches take turns with sampled ones */
+    int64_t rate_start_ns, log_last_ns;
+    uint64_t rate_tokens;
 
     pthread_mutex_t mu;     /* guards what follows */
     pthread_cond_t cond;
@@ -42,6 +59,7 @@ struct baton_scheduler {
     int64_t *queue_deadline_ns; /* [max_queue] beside queue: when each request expires */
     int queue_head, queue_len;
     int n_active;
+    baton_scheduler_stats stats; /* but for the stage times, which the pipe keeps */
 };
 
 static int64_t now_ns(void) {
@@ -64,9 +82,10 @@ int baton_scheduler_step_tokens(const baton_scheduler_limits *limits) {
     return limits->prefill_chunk + limits->max_streams;
 }
 
-/* Ends stream i: the sink's last call, then the slot is free. */
+/* Ends stream i: the sink's last call, then the slot is free. Not while it is in flight. */
 static void stream_finish(baton_scheduler *s, int i, baton_finish reason, const char *message) {
     stream *st = &s->streams[i];
+    assert(!st->in_flight);
     uint32_t completion = st->gen != NULL ? baton_gen_count(st->gen) : 0;
     st->req.sink->finish(st->req.user, reason, (uint32_t)st->req.n_prompt, completion, message);
     baton_gen_free(st->gen);
@@ -78,7 +97,8 @@ static void stream_finish(baton_scheduler *s, int i, baton_finish reason, const 
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Moves queued requests into free slots. Holding s->mu; returns the slots to set up. */
+/* Moves queued requests into free slots, first come first served. Holding s->mu; returns the
+ * slots to set up. */
 static int admit(baton_scheduler *s, int *admitted) {
     int n = 0;
     for (int i = 0; i < s->limits.max_streams && s->queue_len > 0; i++) {
@@ -96,12 +116,12 @@ static int admit(baton_scheduler *s, int *admitted) {
     return n;
 }
 
-/* Makes the slot fresh and the stream ready to prefill. */
+/* Makes the slot fresh (with its first step, on every stage) and the stream ready to prefill. */
 static void stream_setup(baton_scheduler *s, int i) {
     stream *st = &s->streams[i];
     baton_error err = {0};
     if (baton_gen_open(s->tok, &st->req.gen, &st->gen, &err) != BATON_OK ||
-        s->backend->ops->slot_reset(s->backend, i, &err) != BATON_OK) {
+        s->pipe->ops->slot_reset(s->pipe, i, &err) != BATON_OK) {
         stream_finish(s, i, BATON_FINISH_ERROR, err.msg);
         return;
     }
@@ -111,12 +131,13 @@ static void stream_setup(baton_scheduler *s, int i) {
     for (size_t c = 1; c < chunks; c++) baton_rng_uniform(&st->rng);
 }
 
-/* Ends streams whose consumer left or whose deadline passed. */
+/* Ends streams whose consumer left or whose deadline passed (those in flight when they are
+ * back: at their next step). */
 static void sweep(baton_scheduler *s) {
     int64_t now = now_ns();
     for (int i = 0; i < s->limits.max_streams; i++) {
         stream *st = &s->streams[i];
-        if (st->phase == PHASE_FREE) continue;
+        if (st->phase == PHASE_FREE || st->in_flight) continue;
         if (st->req.sink->cancelled(st->req.user))
             stream_finish(s, i, BATON_FINISH_CANCELLED, "the client went away");
         else if (now > st->deadline_ns)
@@ -130,77 +151,148 @@ static baton_finish step_finish(baton_status status) {
     return status == BATON_ERR_UNAVAILABLE ? BATON_FINISH_UNAVAILABLE : BATON_FINISH_ERROR;
 }
 
-/* Runs the prompt chunks that are not a prompt's last (no sampling). Returns seqs run. */
-static int step_prefill(baton_scheduler *s) {
-    int n = 0, used = 0;
-    for (int i = 0; i < s->limits.max_streams; i++) {
-        stream *st = &s->streams[i];
-        if (st->phase != PHASE_PREFILL) continue;
-        size_t left = st->req.n_prompt - st->prefilled;
-        if (left <= (size_t)s->limits.prefill_chunk) continue; /* the last chunk samples */
-        int chunk = s->limits.prefill_chunk;
-        if (used + chunk > s->step_tokens) break;
-        memcpy(s->tokens + used, st->req.prompt + st->prefilled, (size_t)chunk * sizeof(int32_t));
-        s->seqs[n] = (baton_seq){.slot = i, .n_tokens = chunk};
-        s->seq_stream[n++] = i;
-        used += chunk;
-    }
-    if (n == 0) return 0;
-    baton_step step = {.n_seqs = n, .seqs = s->seqs, .tokens = s->tokens};
-    baton_error err = {0};
-    baton_status status = baton_backend_step(s->backend, &step, &err);
-    for (int k = 0; k < n; k++) {
-        int i = s->seq_stream[k];
-        if (status != BATON_OK) stream_finish(s, i, step_finish(status), err.msg);
-        else s->streams[i].prefilled += (size_t)s->seqs[k].n_tokens;
-    }
-    return n;
+static bool wants_chunk(const baton_scheduler *s, const stream *st) {
+    return st->phase == PHASE_PREFILL &&
+           st->req.n_prompt - st->prefilled > (size_t)s->limits.prefill_chunk;
 }
 
-/* One token for every decoding stream and the last chunk of prompts: sampled. */
-static int step_sample(baton_scheduler *s) {
-    int n = 0, used = 0;
-    for (int pass = 0; pass < 2; pass++) { /* decoding streams first: their latency matters */
-        for (int i = 0; i < s->limits.max_streams; i++) {
+/* A decoding stream or a prompt's last chunk: this step samples. */
+static bool wants_sample(const baton_scheduler *s, const stream *st) {
+    if (st->phase == PHASE_DECODE) return !st->req.sink->backlogged(st->req.user);
+    return st->phase == PHASE_PREFILL && !wants_chunk(s, st);
+}
+
+/* How many micro-batches to keep in flight: enough that the slowest stage never waits,
+ * ceil(sum of the stages' step times / the slowest stage's), within [1, depth]; one per stage
+ * while the stages are not measured yet. */
+static int choose_micro_batches(baton_scheduler *s) {
+    double ms[BATON_PIPE_STAGES_MAX], sum = 0, max = 0;
+    s->pipe->ops->stage_ms(s->pipe, ms);
+    bool measured = true;
+    for (int i = 0; i < s->pipe->n_stages; i++) {
+        measured = measured && ms[i] > 0;
+        sum += ms[i];
+        if (ms[i] > max) max = ms[i];
+    }
+    int d = s->depth;
+    if (measured && max > 0) {
+        int fill = (int)(sum / max + 0.999);
+        if (fill < d) d = fill;
+    }
+    return d < 1 ? 1 : d;
+}
+
+static micro_batch *free_micro_batch(baton_scheduler *s) {
+    for (int k = 0; k < s->depth; k++)
+        if (!s->mbs[k].busy) return &s->mbs[k];
+    return NULL;
+}
+
+static void mb_add(baton_scheduler *s, micro_batch *mb, int i, int count, const int32_t *src,
+                   int *used) {
+    memcpy(mb->tokens + *used, src, (size_t)count * sizeof(int32_t));
+    mb->seqs[mb->n] = (baton_seq){.slot = i, .n_tokens = count};
+    mb->seq_stream[mb->n++] = i;
+    *used += count;
+    s->streams[i].in_flight = true;
+}
+
+/* Prompt chunks that are not a prompt's last (no sampling), within the step's tokens. */
+static void mb_fill_prefill(baton_scheduler *s, micro_batch *mb) {
+    int used = 0, chunk = s->limits.prefill_chunk;
+    for (int i = 0; i < s->limits.max_streams; i++) {
+        stream *st = &s->streams[i];
+        if (st->in_flight || !wants_chunk(s, st)) continue;
+        if (used + chunk > s->step_tokens) break;
+        mb_add(s, mb, i, chunk, st->req.prompt + st->prefilled, &used);
+    }
+    mb->step = (baton_step){.n_seqs = mb->n, .seqs = mb->seqs, .tokens = mb->tokens};
+}
+
+/* Up to size sampled sequences: decoding streams first (their latency matters), then prompts'
+ * last chunks, within the step's tokens. */
+static void mb_fill_sampled(baton_scheduler *s, micro_batch *mb, int size) {
+    int used = 0;
+    for (int pass = 0; pass < 2 && mb->n < size; pass++) {
+        for (int i = 0; i < s->limits.max_streams && mb->n < size; i++) {
             stream *st = &s->streams[i];
-            int count;
-            const int32_t *src;
-            if (pass == 0 && st->phase == PHASE_DECODE) {
-                if (st->req.sink->backlogged(st->req.user)) continue;
-                count = 1;
-                src = &st->next;
-            } else if (pass == 1 && st->phase == PHASE_PREFILL) {
-                size_t left = st->req.n_prompt - st->prefilled;
-                if (left > (size_t)s->limits.prefill_chunk) continue;
-                count = (int)left;
-                src = st->req.prompt + st->prefilled;
-            } else {
-                continue;
-            }
+            if (st->in_flight || !wants_sample(s, st)) continue;
+            bool decode = st->phase == PHASE_DECODE;
+            if (decode != (pass == 0)) continue;
+            int count = decode ? 1 : (int)(st->req.n_prompt - st->prefilled);
             if (used + count > s->step_tokens) continue;
-            memcpy(s->tokens + used, src, (size_t)count * sizeof(int32_t));
-            s->seqs[n] = (baton_seq){.slot = i, .n_tokens = count};
-            s->sampling[n] = st->req.sampling;
-            s->sampling[n].uniform = baton_rng_uniform(&st->rng);
-            s->seq_stream[n++] = i;
-            used += count;
+            mb->sampling[mb->n] = st->req.sampling;
+            mb->sampling[mb->n].uniform = baton_rng_uniform(&st->rng);
+            mb_add(s, mb, i, count, decode ? &st->next : st->req.prompt + st->prefilled, &used);
         }
     }
-    if (n == 0) return 0;
-    baton_step step = {.n_seqs = n, .seqs = s->seqs, .tokens = s->tokens,
-                       .sampling = s->sampling, .tokens_out = s->tokens_out};
+    mb->step = (baton_step){.n_seqs = mb->n, .seqs = mb->seqs, .tokens = mb->tokens,
+                            .sampling = mb->sampling, .tokens_out = mb->tokens_out};
+}
+
+/* Submits one micro-batch if there is a free lane and work for it; false otherwise. */
+static bool submit_next(baton_scheduler *s, int target) {
+    if (s->in_flight >= target) return false;
+    micro_batch *mb = free_micro_batch(s);
+    if (mb == NULL) return false;
+    int n_chunk = 0, n_sample = 0, n_sample_ready = 0;
+    for (int i = 0; i < s->limits.max_streams; i++) {
+        const stream *st = &s->streams[i];
+        if (st->phase == PHASE_FREE) continue;
+        if (wants_chunk(s, st)) {
+            n_chunk += !st->in_flight;
+        } else if (st->in_flight || wants_sample(s, st)) {
+            n_sample++;
+            n_sample_ready += !st->in_flight;
+        }
+    }
+    if (n_chunk == 0 && n_sample_ready == 0) return false;
+    mb->n = 0;
+    if (n_chunk > 0 && (n_sample_ready == 0 || !s->last_was_prefill)) {
+        mb->sampled = false;
+        mb_fill_prefill(s, mb);
+    } else {
+        /* The sampled streams shared among the micro-batches in flight. */
+        int size = (n_sample + target - 1) / target;
+        mb->sampled = true;
+        mb_fill_sampled(s, mb, size < 1 ? 1 : size);
+    }
+    s->last_was_prefill = !mb->sampled;
+    if (mb->n == 0) return false;
     baton_error err = {0};
-    baton_status status = baton_backend_step(s->backend, &step, &err);
-    for (int k = 0; k < n; k++) {
-        int i = s->seq_stream[k];
+    baton_status status = s->pipe->ops->submit(s->pipe, &mb->step, mb, &err);
+    if (status != BATON_OK) { /* our own mistake in building it; end its streams, go on */
+        for (int k = 0; k < mb->n; k++) {
+            s->streams[mb->seq_stream[k]].in_flight = false;
+            stream_finish(s, mb->seq_stream[k], BATON_FINISH_ERROR, err.msg);
+        }
+        return true;
+    }
+    mb->busy = true;
+    s->in_flight++;
+    return true;
+}
+
+/* A micro-batch is back: its prompts advance, its samples go to their streams. */
+static void micro_batch_done(baton_scheduler *s, micro_batch *mb, const baton_pipe_done *done) {
+    uint64_t generated = 0, prefilled = 0;
+    for (int k = 0; k < mb->n; k++) {
+        int i = mb->seq_stream[k];
         stream *st = &s->streams[i];
-        if (status != BATON_OK) {
-            stream_finish(s, i, step_finish(status), err.msg);
+        st->in_flight = false;
+        if (done->status != BATON_OK) {
+            stream_finish(s, i, step_finish(done->status), done->err.msg);
             continue;
         }
+        prefilled += (uint64_t)(st->phase == PHASE_PREFILL ? mb->seqs[k].n_tokens : 0);
+        if (!mb->sampled) {
+            st->prefilled += (size_t)mb->seqs[k].n_tokens;
+            continue;
+        }
+        generated++;
         st->prefilled = st->req.n_prompt;
         st->phase = PHASE_DECODE;
-        st->next = s->tokens_out[k];
+        st->next = mb->tokens_out[k];
         baton_gen_out out;
         baton_error gen_err = {0};
         baton_status gs = baton_gen_push(st->gen, st->next, &out, &gen_err);
@@ -209,31 +301,94 @@ static int step_sample(baton_scheduler *s) {
         if (gs != BATON_OK) stream_finish(s, i, BATON_FINISH_ERROR, gen_err.msg);
         else if (out.finish != BATON_FINISH_NONE) stream_finish(s, i, out.finish, "");
     }
-    return n;
+    mb->busy = false;
+    s->in_flight--;
+    s->rate_tokens += generated;
+    pthread_mutex_lock(&s->mu);
+    baton_scheduler_stats *t = &s->stats;
+    t->steps++;
+    t->tokens_generated += generated;
+    t->tokens_prefilled += prefilled;
+    t->batch_mean = t->steps == 1 ? mb->n
+                                  : (1 - BATCH_MEAN_WEIGHT) * t->batch_mean + BATCH_MEAN_WEIGHT * mb->n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The rate over the last window, and the periodic log line. */
+static void account(baton_scheduler *s, bool idle) {
+    int64_t now = now_ns();
+    if (idle) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.tokens_per_s = 0;
+        pthread_mutex_unlock(&s->mu);
+        s->rate_tokens = 0;
+        s->rate_start_ns = now;
+        return;
+    }
+    if (now - s->rate_start_ns >= (int64_t)RATE_WINDOW_MS * 1000000) {
+        double rate = (double)s->rate_tokens * 1e9 / (double)(now - s->rate_start_ns);
+        pthread_mutex_lock(&s->mu);
+        s->stats.tokens_per_s = rate;
+        pthread_mutex_unlock(&s->mu);
+        s->rate_tokens = 0;
+        s->rate_start_ns = now;
+    }
+    if (s->limits.log_interval_s <= 0 ||
+        now - s->log_last_ns < (int64_t)s->limits.log_interval_s * 1000000000LL)
+        return;
+    s->log_last_ns = now;
+    baton_scheduler_stats t;
+    baton_scheduler_stats_get(s, &t);
+    char stages[256];
+    size_t at = 0;
+    stages[0] = '\0';
+    for (int i = 0; i < t.n_stages && at + 16 < sizeof stages; i++)
+        at += (size_t)snprintf(stages + at, sizeof stages - at, "%s%.2f", i ? "/" : "", t.stage_ms[i]);
+    fprintf(stderr,
+            "baton serve: %d/%d slots, %d queued, %.1f seqs/step, %.1f tokens/s, %d/%d "
+            "micro-batches, stage ms %s\n",
+            t.streams, t.max_streams, t.queued, t.batch_mean, t.tokens_per_s, t.micro_batches,
+            t.micro_batches_target, stages);
 }
 
 static void *scheduler_thread(void *arg) {
     baton_scheduler *s = arg;
     int *admitted = calloc((size_t)s->limits.max_streams, sizeof *admitted);
+    s->rate_start_ns = s->log_last_ns = now_ns();
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && s->n_active == 0 && s->queue_len == 0) wait_ms(s, IDLE_WAIT_MS);
-        if (s->stopping) {
-            pthread_mutex_unlock(&s->mu);
-            break;
+        bool idle = false;
+        while (!s->stopping && s->n_active == 0 && s->queue_len == 0) {
+            idle = true;
+            s->stats.tokens_per_s = 0;
+            wait_ms(s, IDLE_WAIT_MS);
         }
-        int n_admitted = admitted != NULL ? admit(s, admitted) : 0;
+        bool stopping = s->stopping;
+        int n_admitted = admitted != NULL && !stopping ? admit(s, admitted) : 0;
         pthread_mutex_unlock(&s->mu);
+        if (idle) account(s, true);
+        if (stopping) break;
         for (int k = 0; k < n_admitted; k++) stream_setup(s, admitted[k]);
         sweep(s);
-        int ran = step_prefill(s);
-        ran += step_sample(s);
-        if (ran == 0) { /* every stream waits on a slow client (or there were none) */
+        int target = choose_micro_batches(s);
+        while (submit_next(s, target)) {
+        }
+        pthread_mutex_lock(&s->mu);
+        s->stats.micro_batches = s->in_flight;
+        s->stats.micro_batches_target = target;
+        pthread_mutex_unlock(&s->mu);
+        baton_pipe_done done;
+        if (s->pipe->ops->collect(s->pipe, &done)) {
+            micro_batch_done(s, done.tag, &done);
+        } else { /* every stream waits on a slow client (or there were none) */
             pthread_mutex_lock(&s->mu);
             if (!s->stopping) wait_ms(s, BACKLOG_WAIT_MS);
             pthread_mutex_unlock(&s->mu);
         }
+        account(s, false);
     }
+    baton_pipe_done done;
+    while (s->pipe->ops->collect(s->pipe, &done)) micro_batch_done(s, done.tag, &done);
     for (int i = 0; i < s->limits.max_streams; i++)
         if (s->streams[i].phase != PHASE_FREE)
             stream_finish(s, i, BATON_FINISH_SHUTDOWN, "the server is shutting down");
@@ -253,30 +408,70 @@ static void *scheduler_thread(void *arg) {
     return NULL;
 }
 
-baton_status baton_scheduler_start(baton_backend *backend, const baton_tokenizer *tok,
+void baton_scheduler_stats_get(baton_scheduler *s, baton_scheduler_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->streams = s->n_active;
+    out->queued = s->queue_len;
+    out->max_streams = s->limits.max_streams;
+    pthread_mutex_unlock(&s->mu);
+    out->n_stages = s->pipe->n_stages;
+    s->pipe->ops->stage_ms(s->pipe, out->stage_ms);
+}
+
+static void micro_batches_free(baton_scheduler *s) {
+    for (int k = 0; s->mbs != NULL && k < s->depth; k++) {
+        micro_batch *mb = &s->mbs[k];
+        free(mb->seqs);
+        free(mb->seq_stream);
+        free(mb->sampling);
+        free(mb->tokens);
+        free(mb->tokens_out);
+    }
+    free(s->mbs);
+    s->mbs = NULL;
+}
+
+static bool micro_batches_alloc(baton_scheduler *s) {
+    s->mbs = calloc((size_t)s->depth, sizeof *s->mbs);
+    if (s->mbs == NULL) return false;
+    size_t m = (size_t)s->limits.max_streams;
+    bool ok = true;
+    for (int k = 0; k < s->depth; k++) {
+        micro_batch *mb = &s->mbs[k];
+        mb->seqs = calloc(m, sizeof *mb->seqs);
+        mb->seq_stream = calloc(m, sizeof *mb->seq_stream);
+        mb->sampling = calloc(m, sizeof *mb->sampling);
+        mb->tokens_out = calloc(m, sizeof *mb->tokens_out);
+        mb->tokens = calloc((size_t)s->step_tokens, sizeof *mb->tokens);
+        ok = ok && mb->seqs != NULL && mb->seq_stream != NULL && mb->sampling != NULL &&
+             mb->tokens_out != NULL && mb->tokens != NULL;
+    }
+    return ok;
+}
+
+baton_status baton_scheduler_start(baton_pipe *pipe, const baton_tokenizer *tok,
                                    const baton_scheduler_limits *limits, baton_scheduler **out,
                                    baton_error *err) {
     *out = NULL;
-    const baton_stage_config *c = &backend->config;
+    const baton_stage_config *c = &pipe->config;
     int step_tokens = baton_scheduler_step_tokens(limits);
     assert(limits->max_streams >= 1 && limits->max_queue >= 1 && limits->prefill_chunk >= 1);
+    assert(limits->micro_batches >= 0);
     assert(c->with_embedding && c->with_head);
     assert(c->n_slots >= limits->max_streams && c->max_seqs >= limits->max_streams);
     assert(c->max_tokens >= step_tokens);
     (void)c; /* only asserted */
     baton_scheduler *s = calloc(1, sizeof *s);
     if (s == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the scheduler");
-    s->backend = backend;
+    s->pipe = pipe;
     s->tok = tok;
     s->limits = *limits;
     s->step_tokens = step_tokens;
-    size_t m = (size_t)limits->max_streams;
-    s->streams = calloc(m, sizeof *s->streams);
-    s->seqs = calloc(m, sizeof *s->seqs);
-    s->seq_stream = calloc(m, sizeof *s->seq_stream);
-    s->sampling = calloc(m, sizeof *s->sampling);
-    s->tokens_out = calloc(m, sizeof *s->tokens_out);
-    s->tokens = calloc((size_t)step_tokens, sizeof *s->tokens);
+    s->depth = limits->micro_batches > 0 && limits->micro_batches < pipe->depth
+                   ? limits->micro_batches
+                   : pipe->depth;
+    s->streams = calloc((size_t)limits->max_streams, sizeof *s->streams);
     s->queue = calloc((size_t)limits->max_queue, sizeof *s->queue);
     s->queue_deadline_ns = calloc((size_t)limits->max_queue, sizeof *s->queue_deadline_ns);
     pthread_mutex_init(&s->mu, NULL);
@@ -285,9 +480,8 @@ baton_status baton_scheduler_start(baton_backend *backend, const baton_tokenizer
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cond, &ca);
     pthread_condattr_destroy(&ca);
-    if (s->streams == NULL || s->seqs == NULL || s->seq_stream == NULL || s->sampling == NULL ||
-        s->tokens_out == NULL || s->tokens == NULL || s->queue == NULL ||
-        s->queue_deadline_ns == NULL) {
+    if (s->streams == NULL || s->queue == NULL || s->queue_deadline_ns == NULL ||
+        !micro_batches_alloc(s)) {
         baton_scheduler_free(s);
         return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the scheduler");
     }
@@ -340,11 +534,7 @@ void baton_scheduler_free(baton_scheduler *s) {
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
     free(s->streams);
-    free(s->seqs);
-    free(s->seq_stream);
-    free(s->sampling);
-    free(s->tokens_out);
-    free(s->tokens);
+    micro_batches_free(s);
     free(s->queue);
     free(s->queue_deadline_ns);
     free(s);

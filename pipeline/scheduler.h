@@ -1,7 +1,15 @@
-/* Continuous batching over one backend: a thread that owns the backend and runs steps for all
- * active streams together. Each step every decoding stream advances one token; a new stream's
+/* Continuous batching over a pipe (pipeline/pipe.h): a thread that owns the pipe and runs steps
+ * for all active streams. Each step every decoding stream advances one token; a new stream's
  * prompt goes in chunks of prefill_chunk tokens alongside; a finished, cancelled or expired
  * stream leaves between steps and its slot goes back to the free list.
+ *
+ * Pipelining: the active streams are split into micro-batches (disjoint sets of slots), several
+ * in flight at once so that the stages compute at the same time. How many: enough to keep the
+ * slowest stage busy, ceil(sum of the stages' step times / the slowest one's), at most one per
+ * stage (the pipe's depth); as large as the sampled streams divided by that number. A prompt's
+ * chunks that are not its last go in micro-batches of their own (no sampling), taking turns
+ * with the sampled ones, so a long prompt delays the others by at most one chunk's compute per
+ * step of theirs.
  *
  * A stream gives the same tokens whatever else runs beside it: the backend is batch-invariant,
  * prompts are cut into the same chunks as `baton run` cuts them, and each stream draws its
@@ -12,8 +20,8 @@
 #ifndef BATON_SCHEDULER_H
 #define BATON_SCHEDULER_H
 
-#include "backend.h"
 #include "generation.h"
+#include "pipe.h"
 #include "tokenizer.h"
 
 /* Where a stream's output goes; called on the scheduler thread only. */
@@ -44,16 +52,32 @@ typedef struct {
     int max_streams;   /* streams generating at once (state slots) */
     int max_queue;     /* streams waiting for a slot */
     int prefill_chunk; /* prompt tokens per stream per step; `baton run` uses 512 */
+    int micro_batches; /* in flight at most; 0: the pipe's depth (one per stage) */
+    int log_interval_s;/* a line on stderr this often while streams run; 0: never */
 } baton_scheduler_limits;
+
+/* What Info and the periodic log line report. */
+typedef struct {
+    int streams;                /* active: holding a slot on every stage */
+    int queued;                 /* waiting for a slot */
+    int max_streams;
+    int micro_batches;          /* in flight now */
+    int micro_batches_target;   /* what the scheduler chose */
+    double batch_mean;          /* sequences per step, moving average */
+    double tokens_per_s;        /* generated, over the last second or so; 0 when idle */
+    uint64_t steps, tokens_generated, tokens_prefilled;
+    int n_stages;
+    double stage_ms[BATON_PIPE_STAGES_MAX]; /* each stage's time per step, moving average */
+} baton_scheduler_stats;
 
 typedef struct baton_scheduler baton_scheduler;
 
 /* The tokens per step the backend must take for these limits (its config.max_tokens). */
 int baton_scheduler_step_tokens(const baton_scheduler_limits *limits);
 
-/* Starts the thread. backend (with embedding and head, n_slots and max_seqs >= max_streams,
+/* Starts the thread. pipe (with embedding and head, n_slots and max_seqs >= max_streams,
  * max_tokens >= baton_scheduler_step_tokens) and tok must outlive the scheduler. */
-baton_status baton_scheduler_start(baton_backend *backend, const baton_tokenizer *tok,
+baton_status baton_scheduler_start(baton_pipe *pipe, const baton_tokenizer *tok,
                                    const baton_scheduler_limits *limits, baton_scheduler **out,
                                    baton_error *err);
 
@@ -61,6 +85,9 @@ baton_status baton_scheduler_start(baton_backend *backend, const baton_tokenizer
  * success the prompt is the scheduler's (req->prompt becomes NULL) and the sink will get a
  * finish call; on failure the sink is never called. */
 baton_status baton_scheduler_submit(baton_scheduler *s, baton_gen_request *req, baton_error *err);
+
+/* A snapshot of the counters; any thread. */
+void baton_scheduler_stats_get(baton_scheduler *s, baton_scheduler_stats *out);
 
 /* Ends every stream (SHUTDOWN, "the server is shutting down") and stops the thread. */
 void baton_scheduler_stop(baton_scheduler *s);

@@ -20,6 +20,10 @@
  * can still answer (with UNAVAILABLE) before its caller gives up. */
 enum { HOP_MARGIN_MS = 50, QUEUE_MAX_LIMIT = 1024 };
 
+/* Threads per stage that carry computed steps on to the next stage, so the stage can compute
+ * the next micro-batch while the one before is further down the chain (a unary call blocks). */
+enum { FORWARDERS = 4, BATON_STAGE_TIMES_MAX = 64 };
+
 typedef enum { JOB_LOAD, JOB_STEP } job_kind;
 
 typedef struct {
@@ -28,9 +32,24 @@ typedef struct {
     ProtobufCMessage *msg; /* LoadRequest or StepRequest, the worker frees it */
 } job;
 
+/* A computed step on its way to the next stage. */
+typedef struct {
+    rpc_call *call;
+    Baton__V1__StepRequest *msg; /* the request as it came; its header goes on */
+    uint8_t *hidden;             /* this stage's output, malloc'ed */
+    size_t hidden_len;
+    uint32_t us;                 /* this stage's compute time */
+} forward;
+
 typedef struct {
     baton_stage_service *svc;
     int index;
+    pthread_t forwarders[FORWARDERS];
+    int n_forwarders;
+    forward *fwd;       /* ring of [queue_max], guarded by mu */
+    int fwd_head, fwd_len;
+    int fwd_busy;       /* queued or being forwarded; a Load waits for 0 (they use next) */
+    pthread_cond_t fwd_cond; /* fwd has work, fwd_busy went down, or stopping */
     pthread_t thread;
     bool thread_started;
 
@@ -128,6 +147,10 @@ static bool load_check(const baton_stage_service *svc, const Baton__V1__LoadRequ
 
 static void do_load(stage *s, rpc_call *call, const Baton__V1__LoadRequest *m) {
     baton_stage_service *svc = s->svc;
+    /* Steps still on their way out use the next stage's channel (bounded by their deadlines). */
+    pthread_mutex_lock(&s->mu);
+    while (s->fwd_busy > 0) pthread_cond_wait(&s->fwd_cond, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     char why[RPC_DETAILS_MAX];
     if (!load_check(svc, m, why, sizeof why)) {
         rpc_call_reply(call, NULL, GRPC_STATUS_INVALID_ARGUMENT, why);
@@ -256,24 +279,101 @@ static grpc_status_code status_code(baton_status st) {
     }
 }
 
-static void do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m) {
+static uint32_t elapsed_us(const struct timespec *a) {
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    int64_t us = (int64_t)(b.tv_sec - a->tv_sec) * 1000000 + (b.tv_nsec - a->tv_nsec) / 1000;
+    return us < 0 ? 0 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static void forward_free(forward *f) {
+    protobuf_c_message_free_unpacked(&f->msg->base, NULL);
+    free(f->hidden);
+}
+
+/* Calls the next stage with f's hidden states and answers f's call with what comes back, this
+ * stage's time in front of the later stages' times. On a forwarder thread. */
+static void forward_run(stage *s, forward *f) {
+    char why[RPC_DETAILS_MAX];
+    Baton__V1__StepRequest next = *f->msg;
+    next.stage = s->next_stage;
+    next.n_tokens = 0;
+    next.tokens = NULL;
+    next.hidden.data = f->hidden;
+    next.hidden.len = f->hidden_len;
+    int64_t left_ms = rpc_call_deadline_ms(f->call);
+    int64_t timeout_ms = left_ms == INT64_MAX ? 60000 : left_ms - HOP_MARGIN_MS;
+    if (timeout_ms < 1) timeout_ms = 1;
+    ProtobufCMessage *resp = NULL;
+    rpc_status rs;
+    if (!rpc_call_unary(s->next, "/baton.v1.Stage/Step", &next.base,
+                        &baton__v1__step_response__descriptor, timeout_ms, &resp, &rs)) {
+        snprintf(why, sizeof why, "the next stage: %s: %.400s", rpc_status_name(rs.code), rs.message);
+        /* The caller's own errors pass back as they are; the chain breaking is UNAVAILABLE. */
+        rpc_call_reply(f->call, NULL,
+                       rs.code == GRPC_STATUS_INVALID_ARGUMENT ? rs.code : GRPC_STATUS_UNAVAILABLE,
+                       why);
+        return;
+    }
+    Baton__V1__StepResponse *later = (Baton__V1__StepResponse *)resp;
+    uint32_t us[BATON_STAGE_TIMES_MAX];
+    size_t n_us = 0;
+    us[n_us++] = f->us;
+    for (size_t i = 0; i < later->n_stage_us && n_us < BATON_STAGE_TIMES_MAX; i++)
+        us[n_us++] = later->stage_us[i];
+    Baton__V1__StepResponse out = BATON__V1__STEP_RESPONSE__INIT;
+    out.n_tokens_out = later->n_tokens_out;
+    out.tokens_out = later->tokens_out;
+    out.n_stage_us = n_us;
+    out.stage_us = us;
+    rpc_call_reply(f->call, &out.base, GRPC_STATUS_OK, "");
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void *forward_thread(void *arg) {
+    stage *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stopping && s->fwd_len == 0) pthread_cond_wait(&s->fwd_cond, &s->mu);
+        if (s->fwd_len == 0) break; /* stopping, nothing left */
+        forward f = s->fwd[s->fwd_head];
+        s->fwd_head = (s->fwd_head + 1) % s->svc->cfg.queue_max;
+        s->fwd_len--;
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) rpc_call_reply(f.call, NULL, GRPC_STATUS_UNAVAILABLE, "the node is shutting down");
+        else forward_run(s, &f);
+        forward_free(&f);
+        pthread_mutex_lock(&s->mu);
+        s->fwd_busy--;
+        pthread_cond_broadcast(&s->fwd_cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Computes a step; the last stage answers, the others hand it to a forwarder. Returns true
+ * when m went with it (the forwarder frees it). */
+static bool do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m) {
     char why[RPC_DETAILS_MAX];
     if (!s->loaded || m->epoch != s->epoch) {
         snprintf(why, sizeof why, "stage %d is not loaded for epoch %llu", s->index,
                  (unsigned long long)m->epoch);
         rpc_call_reply(call, NULL, GRPC_STATUS_FAILED_PRECONDITION, why);
-        return;
+        return false;
     }
     int64_t total = 0;
     if (!step_check(s, m, &total, why, sizeof why)) {
         rpc_call_reply(call, NULL, GRPC_STATUS_INVALID_ARGUMENT, why);
-        return;
+        return false;
     }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     baton_error err = {0};
     for (size_t i = 0; i < m->n_reset_slots; i++) {
         if (s->backend->ops->slot_reset(s->backend, m->reset_slots[i], &err) != BATON_OK) {
             rpc_call_reply(call, NULL, status_code(err.status), err.msg);
-            return;
+            return false;
         }
     }
     bool last = s->params.with_head;
@@ -292,38 +392,46 @@ static void do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m) {
     baton_status st = baton_backend_step(s->backend, &step, &err);
     if (st != BATON_OK) {
         rpc_call_reply(call, NULL, status_code(st), err.msg);
-        return;
+        return false;
     }
+    uint32_t us = elapsed_us(&t0);
     if (last) {
         Baton__V1__StepResponse resp = BATON__V1__STEP_RESPONSE__INIT;
         resp.n_tokens_out = step.tokens_out != NULL ? m->n_slots : 0;
         resp.tokens_out = s->tokens_out;
+        resp.n_stage_us = 1;
+        resp.stage_us = &us;
         rpc_call_reply(call, &resp.base, GRPC_STATUS_OK, "");
-        return;
+        return false;
     }
     /* Forward: the same header, this stage's hidden states instead of the input. */
-    Baton__V1__StepRequest next = *m;
-    next.stage = s->next_stage;
-    next.n_tokens = 0;
-    next.tokens = NULL;
-    next.hidden.data = (uint8_t *)s->x_out;
-    next.hidden.len = (size_t)total * (size_t)s->svc->n_embd * sizeof(float);
-    int64_t left_ms = rpc_call_deadline_ms(call);
-    int64_t timeout_ms = left_ms == INT64_MAX ? 60000 : left_ms - HOP_MARGIN_MS;
-    if (timeout_ms < 1) timeout_ms = 1;
-    ProtobufCMessage *resp = NULL;
-    rpc_status rs;
-    if (!rpc_call_unary(s->next, "/baton.v1.Stage/Step", &next.base,
-                        &baton__v1__step_response__descriptor, timeout_ms, &resp, &rs)) {
-        snprintf(why, sizeof why, "the next stage: %s: %.400s", rpc_status_name(rs.code), rs.message);
-        /* The caller's own errors pass back as they are; the chain breaking is UNAVAILABLE. */
-        rpc_call_reply(call, NULL,
-                       rs.code == GRPC_STATUS_INVALID_ARGUMENT ? rs.code : GRPC_STATUS_UNAVAILABLE,
-                       why);
-        return;
+    forward f = {.call = call, .msg = m, .us = us};
+    f.hidden_len = (size_t)total * (size_t)s->svc->n_embd * sizeof(float);
+    f.hidden = malloc(f.hidden_len);
+    if (f.hidden == NULL) {
+        rpc_call_reply(call, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the step");
+        return false;
     }
-    rpc_call_reply(call, resp, GRPC_STATUS_OK, "");
-    protobuf_c_message_free_unpacked(resp, NULL);
+    memcpy(f.hidden, s->x_out, f.hidden_len);
+    pthread_mutex_lock(&s->mu);
+    const char *refusal = s->stopping                           ? "the node is shutting down"
+                          : s->fwd_len == s->svc->cfg.queue_max ? "the stage's queue is full"
+                                                                : NULL;
+    if (refusal == NULL) {
+        s->fwd[(s->fwd_head + s->fwd_len) % s->svc->cfg.queue_max] = f;
+        s->fwd_len++;
+        s->fwd_busy++;
+        pthread_cond_broadcast(&s->fwd_cond);
+    }
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (refusal != NULL) {
+        free(f.hidden);
+        rpc_call_reply(call, NULL,
+                       stopping ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED, refusal);
+        return false;
+    }
+    return true;
 }
 
 /* ---- the worker ---- */
@@ -341,9 +449,10 @@ static void *stage_thread(void *arg) {
         s->head = (s->head + 1) % s->svc->cfg.queue_max;
         s->len--;
         pthread_mutex_unlock(&s->mu);
+        bool kept = false;
         if (j.kind == JOB_LOAD) do_load(s, j.call, (Baton__V1__LoadRequest *)j.msg);
-        else do_step(s, j.call, (Baton__V1__StepRequest *)j.msg);
-        protobuf_c_message_free_unpacked(j.msg, NULL);
+        else kept = do_step(s, j.call, (Baton__V1__StepRequest *)j.msg);
+        if (!kept) protobuf_c_message_free_unpacked(j.msg, NULL);
     }
     /* Stopping: whatever still waits is refused. */
     pthread_mutex_lock(&s->mu);
@@ -464,12 +573,21 @@ baton_status baton_stage_service_new(const baton_stage_service_config *cfg,
         s->index = i;
         pthread_mutex_init(&s->mu, NULL);
         pthread_cond_init(&s->cond, NULL);
+        pthread_cond_init(&s->fwd_cond, NULL);
         s->queue = calloc((size_t)cfg->queue_max, sizeof *s->queue);
-        if (s->queue == NULL || pthread_create(&s->thread, NULL, stage_thread, s) != 0) {
+        s->fwd = calloc((size_t)cfg->queue_max, sizeof *s->fwd);
+        if (s->queue == NULL || s->fwd == NULL ||
+            pthread_create(&s->thread, NULL, stage_thread, s) != 0) {
             baton_stage_service_free(svc);
             return baton_fail(err, BATON_ERR_NOMEM, "cannot start the stage workers");
         }
         s->thread_started = true;
+        for (; s->n_forwarders < FORWARDERS; s->n_forwarders++) {
+            if (pthread_create(&s->forwarders[s->n_forwarders], NULL, forward_thread, s) != 0) {
+                baton_stage_service_free(svc);
+                return baton_fail(err, BATON_ERR_NOMEM, "cannot start the stage workers");
+            }
+        }
     }
     *out = svc;
     return BATON_OK;
@@ -491,11 +609,14 @@ void baton_stage_service_stop(baton_stage_service *svc) {
         pthread_mutex_lock(&s->mu);
         s->stopping = true;
         pthread_cond_signal(&s->cond);
+        pthread_cond_broadcast(&s->fwd_cond);
         pthread_mutex_unlock(&s->mu);
         if (s->thread_started) {
             pthread_join(s->thread, NULL);
             s->thread_started = false;
         }
+        for (int k = 0; k < s->n_forwarders; k++) pthread_join(s->forwarders[k], NULL);
+        s->n_forwarders = 0;
     }
 }
 
@@ -507,8 +628,10 @@ void baton_stage_service_free(baton_stage_service *svc) {
         if (s->svc == NULL) continue;
         stage_unload(s);
         free(s->queue);
+        free(s->fwd);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cond);
+        pthread_cond_destroy(&s->fwd_cond);
     }
     baton_tensor_set_free(svc->set);
     free(svc);
