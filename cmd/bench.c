@@ -11,7 +11,7 @@
 
 static const char *usage_text =
     "usage: baton bench [--device vulkan[:N|:NAME]] [--shape 14b|7b|3b|1b5|L,C,V] [--layers N]\n"
-    "                   [--batch 1,8,64] [--prefill 512] [--seconds S]\n"
+    "                   [--batch 1,8,64] [--prefill 512] [--seconds S] [--sweep]\n"
     "\n"
     "Builds a random fp16 RWKV-4 model of the shape in memory (FFN 4C), uploads it, and prints\n"
     "decode tokens/s for each batch size, prefill tokens/s, the weight bandwidth of batch-1 decode\n"
@@ -22,7 +22,10 @@ static const char *usage_text =
     "  --layers N    use N layers instead of the shape's (quick runs)\n"
     "  --batch LIST  decode batch sizes (default 1,8,64)\n"
     "  --prefill T   tokens of the prefill measurement, 0 to skip (default 512)\n"
-    "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n";
+    "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n"
+    "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
+    "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
+    "                the same weights, each checked bitwise against the default's logits\n";
 
 #ifdef BATON_HAVE_VULKAN
 #include "bench_model.h"
@@ -77,8 +80,78 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
     return (t - t0) / steps;
 }
 
+/* One step of one token from a fresh slot 0, its logits into `logits` [V]. */
+static baton_status one_step_logits(baton_backend *be, int32_t token, float *logits, baton_error *err) {
+    baton_status s = be->ops->slot_reset(be, 0, err);
+    if (s != BATON_OK) return s;
+    baton_seq q = {.slot = 0, .n_tokens = 1};
+    baton_step step = {.n_seqs = 1, .seqs = &q, .tokens = &token, .logits = logits};
+    return baton_backend_step(be, &step, err);
+}
+
+/* Batch-1 decode under every matvec configuration of the engine (0, the default, measured again
+ * here as the baseline under the same conditions), each first checked bitwise against the
+ * default's logits of one step. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
+ * configuration's logits differ: a broken configuration must not pass for a fast one). */
+static int bench_sweep(baton_backend *be, int V, double weight_bytes, double copy_bw, double seconds,
+                       int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+    baton_error err = {0};
+    int n = baton_vk_matvec_count(), rc = BATON_EXIT_OK, best = 0;
+    const int32_t probe = tokens[0]; /* time_steps feeds sampled tokens back into tokens[] */
+    double base_dt = 0.0, best_dt = 0.0;
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    if (want == NULL || got == NULL) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        free(want);
+        free(got);
+        return BATON_EXIT_FAIL;
+    }
+    printf("sweep: batch-1 decode under each one-token matmul configuration (wr: rows per "
+           "workgroup, u: weight loads in flight per thread, xs: x staged in shared memory), "
+           "%.2f s each\n", seconds);
+    for (int i = 0; i < n; i++) {
+        const char *name = baton_vk_matvec_name(i);
+        if (baton_vk_matvec_select(be, i, &err) != BATON_OK) {
+            printf("sweep %-18s: skipped (%s)\n", name, err.msg);
+            continue;
+        }
+        if (one_step_logits(be, probe, i == 0 ? want : got, &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        bool same = i == 0 || memcmp(want, got, (size_t)V * sizeof *got) == 0;
+        double dt = time_steps(be, 1, 1, seconds, tokens, seqs, sampling, out, &err);
+        if (dt < 0) {
+            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        if (i == 0) base_dt = dt;
+        if (same && (best_dt == 0.0 || dt < best_dt)) {
+            best = i;
+            best_dt = dt;
+        }
+        printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s, %.2f of "
+               "copy; %.2fx the default)  logits %s\n", name, 1.0 / dt, dt * 1e3,
+               weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
+               i == 0 ? "(the reference)" : same ? "bitwise equal to the default" : "DIFFER FROM THE DEFAULT");
+        fflush(stdout);
+        if (!same) rc = BATON_EXIT_FAIL;
+    }
+    if (rc == BATON_EXIT_OK && best_dt > 0.0)
+        printf("sweep best: %s, %.2f ms/step (%.2fx the default)\n", baton_vk_matvec_name(best),
+               best_dt * 1e3, base_dt / best_dt);
+    printf("sweep: decode batch 8 and 64 and prefill use the 8- and 32-token variants, which no "
+           "configuration changes\n");
+    if (baton_vk_matvec_select(be, 0, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    free(want);
+    free(got);
+    return rc;
+}
+
 static int bench_run(int device, int L, int C, int V, const int32_t *batches, int n_batches,
-                     int prefill, double seconds) {
+                     int prefill, double seconds, bool sweep) {
     baton_error err = {0};
     int max_batch = 1;
     for (int i = 0; i < n_batches; i++) max_batch = batches[i] > max_batch ? batches[i] : max_batch;
@@ -179,7 +252,9 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         if (prefill_tps > 0)
             printf("ratio prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", prefill_tps / tps1);
     }
-    rc = BATON_EXIT_OK;
+    fflush(stdout);
+    rc = sweep ? bench_sweep(be, V, weight_bytes, copy_bw, seconds / 2, tokens, seqs, sampling, out)
+               : BATON_EXIT_OK;
 out_buffers:
     free(tokens);
     free(out);
@@ -196,6 +271,7 @@ int cmd_bench(int argc, char **argv) {
     const char *device = "vulkan", *shape = "1b5";
     long long layers = 0, prefill = 512;
     double seconds = 1.0;
+    bool sweep = false;
     int32_t *batches = NULL;
     int n_batches = 0;
     int rc = BATON_EXIT_USAGE;
@@ -205,6 +281,10 @@ int cmd_bench(int argc, char **argv) {
             fputs(usage_text, stdout);
             free(batches);
             return BATON_EXIT_OK;
+        }
+        if (strcmp(a, "--sweep") == 0) {
+            sweep = true;
+            continue;
         }
         if (i + 1 >= argc) {
             rc = args_usage_error("bench", "'%s' needs a value or is unknown", a);
@@ -259,9 +339,10 @@ int cmd_bench(int argc, char **argv) {
         memcpy(batches, defaults, sizeof defaults);
         n_batches = 3;
     }
-    rc = bench_run(index, L, C, V, batches, n_batches, (int)prefill, seconds);
+    rc = bench_run(index, L, C, V, batches, n_batches, (int)prefill, seconds, sweep);
 #else
     (void)layers;
+    (void)sweep;
     (void)prefill;
     (void)seconds;
     (void)shape;

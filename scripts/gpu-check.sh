@@ -13,8 +13,9 @@
 #        bash .gpu/run.sh          (with the device tool: carry [".gpu", ".gl"])
 #      It unpacks the loader (only when the machine has none), points the loader at NVIDIA's ICD
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
-#      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512`, all tee'd
-#      to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
+#      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512 --sweep`
+#      (the sweep: batch-1 decode under each one-token matmul configuration, each checked bitwise
+#      against the default), all tee'd to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
 #
 # Local rehearsal on lavapipe: BATON_BENCH_SHAPE=4,512,2000 BATON_BENCH_PREFILL=64 bash .gpu/run.sh
 set -euo pipefail
@@ -106,9 +107,9 @@ echo "== validation run: exit $? (77: no validation layer on this machine)"
 if [ "$dev" = "-1" ]; then bench_dev=vulkan; else bench_dev=vulkan:$dev; fi
 shape=${BATON_BENCH_SHAPE:-14b}
 prefill=${BATON_BENCH_PREFILL:-512}
-echo "== baton bench --device $bench_dev --shape $shape --batch 1,8,64 --prefill $prefill"
+echo "== baton bench --device $bench_dev --shape $shape --batch 1,8,64 --prefill $prefill --sweep"
 start=$(date +%s)
-timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill"
+timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill" --sweep
 rc=$?
 echo "== bench: exit $rc ($(( $(date +%s) - start )) s)"
 if [ "$rc" -ne 0 ]; then status=1; fi

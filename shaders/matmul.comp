@@ -21,20 +21,39 @@
 #define RB 32u
 #define SEGS 8u
 // Rows per workgroup: 8 for one token, so that a C-row matrix gives 640 workgroups for C = 5120
-// (the batch-1 matvec is bandwidth-bound and wants every SM busy), a whole block otherwise.
+// (the batch-1 matvec is bandwidth-bound and wants every SM busy), a whole block otherwise. The
+// bench's sweep variants set WR (4, 8, 16 or 32: a divisor of RB), UNROLL and XS themselves.
+#ifndef WR
 #if CB == 1
 #define WR 8u
 #else
 #define WR 32u
 #endif
+#endif
 // Weight loads in flight per thread: deep for the bandwidth-bound variants, one for CB = 32,
 // whose accumulators already fill the registers. It never changes the order of the sums.
+#ifndef UNROLL
 #if CB >= 32
 #define UNROLL 1u
 #elif CB == 1
 #define UNROLL 8u
 #else
 #define UNROLL 4u
+#endif
+#endif
+// XS = 1 (one token only): the workgroup first copies x into shared memory, a tile of XT chunks
+// of every K segment at a time (K = 20480 does not fit 48 KiB whole), and the products read x
+// from there instead of each thread loading 32 bytes of x from global memory per 16 bytes of
+// weights. Each segment still adds its chunks in k order: the same sums, bit for bit.
+#ifndef XS
+#define XS 0
+#endif
+#if XS
+#if CB != 1
+#error "XS is for the one-token variant"
+#endif
+#define XT 80u           // chunks per segment per tile: K = 5120 is one tile
+#define XROW (2u * XT + 1u) // vec4 per segment row; the extra one spreads the rows over banks
 #endif
 #if CB < 8
 #define G CB
@@ -73,6 +92,9 @@ layout(push_constant, std430) uniform Push {
 } pc;
 
 shared float part[SEGS][G][WR];
+#if XS
+shared vec4 xs[SEGS][XROW];
+#endif
 
 // acc[b] = fma(w[k], x[b][k], acc[b]) for the 8 columns of chunk c, k in order. precise: each
 // fma is one operation computed the same way in every variant.
@@ -91,6 +113,23 @@ void accumulate(inout precise float acc[CB], uint xb[CB], uvec4 q, uint c) {
         acc[b] = fma(w67.y, xc.w, acc[b]);
     }
 }
+
+#if XS
+// acc = fma(w[k], x[k], acc) for the 8 columns of one chunk, x from shared memory (xa, xc): the
+// same fma sequence as accumulate().
+void accumulate_xs(inout precise float acc, uvec4 q, vec4 xa, vec4 xc) {
+    vec2 w01 = unpackHalf2x16(q.x), w23 = unpackHalf2x16(q.y);
+    vec2 w45 = unpackHalf2x16(q.z), w67 = unpackHalf2x16(q.w);
+    acc = fma(w01.x, xa.x, acc);
+    acc = fma(w01.y, xa.y, acc);
+    acc = fma(w23.x, xa.z, acc);
+    acc = fma(w23.y, xa.w, acc);
+    acc = fma(w45.x, xc.x, acc);
+    acc = fma(w45.y, xc.y, acc);
+    acc = fma(w67.x, xc.z, acc);
+    acc = fma(w67.y, xc.w, acc);
+}
+#endif
 
 void main() {
     uint lane = gl_LocalInvocationID.x, seg = gl_LocalInvocationID.y;
@@ -117,6 +156,36 @@ void main() {
         acc[b] = 0.0;
     }
     uint wi = blk * nc * RB + row_wg % RB + lane;
+#if XS
+    uint tid = seg * WR + lane;
+    // Tile t0 holds chunks [s * cps + t0, s * cps + t0 + XT) of every segment s (zeros past the
+    // segment or K). The tile loop is uniform over the workgroup (cps is a push constant).
+    for (uint t0 = 0u; t0 < pc.cps; t0 += XT) {
+        barrier(); // every thread is done with the previous tile
+        for (uint i = tid; i < SEGS * 2u * XT; i += WR * SEGS) {
+            uint s = i / (2u * XT), r = i % (2u * XT);
+            uint cs = s * pc.cps + t0 + r / 2u;
+            vec4 v = vec4(0.0);
+            if (t0 + r / 2u < pc.cps && cs < nc) v = x[xb[0] + 2u * cs + (r & 1u)];
+            xs[s][r] = v;
+        }
+        barrier();
+        uint tb = min(c_begin + t0, c_end), te = min(tb + XT, c_end);
+        uint c = tb;
+        for (; c + UNROLL <= te; c += UNROLL) {
+            uvec4 q[UNROLL];
+            [[unroll]] for (uint u = 0u; u < UNROLL; u++) q[u] = w[wi + (c + u) * RB];
+            [[unroll]] for (uint u = 0u; u < UNROLL; u++) {
+                uint l = 2u * (c + u - tb);
+                accumulate_xs(acc[0], q[u], xs[seg][l], xs[seg][l + 1u]);
+            }
+        }
+        for (; c < te; c++) {
+            uint l = 2u * (c - tb);
+            accumulate_xs(acc[0], w[wi + c * RB], xs[seg][l], xs[seg][l + 1u]);
+        }
+    }
+#else
     uint c = c_begin;
     // UNROLL weight loads in flight, then their products in k order (the same order as one at a
     // time, so the unrolling changes no bit of the result).
@@ -127,6 +196,7 @@ void main() {
     }
     for (; c < c_end; c++) accumulate(acc, xb, w[wi + c * RB], c);
     uint tid = seg * WR + lane;
+#endif
     [[unroll]] for (uint g0 = 0u; g0 < CB; g0 += G) {
         [[unroll]] for (uint j = 0u; j < G; j++) part[seg][j][lane] = acc[g0 + j];
         barrier();

@@ -20,3 +20,19 @@ set(BATON_SHADER_VARIANTS
   # The bench's memory-bandwidth yardstick.
   "copy_u32_u32|copy.comp|"
 )
+
+# The one-token matmul's alternatives that `baton bench --sweep` measures beside the default
+# (WR rows per workgroup, UNROLL weight loads in flight, XS=1: x staged in shared memory). Every
+# one sums in the default's order (bitwise the same y; test_vk_ops checks). Their pipelines are
+# built on first use, so a backend that never sweeps pays nothing for them.
+set(BATON_SHADER_VARIANTS_ON_DEMAND
+  "matmul_f16_f32_b1_wr4|matmul.comp|CB=1 WR=4u"
+  "matmul_f16_f32_b1_wr16|matmul.comp|CB=1 WR=16u"
+  "matmul_f16_f32_b1_wr32|matmul.comp|CB=1 WR=32u"
+  "matmul_f16_f32_b1_u4|matmul.comp|CB=1 UNROLL=4u"
+  "matmul_f16_f32_b1_u16|matmul.comp|CB=1 UNROLL=16u"
+  "matmul_f16_f32_b1_xs|matmul.comp|CB=1 XS=1"
+  "matmul_f16_f32_b1_wr16_xs|matmul.comp|CB=1 WR=16u XS=1"
+  "matmul_f16_f32_b1_wr32_xs|matmul.comp|CB=1 WR=32u XS=1"
+  "matmul_f16_f32_b1_wr16_u16_xs|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1"
+)

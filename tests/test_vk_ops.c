@@ -1,5 +1,6 @@
 /* Each Vulkan kernel against a small CPU computation in double precision: matmul (every variant,
- * every epilogue, weights split into row chunks, bitwise agreement across batch sizes),
+ * every epilogue, weights split into row chunks, bitwise agreement across batch sizes and across
+ * the bench's one-token matvec configurations),
  * layernorm (with a row map), layernorm fused with the token shift, state save, and the WKV
  * recurrence. */
 #include <math.h>
@@ -185,6 +186,21 @@ static void test_matmul_stack(const int *N, int K, uint64_t chunk_bytes) {
         begin();
         vk_record_matmul_parts(&ctx, &stacked, parts, &xb, &yb, NULL, 0, T);
         run();
+        /* One token: every matvec configuration gives bitwise the default's parts. */
+        for (int i = 1; T == 1 && i < VK_MATVEC_CONFIGS; i++) {
+            if (vk_matvec_select(&ctx, i, &err) != BATON_OK) continue;
+            vk_buffer yc = host_buffer((size_t)3 * Y * 4);
+            begin();
+            vk_record_matmul_parts(&ctx, &stacked, parts, &xb, &yc, NULL, 0, T);
+            run();
+            REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+            for (int p = 0; p < 3; p++)
+                CHECK_MSG(memcmp((float *)yc.mapped + (size_t)p * Y, (float *)yb.mapped + (size_t)p * Y,
+                                 (size_t)N[p] * 4) == 0,
+                          "matmul stack: part %d, matvec %s differs from the default", p,
+                          vk_matvec_configs[i].name);
+            vk_buffer_destroy(&ctx, &yc);
+        }
         for (int p = 0; p < 3; p++) {
             memcpy(x1.mapped, x + (size_t)p * R, (size_t)R * 4);
             memset(y1.mapped, 0, y1.size);
@@ -204,6 +220,83 @@ static void test_matmul_stack(const int *N, int K, uint64_t chunk_bytes) {
         vk_matrix_free(&ctx, &single[p]);
         free(w16[p]);
     }
+}
+
+/* Every matvec configuration (the bench's sweep) against the default for one token: bitwise the
+ * same y for every epilogue, over row chunks; the default also against double precision. K past
+ * one staged tile of x (8 segments x 80 chunks x 8 columns = 5120) takes several tiles. */
+static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
+    uint64_t seed = (uint64_t)N * 977 + (uint64_t)K;
+    uint16_t *w16 = malloc((size_t)N * K * 2);
+    REQUIRE(w16);
+    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
+    char chunk[32];
+    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
+    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
+    vk_uploader up;
+    vk_matrix wm;
+    baton_matrix bm = {.data = w16, .dtype = BATON_F16, .rows = N, .cols = K};
+    baton_error err = {0};
+    REQUIRE(vk_uploader_init(&ctx, &up, (uint64_t)N * K * 2, &err) == BATON_OK);
+    baton_status st = vk_matrix_upload(&ctx, &up, &bm, "test", &wm, &err);
+    vk_uploader_free(&ctx, &up);
+    unsetenv("BATON_VK_CHUNK_BYTES");
+    REQUIRE(st == BATON_OK);
+    vk_buffer xb = host_buffer((size_t)K * 4), yb = host_buffer((size_t)N * 4);
+    vk_buffer mb = host_buffer((size_t)N * 4);
+    float *x = xb.mapped, *m = mb.mapped, *y = yb.mapped;
+    for (int i = 0; i < K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    for (int i = 0; i < N; i++) m[i] = vk_test_rand(&seed);
+    float *init = malloc((size_t)N * 4), *want = malloc((size_t)N * 4);
+    REQUIRE(init && want);
+    for (int i = 0; i < N; i++) init[i] = vk_test_rand(&seed);
+    int checked = 0, skipped = 0;
+    for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
+        REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+        memcpy(y, init, (size_t)N * 4);
+        begin();
+        vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, 1, (uint32_t)N, epi);
+        run();
+        memcpy(want, y, (size_t)N * 4);
+        if (epi == EPI_NONE) {
+            double worst = 0;
+            for (int n = 0; n < N; n++) {
+                double acc = 0, mag = 1e-3;
+                for (int k = 0; k < K; k++) {
+                    double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x[k];
+                    acc += p;
+                    mag += fabs(p);
+                }
+                double d = fabs(want[n] - acc) / mag;
+                if (!(d <= worst)) worst = d;
+            }
+            CHECK_MSG(worst < 1e-5, "matvec %dx%d: normalized error %g", N, K, worst);
+        }
+        for (int i = 1; i < VK_MATVEC_CONFIGS; i++) {
+            if (vk_matvec_select(&ctx, i, &err) != BATON_OK) {
+                if (epi == EPI_NONE) printf("matvec %s: skipped (%s)\n", vk_matvec_configs[i].name, err.msg);
+                skipped += epi == EPI_NONE;
+                continue;
+            }
+            memcpy(y, init, (size_t)N * 4);
+            begin();
+            vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, 1, (uint32_t)N, epi);
+            run();
+            CHECK_MSG(memcmp(y, want, (size_t)N * 4) == 0, "matvec %dx%d, %s, epilogue %u: differs "
+                      "from the default", N, K, vk_matvec_configs[i].name, epi);
+            checked++;
+        }
+    }
+    REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+    printf("matvec %dx%d (%d chunk(s)): %d configuration runs bitwise equal to the default, %d "
+           "configuration(s) skipped\n", N, K, wm.n_chunks, checked, skipped);
+    free(init);
+    free(want);
+    vk_buffer_destroy(&ctx, &mb);
+    vk_buffer_destroy(&ctx, &yb);
+    vk_buffer_destroy(&ctx, &xb);
+    vk_matrix_free(&ctx, &wm);
+    free(w16);
 }
 
 /* LayerNorm over rows picked by a row map, against double precision. */
@@ -388,6 +481,12 @@ int main(void) {
     test_matmul_stack(stack_a, 72, 0);
     test_matmul_stack(stack_b, 24, 2 * 32 * 24 * 2); /* chunks of 2 blocks: parts cross them */
     if (!vk_test_small()) test_matmul(300, 520, 3 * 32 * 520 * 2);
+    /* The sweep's matvec configurations: uneven and empty segments, row chunks, several tiles
+     * of x (K 5336 and 10248: 2 and 3 tiles, the last partial). */
+    test_matvec_configs(100, 72, 2 * 32 * 72 * 2);
+    test_matvec_configs(37, 16, 0);
+    test_matvec_configs(70, 5336, 32 * 5336 * 2);
+    if (!vk_test_small()) test_matvec_configs(64, 10248, 0);
     test_layernorm(200, 5);
     test_layernorm(96, 3);
     test_shift_wkv(70);

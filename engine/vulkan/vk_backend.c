@@ -386,6 +386,19 @@ void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint3
     *barriers = b->ctx.n_barriers;
 }
 
+int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
+
+const char *baton_vk_matvec_name(int config) {
+    return config >= 0 && config < VK_MATVEC_CONFIGS ? vk_matvec_configs[config].name : "?";
+}
+
+baton_status baton_vk_matvec_select(baton_backend *base, int config, baton_error *err) {
+    if (config < 0 || config >= VK_MATVEC_CONFIGS)
+        return baton_fail(err, BATON_ERR_ARG, "matvec configuration %d is outside [0, %d)", config,
+                          VK_MATVEC_CONFIGS);
+    return vk_matvec_select(&((vk_backend *)base)->ctx, config, err);
+}
+
 static const struct baton_backend_ops vk_ops = {
     .step = vk_step,
     .slot_reset = vk_slot_reset,

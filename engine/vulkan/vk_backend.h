@@ -65,6 +65,16 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * measure of per-step overhead). */
 void baton_vk_step_counts(const baton_backend *be, uint32_t *dispatches, uint32_t *barriers);
 
+/* The one-token matmul (matvec) configurations `baton bench --sweep` measures: their count
+ * (configuration 0 is the engine's default) and a short name of each ("wr16 u8 xs": 16 rows per
+ * workgroup, 8 weight loads in flight per thread, x staged in shared memory). */
+int baton_vk_matvec_count(void);
+const char *baton_vk_matvec_name(int config);
+/* Makes `config` the matvec of the backend's later steps. Every configuration sums in the same
+ * order, so results are bitwise the same. BATON_ERR_UNSUPPORTED: the device lacks the shared
+ * memory or workgroup size it needs (the backend keeps its configuration). */
+baton_status baton_vk_matvec_select(baton_backend *be, int config, baton_error *err);
+
 /* Validation messages (warnings and errors) counted since the process started; 0 unless
  * BATON_VK_VALIDATION=1. */
 uint32_t baton_vk_validation_messages(void);

@@ -2,6 +2,7 @@
  * layouts, pipelines, descriptor pool) and teardown in exact reverse. */
 #include "vk_context.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +427,43 @@ void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf) {
     memset(buf, 0, sizeof *buf);
 }
 
+baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_error *err) {
+    if (ctx->pipelines[shader] != VK_NULL_HANDLE) return BATON_OK;
+    const baton_spirv *spv = &baton_spirv_table[shader];
+    VkShaderModuleCreateInfo mi = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = spv->size,
+        .pCode = (const uint32_t *)(const void *)spv->code,
+    };
+    VkResult r = ctx->modules[shader] != VK_NULL_HANDLE
+                     ? VK_SUCCESS
+                     : vkCreateShaderModule(ctx->device, &mi, NULL, &ctx->modules[shader]);
+    if (r != VK_SUCCESS) {
+        ctx->modules[shader] = VK_NULL_HANDLE;
+        baton_status s = vk_fail(err, r, "vkCreateShaderModule");
+        baton_error_prefix(err, "shader %s", spv->name);
+        return s;
+    }
+    VkComputePipelineCreateInfo cpi = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+            .module = ctx->modules[shader],
+            .pName = "main",
+        },
+        .layout = ctx->pipe_layout,
+    };
+    r = vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &cpi, NULL, &ctx->pipelines[shader]);
+    if (r != VK_SUCCESS) {
+        ctx->pipelines[shader] = VK_NULL_HANDLE;
+        baton_status s = vk_fail(err, r, "vkCreateComputePipelines");
+        baton_error_prefix(err, "shader %s", spv->name);
+        return s;
+    }
+    return BATON_OK;
+}
+
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err) {
     memset(ctx, 0, sizeof *ctx);
     ctx->queue_family = UINT32_MAX;
@@ -571,33 +609,9 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         goto out_dset_layout;
     }
     for (int i = 0; i < BATON_SHADER_COUNT; i++) {
-        VkShaderModuleCreateInfo mi = {
-            .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-            .codeSize = baton_spirv_table[i].size,
-            .pCode = (const uint32_t *)(const void *)baton_spirv_table[i].code,
-        };
-        r = vkCreateShaderModule(ctx->device, &mi, NULL, &ctx->modules[i]);
-        if (r != VK_SUCCESS) {
-            s = vk_fail(err, r, "vkCreateShaderModule");
-            baton_error_prefix(err, "shader %s", baton_spirv_table[i].name);
-            goto out_pipelines;
-        }
-        VkComputePipelineCreateInfo cpi = {
-            .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-            .stage = {
-                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                .module = ctx->modules[i],
-                .pName = "main",
-            },
-            .layout = ctx->pipe_layout,
-        };
-        r = vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &cpi, NULL, &ctx->pipelines[i]);
-        if (r != VK_SUCCESS) {
-            s = vk_fail(err, r, "vkCreateComputePipelines");
-            baton_error_prefix(err, "shader %s", baton_spirv_table[i].name);
-            goto out_pipelines;
-        }
+        if (baton_spirv_table[i].on_demand) continue; /* the bench's sweep variants */
+        s = vk_pipeline_ensure(ctx, (baton_shader_id)i, err);
+        if (s != BATON_OK) goto out_pipelines;
     }
     VkDescriptorPoolSize ps = {
         .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
@@ -781,6 +795,7 @@ static VkDescriptorSet dset_get(vk_context *ctx, const vk_bind *binds, int n_bin
 void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, int n_binds,
                  const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz) {
     if (gx == 0 || gy == 0 || gz == 0) return;
+    assert(ctx->pipelines[shader] != VK_NULL_HANDLE); /* on_demand: vk_pipeline_ensure first */
     VkDescriptorSet set = dset_get(ctx, binds, n_binds);
     if (set == VK_NULL_HANDLE) return;
     vkCmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipelines[shader]);

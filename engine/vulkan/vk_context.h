@@ -60,6 +60,7 @@ typedef struct {
     vk_buffer dummy;      /* binds where a shader's binding is unused */
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
+    int matvec;           /* the one-token matmul configuration (vk_kernels.h); 0: the default */
     bool recording;
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;
@@ -70,6 +71,9 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
 /* Instance, device (device_index -1: best), queue, command buffer, pipelines. */
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
 void vk_context_free(vk_context *ctx);
+/* Builds the pipeline of a shader variant marked on_demand (the others are built by init);
+ * nothing when it exists. */
+baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_error *err);
 
 /* host_visible: mapped, coherent (and cached when the device offers it); else device-local. */
 baton_status vk_buffer_create(vk_context *ctx, VkDeviceSize size, bool host_visible,

@@ -2,6 +2,43 @@
 
 #include <assert.h>
 
+const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
+    {"wr8 u8 (default)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
+    {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0},
+    {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0},
+    {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0},
+    {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0},
+    {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0},
+    {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1},
+    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1},
+    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
+    {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1},
+};
+
+enum { MM_XT = 80 }; /* XT in matmul.comp: chunks per segment per staged tile of x */
+
+uint32_t vk_matvec_shared_bytes(int i) {
+    assert(i >= 0 && i < VK_MATVEC_CONFIGS);
+    const vk_matvec_config *c = &vk_matvec_configs[i];
+    uint32_t part = MM_SEGS * 1 * c->wr * 4;                 /* part[SEGS][G][WR] floats */
+    uint32_t xs = c->xs ? MM_SEGS * (2 * MM_XT + 1) * 16 : 0; /* xs[SEGS][XROW] vec4 */
+    return part + xs;
+}
+
+baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
+    assert(i >= 0 && i < VK_MATVEC_CONFIGS);
+    const vk_matvec_config *c = &vk_matvec_configs[i];
+    uint32_t need = vk_matvec_shared_bytes(i);
+    if (need > ctx->info.max_shared_bytes || MM_SEGS * c->wr > ctx->info.max_workgroup_invocations)
+        return baton_fail(err, BATON_ERR_UNSUPPORTED, "matvec %s needs %u bytes of shared memory "
+                          "and %u invocations (the device: %u, %u)", c->name, need, MM_SEGS * c->wr,
+                          ctx->info.max_shared_bytes, ctx->info.max_workgroup_invocations);
+    baton_status s = vk_pipeline_ensure(ctx, c->shader, err);
+    if (s != BATON_OK) return s;
+    ctx->matvec = i;
+    return BATON_OK;
+}
+
 void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T) {
@@ -9,9 +46,10 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
     baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
     uint32_t cb = 32, wr = 32; /* tokens and rows per workgroup: CB and WR in matmul.comp */
     if (T <= 1) {
-        shader = BATON_SHADER_matmul_f16_f32_b1;
+        const vk_matvec_config *mv = &vk_matvec_configs[ctx->matvec];
+        shader = mv->shader;
         cb = 1;
-        wr = 8;
+        wr = mv->wr;
     } else if (T <= 8) {
         shader = BATON_SHADER_matmul_f16_f32_b8;
         cb = 8;

@@ -36,6 +36,25 @@ _Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
 enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
 enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
 
+/* The one-token matmul (matvec) configurations: [0] is the default the engine uses; the others
+ * are the bench's sweep (on-demand variants). wr is WR (rows per workgroup), unroll UNROLL
+ * (weight loads in flight per thread), xs XS (x staged in shared memory) in matmul.comp. All sum
+ * in the same order, so every one gives bitwise the same y. */
+typedef struct {
+    const char *name;
+    baton_shader_id shader;
+    uint32_t wr, unroll, xs;
+} vk_matvec_config;
+enum { VK_MATVEC_CONFIGS = 10 };
+extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
+
+/* The shared memory configuration i needs (bytes), mirrored from matmul.comp. */
+uint32_t vk_matvec_shared_bytes(int i);
+
+/* Makes configuration i the context's one-token matmul (builds its pipeline): BATON_ERR_UNSUPPORTED
+ * when the device has too little shared memory for it, the context unchanged. */
+baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
+
 /* Where one stacked part of W reads and writes, in floats: x from x_off ([T][K], x_off a multiple
  * of 4), y at y_off ([T][y_stride]), with its epilogue. */
 typedef struct {
@@ -43,8 +62,8 @@ typedef struct {
 } vk_matmul_part;
 
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
- * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup); all agree
- * bitwise. */
+ * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup; T = 1 the
+ * context's matvec configuration); all agree bitwise. */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
