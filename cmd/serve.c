@@ -165,6 +165,11 @@ int cmd_serve(int argc, char **argv) {
     };
     rpc_limits rlimits = rpc_limits_default();
     rlimits.message_bytes_max = (int)a.message_bytes;
+    /* One client may hold every slot and fill the queue over one connection, and still see the
+     * next call refused by us (RESOURCE_EXHAUSTED) rather than held back by HTTP/2. */
+    long long per_connection = a.max_streams + a.max_queue + 16;
+    if (per_connection > rlimits.streams_per_connection_max)
+        rlimits.streams_per_connection_max = (int)per_connection;
 
     baton_error err = {0};
     baton_inference_service *svc = NULL;

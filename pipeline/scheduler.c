@@ -55,8 +55,8 @@ struct baton_scheduler {
     pthread_mutex_t mu;     /* guards what follows */
     pthread_cond_t cond;
     bool stopping;
-    baton_gen_request *queue; /* ring of [max_queue] */
-    int64_t *queue_deadline_ns; /* [max_queue] beside queue: when each request expires */
+    baton_gen_request *queue; /* ring of [max_queue + max_streams] */
+    int64_t *queue_deadline_ns; /* beside queue: when each request expires */
     int queue_head, queue_len;
     int n_active;
     baton_scheduler_stats stats; /* but for the stage times, which the pipe keeps */
@@ -75,6 +75,12 @@ static void wait_ms(baton_scheduler *s, int ms) {
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_cond_timedwait(&s->cond, &s->mu, &until);
+}
+
+/* The queue's ring: the waiting requests, and those that came for free slots before the
+ * scheduler thread took them. */
+static int queue_cap(const baton_scheduler *s) {
+    return s->limits.max_queue + s->limits.max_streams;
 }
 
 int baton_scheduler_step_tokens(const baton_scheduler_limits *limits) {
@@ -107,7 +113,7 @@ static int admit(baton_scheduler *s, int *admitted) {
         memset(st, 0, sizeof *st);
         st->req = s->queue[s->queue_head];
         st->deadline_ns = s->queue_deadline_ns[s->queue_head];
-        s->queue_head = (s->queue_head + 1) % s->limits.max_queue;
+        s->queue_head = (s->queue_head + 1) % queue_cap(s);
         s->queue_len--;
         st->phase = PHASE_PREFILL;
         s->n_active++;
@@ -395,7 +401,7 @@ static void *scheduler_thread(void *arg) {
     pthread_mutex_lock(&s->mu);
     while (s->queue_len > 0) {
         baton_gen_request *r = &s->queue[s->queue_head];
-        s->queue_head = (s->queue_head + 1) % s->limits.max_queue;
+        s->queue_head = (s->queue_head + 1) % queue_cap(s);
         s->queue_len--;
         pthread_mutex_unlock(&s->mu);
         r->sink->finish(r->user, BATON_FINISH_SHUTDOWN, (uint32_t)r->n_prompt, 0,
@@ -472,8 +478,8 @@ baton_status baton_scheduler_start(baton_pipe *pipe, const baton_tokenizer *tok,
                    ? limits->micro_batches
                    : pipe->depth;
     s->streams = calloc((size_t)limits->max_streams, sizeof *s->streams);
-    s->queue = calloc((size_t)limits->max_queue, sizeof *s->queue);
-    s->queue_deadline_ns = calloc((size_t)limits->max_queue, sizeof *s->queue_deadline_ns);
+    s->queue = calloc((size_t)queue_cap(s), sizeof *s->queue);
+    s->queue_deadline_ns = calloc((size_t)queue_cap(s), sizeof *s->queue_deadline_ns);
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -500,11 +506,13 @@ baton_status baton_scheduler_submit(baton_scheduler *s, baton_gen_request *req, 
     baton_status st = BATON_OK;
     if (s->stopping) {
         st = baton_fail(err, BATON_ERR_UNAVAILABLE, "the server is shutting down");
-    } else if (s->queue_len == s->limits.max_queue) {
+    } else if (s->n_active + s->queue_len >= s->limits.max_streams + s->limits.max_queue) {
+        /* Requests for slots that are free but not yet taken by the scheduler thread count as
+         * running, not waiting: only a full queue beyond every slot refuses. */
         st = baton_fail(err, BATON_ERR_NOMEM, "%d requests already wait for a slot (--max-queue)",
                         s->limits.max_queue);
     } else {
-        int at = (s->queue_head + s->queue_len) % s->limits.max_queue;
+        int at = (s->queue_head + s->queue_len) % queue_cap(s);
         int64_t timeout_ms = req->timeout_ms < 0 ? 0 : req->timeout_ms;
         if (timeout_ms > INT64_MAX / 4000000) timeout_ms = INT64_MAX / 4000000;
         s->queue[at] = *req;

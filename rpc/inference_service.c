@@ -426,6 +426,18 @@ static const char *tokenizer_name(baton_tokenizer_kind kind) {
     return "unknown";
 }
 
+/* VmRSS from /proc/self/status, in bytes; 0 when unknown. */
+static uint64_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
 static void on_info(void *ctx, rpc_call *call, grpc_byte_buffer *request) {
     baton_inference_service *svc = ctx;
     (void)request;
@@ -467,6 +479,22 @@ static void on_info(void *ctx, rpc_call *call, grpc_byte_buffer *request) {
     resp.n_stages = (size_t)svc->n_stages;
     resp.stages = stage_ptrs;
     resp.limits = &limits;
+    baton_scheduler_stats t;
+    baton_scheduler_stats_get(svc->scheduler, &t);
+    Baton__V1__Load load = BATON__V1__LOAD__INIT;
+    load.streams = (uint32_t)t.streams;
+    load.queued = (uint32_t)t.queued;
+    load.batch_mean = t.batch_mean;
+    load.tokens_per_s = t.tokens_per_s;
+    load.steps = t.steps;
+    load.tokens_generated = t.tokens_generated;
+    load.tokens_prefilled = t.tokens_prefilled;
+    load.micro_batches = (uint32_t)t.micro_batches;
+    load.micro_batches_target = (uint32_t)t.micro_batches_target;
+    load.n_stage_ms = (size_t)t.n_stages;
+    load.stage_ms = t.stage_ms;
+    load.rss_bytes = rss_bytes();
+    resp.load = &load;
     rpc_call_reply(call, &resp.base, GRPC_STATUS_OK, "");
 }
 
