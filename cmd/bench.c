@@ -16,7 +16,8 @@ static const char *usage_text =
     "Builds a random fp16 RWKV-4 model of the shape in memory (FFN 4C), uploads it, and prints\n"
     "decode tokens/s for each batch size, prefill tokens/s, the weight bandwidth of batch-1 decode\n"
     "beside the device's copy bandwidth (a compute-shader copy, bytes read + written, and\n"
-    "vkCmdCopyBuffer; timestamps), and the ratios.\n"
+    "vkCmdCopyBuffer; timestamps), and the ratios. Each step line also gives the device's busy\n"
+    "time (timestamps; -1000 when the queue has none) and the host's recording time per step.\n"
     "  --shape S     14b = 40 layers C 5120, 7b = 32/4096, 3b = 32/2560, 1b5 = 24/2048 (V 50277),\n"
     "                or L,C,V explicitly (default 1b5)\n"
     "  --layers N    use N layers instead of the shape's (quick runs)\n"
@@ -54,10 +55,18 @@ static bool parse_shape(const char *text, int *L, int *C, int *V) {
            *C <= 16384 && *C % 8 == 0 && *V >= 2 && *V <= 1000000;
 }
 
+/* Per step, on average: the device's busy time (timestamps; < 0 when unknown) and the host's
+ * recording time. */
+typedef struct {
+    double gpu_s, record_s;
+} step_split;
+
 /* Runs steps of n_seqs sequences of n_tokens each (greedy sampling) for about `seconds`;
- * returns seconds per step, or a negative value on error (err filled). */
+ * returns seconds per step, or a negative value on error (err filled), and *split. */
 static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds, int32_t *tokens,
-                         baton_seq *seqs, baton_sampling *sampling, int32_t *out, baton_error *err) {
+                         baton_seq *seqs, baton_sampling *sampling, int32_t *out, step_split *split,
+                         baton_error *err) {
+    *split = (step_split){0};
     for (int i = 0; i < n_seqs; i++) {
         if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
         seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
@@ -76,7 +85,13 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
         steps++;
         t = now_s();
+        double g, r;
+        baton_vk_step_times(be, &g, &r);
+        split->gpu_s = g >= 0.0 && split->gpu_s >= 0.0 ? split->gpu_s + g : -1.0;
+        split->record_s += r;
     }
+    if (split->gpu_s > 0.0) split->gpu_s /= steps;
+    split->record_s /= steps;
     return (t - t0) / steps;
 }
 
@@ -121,7 +136,8 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
             break;
         }
         bool same = i == 0 || memcmp(want, got, (size_t)V * sizeof *got) == 0;
-        double dt = time_steps(be, 1, 1, seconds, tokens, seqs, sampling, out, &err);
+        step_split sp;
+        double dt = time_steps(be, 1, 1, seconds, tokens, seqs, sampling, out, &sp, &err);
         if (dt < 0) {
             fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
             rc = BATON_EXIT_FAIL;
@@ -132,10 +148,20 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
             best = i;
             best_dt = dt;
         }
-        printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s, %.2f of "
-               "copy; %.2fx the default)  logits %s\n", name, 1.0 / dt, dt * 1e3,
-               weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
+        printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at %.1f "
+               "GB/s, %.2f of copy; %.2fx the default)  logits %s\n", name, 1.0 / dt, dt * 1e3,
+               sp.gpu_s * 1e3, weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
                i == 0 ? "(the reference)" : same ? "bitwise equal to the default" : "DIFFER FROM THE DEFAULT");
+        double bw[BATON_VK_PROFILE_MATRICES];
+        if (baton_vk_matvec_profile(be, 20, bw, &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        printf("sweep %-18s: alone (20 in a row), weights at GB/s:", name);
+        for (int m = 0; m < BATON_VK_PROFILE_MATRICES; m++)
+            printf(" %s %.1f%s", baton_vk_profile_name(m), bw[m] * 1e-9,
+                   m + 1 < BATON_VK_PROFILE_MATRICES ? "," : "\n");
         fflush(stdout);
         if (!same) rc = BATON_EXIT_FAIL;
     }
@@ -207,7 +233,8 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
     int largest = 0;
     for (int bi = 0; bi < n_batches; bi++) {
         int B = batches[bi];
-        double dt = time_steps(be, B, 1, seconds, tokens, seqs, sampling, out, &err);
+        step_split sp;
+        double dt = time_steps(be, B, 1, seconds, tokens, seqs, sampling, out, &sp, &err);
         if (dt < 0) {
             fprintf(stderr, "baton bench: decode batch %d: %s\n", B, err.msg);
             goto out_buffers;
@@ -216,8 +243,8 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         uint32_t dispatches = 0, barriers = 0;
         baton_vk_step_counts(be, &dispatches, &barriers);
         printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s; %u dispatches, "
-               "%u barriers per step)\n", B, tps, dt * 1e3, weight_bytes / dt * 1e-9, dispatches,
-               barriers);
+               "%u barriers per step; device busy %.2f ms, recording %.2f ms)\n", B, tps, dt * 1e3,
+               weight_bytes / dt * 1e-9, dispatches, barriers, sp.gpu_s * 1e3, sp.record_s * 1e3);
         fflush(stdout);
         if (B == 1) {
             tps1 = tps;
@@ -230,7 +257,8 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
     }
     double prefill_tps = 0.0;
     if (prefill > 0) {
-        double dt = time_steps(be, 1, prefill, seconds, tokens, seqs, sampling, out, &err);
+        step_split sp;
+        double dt = time_steps(be, 1, prefill, seconds, tokens, seqs, sampling, out, &sp, &err);
         if (dt < 0) {
             fprintf(stderr, "baton bench: prefill: %s\n", err.msg);
             goto out_buffers;
@@ -238,8 +266,9 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         prefill_tps = prefill / dt;
         uint32_t dispatches = 0, barriers = 0;
         baton_vk_step_counts(be, &dispatches, &barriers);
-        printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms; %u dispatches, %u barriers)\n", prefill,
-               prefill_tps, dt * 1e3, dispatches, barriers);
+        printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms; %u dispatches, %u barriers; device busy "
+               "%.1f ms, recording %.2f ms)\n", prefill, prefill_tps, dt * 1e3, dispatches, barriers,
+               sp.gpu_s * 1e3, sp.record_s * 1e3);
     }
     if (tps1 > 0) {
         printf("ratio batch-1 weight bandwidth / shader copy bandwidth: %.2f  (goal >= 0.80)\n",

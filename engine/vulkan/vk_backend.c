@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vk_context.h"
 #include "vk_kernels.h"
@@ -46,6 +47,9 @@ typedef struct {
     vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
     uint32_t act_stride, kf_stride;
     uint32_t dispatches, barriers; /* recorded by the last step */
+    double rec_t0;                 /* when the current command buffer began recording */
+    double step_gpu_s, step_record_s; /* the last step: device time (timestamps; < 0: unknown)
+                                       * and host time spent recording, over its command buffers */
     vk_buffer logits;   /* [head_rows][V] */
     vk_buffer scratch;  /* [max_seqs][V] sampling probabilities */
     vk_buffer counts;   /* [n_slots][V] generated-token counts */
@@ -60,6 +64,31 @@ typedef struct {
     uint32_t info_words;
     VkDeviceSize up_x_off, down_tok_off;
 } vk_backend;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A step's command buffer: begin (and a timestamp), then submit and wait, adding its device
+ * time and recording time to the step's. */
+static baton_status step_begin(vk_backend *b, baton_error *err) {
+    b->rec_t0 = now_s();
+    baton_status st = vk_begin(&b->ctx, err);
+    if (st == BATON_OK) vk_timestamp(&b->ctx, 0);
+    return st;
+}
+
+static baton_status step_submit(vk_backend *b, baton_error *err) {
+    vk_timestamp(&b->ctx, 1);
+    b->step_record_s += now_s() - b->rec_t0;
+    baton_status st = vk_submit_wait(&b->ctx, err);
+    if (st != BATON_OK) return st;
+    double g = vk_elapsed_s(&b->ctx);
+    b->step_gpu_s = g >= 0.0 && b->step_gpu_s >= 0.0 ? b->step_gpu_s + g : -1.0;
+    return BATON_OK;
+}
 
 static uint32_t layer_param(const vk_backend *b, int l, int which) {
     return (uint32_t)((P_GLOBAL_VECTORS + (size_t)l * P_LAYER_VECTORS + (size_t)which) * (size_t)b->C);
@@ -187,6 +216,8 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
     b->ctx.n_dispatches = 0;
     b->ctx.n_barriers = 0;
+    b->step_gpu_s = 0.0;
+    b->step_record_s = 0.0;
 
     /* The step information: which sequence each token belongs to, slots, spans, rows, params. */
     uint32_t *info = b->up.mapped;
@@ -228,7 +259,7 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     uint32_t pass_rows = want_head && s->logits != NULL ? rows : 0;
     if (want_head && s->logits == NULL) pass_rows = 0; /* sampling alone: one gathered pass */
 
-    st = vk_begin(&b->ctx, err);
+    st = step_begin(b, err);
     if (st != BATON_OK) return st;
     vk_context *ctx = &b->ctx;
     vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
@@ -244,18 +275,18 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
 
     if (!cfg->with_head) {
         if (s->x_out != NULL) vk_copy(ctx, &b->x, 0, &b->down, 0, (VkDeviceSize)T * C * 4);
-        st = vk_submit_wait(ctx, err);
+        st = step_submit(b, err);
         if (st != BATON_OK) return st;
         if (s->x_out != NULL) memcpy(s->x_out, b->down.mapped, (size_t)T * C * sizeof(float));
         return BATON_OK;
     }
-    if (!want_head) return vk_submit_wait(ctx, err);
+    if (!want_head) return step_submit(b, err);
 
     /* Logits, head_rows at a time (one pass unless the binding range is smaller than asked). */
     bool sampled = false;
     for (uint32_t r0 = 0; r0 < pass_rows || (r0 == 0 && pass_rows == 0); r0 += (uint32_t)b->head_rows) {
         if (r0 > 0) {
-            st = vk_begin(ctx, err);
+            st = step_begin(b, err);
             if (st != BATON_OK) return st;
         }
         uint32_t n = pass_rows - r0 < (uint32_t)b->head_rows ? pass_rows - r0 : (uint32_t)b->head_rows;
@@ -275,7 +306,7 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
             }
             sampled = true;
         }
-        st = vk_submit_wait(ctx, err);
+        st = step_submit(b, err);
         if (st != BATON_OK) return st;
         if (pass_rows > 0)
             memcpy(s->logits + (size_t)r0 * V, b->down.mapped, (size_t)n * V * sizeof(float));
@@ -384,6 +415,75 @@ void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint3
     const vk_backend *b = (const vk_backend *)base;
     *dispatches = b->ctx.n_dispatches;
     *barriers = b->ctx.n_barriers;
+}
+
+void baton_vk_step_times(const baton_backend *base, double *gpu_s, double *record_s) {
+    const vk_backend *b = (const vk_backend *)base;
+    *gpu_s = b->step_gpu_s;
+    *record_s = b->step_record_s;
+}
+
+static const char *const profile_names[BATON_VK_PROFILE_MATRICES] = {
+    "att.kvr", "att.output", "ffn.kr", "ffn.value", "head",
+};
+
+const char *baton_vk_profile_name(int i) {
+    return i >= 0 && i < BATON_VK_PROFILE_MATRICES ? profile_names[i] : "?";
+}
+
+baton_status baton_vk_matvec_profile(baton_backend *base, int reps, double *bytes_per_s,
+                                     baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    vk_context *ctx = &b->ctx;
+    uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride;
+    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) bytes_per_s[i] = 0.0;
+    if (ctx->queries == VK_NULL_HANDLE) return BATON_OK; /* no timestamps: nothing to say */
+    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) {
+        const vk_matrix *w = NULL;
+        if (i < 4 && b->n_layers > 0) {
+            const vk_layer *ly = &b->layers[0];
+            const vk_matrix *ws[4] = {&ly->att_kvr, &ly->att_output, &ly->ffn_kr, &ly->ffn_value};
+            w = ws[i];
+        } else if (i == 4 && base->config.with_head) {
+            w = &b->head;
+        }
+        if (w == NULL) continue;
+        /* The layer's own inputs and outputs, every epilogue plain (nothing accumulates). */
+        vk_matmul_part parts[3] = {
+            {.x_off = 0, .y_off = 0, .y_stride = C},
+            {.x_off = S, .y_off = S, .y_stride = C},
+            {.x_off = 2 * S, .y_off = 2 * S, .y_stride = C},
+        };
+        const vk_buffer *x = &b->xs, *y = &b->kvr;
+        if (i == 1) {
+            x = &b->att;
+            y = &b->x;
+        } else if (i == 2) {
+            parts[0].y_stride = F;
+            parts[1].y_off = b->kf_stride;
+            y = &b->kfr;
+        } else if (i == 3) {
+            x = &b->kfr;
+            y = &b->x;
+        } else if (i == 4) {
+            x = &b->xx;
+            y = &b->logits;
+            parts[0].y_stride = (uint32_t)b->V;
+        }
+        baton_status st = vk_begin(ctx, err);
+        if (st != BATON_OK) return st;
+        vk_timestamp(ctx, 0);
+        for (int r = 0; r < reps; r++) {
+            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, 1);
+            vk_barrier(ctx);
+        }
+        vk_timestamp(ctx, 1);
+        st = vk_submit_wait(ctx, err);
+        if (st != BATON_OK) return st;
+        double t = vk_elapsed_s(ctx);
+        if (t > 0.0) bytes_per_s[i] = (double)w->rows * (double)w->cols * 2.0 * reps / t;
+    }
+    return BATON_OK;
 }
 
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }

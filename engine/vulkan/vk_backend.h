@@ -65,6 +65,11 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * measure of per-step overhead). */
 void baton_vk_step_counts(const baton_backend *be, uint32_t *dispatches, uint32_t *barriers);
 
+/* The device time of the last step of a Vulkan backend (timestamps around each of its command
+ * buffers, summed; < 0 when the queue has no timestamps) and the host time spent recording them:
+ * what the step's wall time is beside what the device was busy. */
+void baton_vk_step_times(const baton_backend *be, double *gpu_s, double *record_s);
+
 /* The one-token matmul (matvec) configurations `baton bench --sweep` measures: their count
  * (configuration 0 is the engine's default) and a short name of each ("wr16 u8 xs": 16 rows per
  * workgroup, 8 weight loads in flight per thread, x staged in shared memory). */
@@ -74,6 +79,17 @@ const char *baton_vk_matvec_name(int config);
  * order, so results are bitwise the same. BATON_ERR_UNSUPPORTED: the device lacks the shared
  * memory or workgroup size it needs (the backend keeps its configuration). */
 baton_status baton_vk_matvec_select(baton_backend *be, int config, baton_error *err);
+
+/* Times the one-token matmul of the selected configuration alone, `reps` dispatches in a row
+ * with a barrier between (timestamps), on the stage's first layer's four matrices (att.kvr,
+ * att.output, ffn.kr, ffn.value: stacked as the engine runs them) and the head:
+ * bytes_per_s[BATON_VK_PROFILE_MATRICES] the weight bytes read per second of each (0: absent, or
+ * no timestamps). Overwrites the activations: call it between steps, never inside a sequence's
+ * work that needs them (the slots' states are not touched). */
+enum { BATON_VK_PROFILE_MATRICES = 5 };
+baton_status baton_vk_matvec_profile(baton_backend *be, int reps, double *bytes_per_s,
+                                     baton_error *err);
+const char *baton_vk_profile_name(int i);
 
 /* Validation messages (warnings and errors) counted since the process started; 0 unless
  * BATON_VK_VALIDATION=1. */
