@@ -5,6 +5,7 @@
  * N calls (coordinator to node 1, node to node), each answered back along the chain. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +19,17 @@
 #include "commands.h"
 #include "fingerprint.h"
 #include "remote_backend.h"
+#include "scheduler.h"
 
 static const char bench_pipeline_usage[] =
     "usage: baton bench-pipeline --model PATH [--stages N] [--batch B] [--prefill T] [--steps K]\n\n"
     "  --stages N    nodes (processes) on loopback, one stage each (default 3)\n"
     "  --batch B     sequences per decode step (default 1)\n"
     "  --prefill T   tokens of the prefill step timed beside decode (default 512)\n"
-    "  --steps K     decode steps timed per setup; the median is reported (default 200)\n";
+    "  --steps K     decode steps timed per setup; the median is reported (default 200)\n"
+    "  --load T      instead: generated tokens/s at 1, 8, 64 and 256 concurrent streams of T\n"
+    "                tokens through the scheduler, on one stage and on N (in this process\n"
+    "                and over nodes), N with one micro-batch in flight and as chosen\n";
 
 enum { NODES_MAX = 8 };
 
@@ -113,15 +118,199 @@ static pid_t node_spawn(const char *model, char *addr, size_t addr_size) {
     return pid;
 }
 
+/* ---- --load: aggregate tokens/s against concurrency through the scheduler ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int done;
+    uint64_t tokens;
+} load_count;
+
+static void load_emit(void *user, const char *text, size_t len, int32_t id) {
+    (void)user, (void)text, (void)len, (void)id; /* counted at the finish */
+}
+static void load_finish(void *user, baton_finish reason, uint32_t p, uint32_t c, const char *m) {
+    load_count *n = user;
+    (void)reason, (void)p, (void)m;
+    pthread_mutex_lock(&n->mu);
+    n->done++;
+    n->tokens += c;
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+static bool load_never(void *user) {
+    (void)user;
+    return false;
+}
+
+/* Runs streams greedy streams at once (16-token prompts, max_tokens tokens each) and returns
+ * the generated tokens per second over the whole run; -1 on failure. */
+static double load_run(baton_pipe *p, const baton_tokenizer *tok, int streams, int max_tokens,
+                       int micro_batches, int *target, baton_error *err) {
+    static const baton_stream_sink sink = {load_emit, load_finish, load_never, load_never};
+    load_count n = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    baton_scheduler_limits limits = {.max_streams = streams, .max_queue = 1, .prefill_chunk = 512,
+                                     .micro_batches = micro_batches};
+    baton_scheduler *s = NULL;
+    if (baton_scheduler_start(p, tok, &limits, &s, err) != BATON_OK) return -1;
+    double t0 = now_s();
+    for (int i = 0; i < streams; i++) {
+        int32_t *prompt = malloc(16 * sizeof *prompt);
+        if (prompt == NULL) break;
+        for (int k = 0; k < 16; k++) prompt[k] = (int32_t)(32 + (i * 31 + k * 7) % 95);
+        baton_gen_request req = {.prompt = prompt, .n_prompt = 16, .sampling = {.top_p = 1},
+                                 .seed = 1, .gen = {.max_tokens = (uint32_t)max_tokens},
+                                 .timeout_ms = 600000, .sink = &sink, .user = &n};
+        if (baton_scheduler_submit(s, &req, err) != BATON_OK) {
+            free(req.prompt);
+            break;
+        }
+    }
+    pthread_mutex_lock(&n.mu);
+    while (n.done < streams) pthread_cond_wait(&n.cond, &n.mu);
+    pthread_mutex_unlock(&n.mu);
+    double t = now_s() - t0;
+    baton_scheduler_stats st;
+    baton_scheduler_stats_get(s, &st);
+    *target = st.micro_batches_target;
+    baton_scheduler_free(s);
+    return (double)n.tokens / t;
+}
+
+static const int load_levels[] = {1, 8, 64, 256};
+enum { LOAD_LEVELS = 4, LOAD_SLOTS = 256 };
+
+/* One table row per setup: tokens/s at each level. */
+static bool load_row(const char *what, baton_pipe *p, const baton_tokenizer *tok, int max_tokens,
+                     int micro_batches, baton_error *err) {
+    printf("  %-40s", what);
+    for (int k = 0; k < LOAD_LEVELS; k++) {
+        int target = 0;
+        double r = load_run(p, tok, load_levels[k], max_tokens, micro_batches, &target, err);
+        if (r < 0) return false;
+        printf(" %9.0f (%d)", r, target);
+        fflush(stdout);
+    }
+    printf("\n");
+    return true;
+}
+
+/* --load: the layers in one process (one stage; n stages one thread each) and over nodes (one
+ * node; n nodes), n stages with one micro-batch in flight and with the scheduler's choice. */
+static int bench_load(const char *model_path, int n, int max_tokens) {
+    baton_error err = {0};
+    baton_model *model = NULL;
+    baton_tensor_set *set = NULL;
+    baton_tokenizer *tok = NULL;
+    int rc = BATON_EXIT_FAIL;
+    baton_model_options mopt = {.prefetch = true};
+    if (baton_model_load(model_path, &mopt, &model, &err) != BATON_OK ||
+        baton_tensor_set_open(model_path, &set, &err) != BATON_OK ||
+        baton_tokenizer_open("bytes", &tok, &err) != BATON_OK)
+        goto out;
+    printf("model %s: %d layers, n_embd %d; %d tokens per stream (16-token prompts), greedy; "
+           "generated tokens/s at 1, 8, 64, 256 streams (micro-batches chosen)\n",
+           model_path, model->n_layer, model->n_embd, max_tokens);
+    int counts[2] = {1, n};
+    for (int ci = 0; ci < 2; ci++) { /* in this process */
+        int m = counts[ci];
+        baton_backend *stages[NODES_MAX];
+        for (int i = 0; i < m; i++) {
+            baton_stage_config sc = {.layer_begin = model->n_layer * i / m,
+                                     .layer_end = model->n_layer * (i + 1) / m,
+                                     .with_embedding = i == 0, .with_head = i == m - 1,
+                                     .n_slots = LOAD_SLOTS, .max_seqs = LOAD_SLOTS,
+                                     .max_tokens = 512 + LOAD_SLOTS};
+            if (baton_cpu_backend_new(model, &sc, &stages[i], &err) != BATON_OK) {
+                for (int k = 0; k < i; k++) baton_backend_free(stages[k]);
+                goto out;
+            }
+        }
+        baton_pipe *p = NULL;
+        if (baton_pipe_local_new(stages, m, 0, &p, &err) != BATON_OK) {
+            for (int k = 0; k < m; k++) baton_backend_free(stages[k]);
+            goto out;
+        }
+        char what[96];
+        bool ok = true;
+        if (m > 1) {
+            snprintf(what, sizeof what, "in process, %d stages, 1 micro-batch:", m);
+            ok = load_row(what, p, tok, max_tokens, 1, &err);
+        }
+        snprintf(what, sizeof what, "in process, %d stage%s:", m, m > 1 ? "s" : "");
+        ok = ok && load_row(what, p, tok, max_tokens, 0, &err);
+        baton_pipe_free(p);
+        if (!ok) goto out;
+    }
+    for (int ci = 0; ci < 2; ci++) { /* over nodes on loopback */
+        int m = counts[ci];
+        pid_t pids[NODES_MAX] = {0};
+        char addrs[NODES_MAX][64];
+        baton_remote *remote = NULL;
+        baton_pipe *p = NULL;
+        baton_plan plan = {.n_stages = m};
+        baton_remote_config rcfg = {.n_nodes = m, .limits = rpc_limits_default(),
+                                    .step_timeout_ms = 60000, .load_timeout_ms = 60000,
+                                    .connect_timeout_ms = 30000, .probe_ms = 1000};
+        rcfg.limits.message_bytes_max = 256 << 20;
+        bool ok = true;
+        for (int i = 0; i < m && ok; i++) {
+            baton_plan_stage *s = &plan.stages[i];
+            s->layer_begin = model->n_layer * i / m;
+            s->layer_end = model->n_layer * (i + 1) / m;
+            s->with_embedding = i == 0;
+            s->with_head = i == m - 1;
+            pids[i] = node_spawn(model_path, addrs[i], sizeof addrs[i]);
+            ok = pids[i] > 0;
+            if (!ok) baton_fail(&err, BATON_ERR_UNAVAILABLE, "cannot start node %d", i);
+            rcfg.nodes[i] = addrs[i];
+            snprintf(s->device.host, sizeof s->device.host, "%s", addrs[i]);
+        }
+        baton_plan_device devices[BATON_PLAN_STAGES_MAX];
+        int n_devices = 0;
+        ok = ok && baton_remote_new(&rcfg, &remote, &err) == BATON_OK &&
+             baton_remote_describe(remote, model, baton_fingerprint_header(set), devices,
+                                   BATON_PLAN_STAGES_MAX, &n_devices, &err) == BATON_OK &&
+             baton_remote_start(remote, &plan, model, set, LOAD_SLOTS, LOAD_SLOTS,
+                                512 + LOAD_SLOTS, &err) == BATON_OK &&
+             baton_remote_pipe_new(remote, 0, &p, &err) == BATON_OK;
+        char what[96];
+        if (ok && m > 1) {
+            snprintf(what, sizeof what, "%d nodes on loopback, 1 micro-batch:", m);
+            ok = load_row(what, p, tok, max_tokens, 1, &err);
+        }
+        snprintf(what, sizeof what, "%d node%s on loopback:", m, m > 1 ? "s" : "");
+        ok = ok && load_row(what, p, tok, max_tokens, 0, &err);
+        baton_pipe_free(p);
+        baton_remote_free(remote);
+        for (int i = 0; i < m; i++) {
+            if (pids[i] > 0) {
+                kill(pids[i], SIGTERM);
+                waitpid(pids[i], NULL, 0);
+            }
+        }
+        if (!ok) goto out;
+    }
+    rc = BATON_EXIT_OK;
+out:
+    if (rc != BATON_EXIT_OK) fprintf(stderr, "baton bench-pipeline: %s\n", err.msg);
+    baton_tokenizer_free(tok);
+    baton_tensor_set_free(set);
+    baton_model_free(model);
+    return rc;
+}
+
 int cmd_bench_pipeline(int argc, char **argv) {
     static const struct option options[] = {
         {"model", required_argument, 0, 'm'},   {"stages", required_argument, 0, 'n'},
         {"batch", required_argument, 0, 'b'},   {"prefill", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'k'},   {"help", no_argument, 0, 'h'},
+        {"load", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
     const char *model_path = NULL;
-    long long n = 3, batch = 1, prefill = 512, steps = 200;
+    long long n = 3, batch = 1, prefill = 512, steps = 200, load = 0;
     opterr = 0;
     optind = 1;
     int c;
@@ -133,6 +322,7 @@ int cmd_bench_pipeline(int argc, char **argv) {
         case 'b': ok = args_int("bench-pipeline", "--batch", optarg, 1, 64, &batch); break;
         case 'p': ok = args_int("bench-pipeline", "--prefill", optarg, 1, 4096, &prefill); break;
         case 'k': ok = args_int("bench-pipeline", "--steps", optarg, 1, 100000, &steps); break;
+        case 'L': ok = args_int("bench-pipeline", "--load", optarg, 1, 4096, &load); break;
         case 'h': fputs(bench_pipeline_usage, stdout); return BATON_EXIT_OK;
         default:
             return args_usage_error("bench-pipeline", "unknown or incomplete option '%s'",
@@ -142,6 +332,7 @@ int cmd_bench_pipeline(int argc, char **argv) {
     }
     if (model_path == NULL) return args_usage_error("bench-pipeline", "--model is required");
     signal(SIGPIPE, SIG_IGN);
+    if (load > 0) return bench_load(model_path, (int)n, (int)load);
 
     baton_error err = {0};
     baton_model *model = NULL;
