@@ -26,7 +26,9 @@ static const char *usage_text =
     "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n"
     "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
-    "                the same weights, each checked bitwise against the default's logits\n";
+    "                the same weights, each checked bitwise against the default's logits; then,\n"
+    "                where the device has VK_NV_cooperative_matrix, batch 1, the largest batch\n"
+    "                and the prefill with every matmul on the tensor cores (BATON_VK_COOPMAT)\n";
 
 #ifdef BATON_HAVE_VULKAN
 #include "bench_model.h"
@@ -108,8 +110,61 @@ static baton_status one_step_logits(baton_backend *be, int32_t token, float *log
  * here as the baseline under the same conditions), each first checked bitwise against the
  * default's logits of one step. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
  * configuration's logits differ: a broken configuration must not pass for a fast one). */
+/* The same shapes with every matmul on the tensor cores (BATON_VK_COOPMAT), where the device has
+ * them: one token's logits against the default path's (`want`), then batch 1, the largest batch
+ * and the prefill beside the default path's tokens/s (tps[0..2], 0: not measured). */
+static int bench_coopmat(baton_backend *be, int V, int largest, int prefill, const double *tps,
+                         double seconds, int32_t probe, const float *want, float *got,
+                         int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+    baton_error err = {0};
+    bool ready = false, active = false;
+    const char *why = baton_vk_coopmat_state(be, &ready, &active);
+    if (!ready) {
+        printf("sweep coopmat: skipped (%s)\n", why);
+        return BATON_EXIT_OK;
+    }
+    int rc = BATON_EXIT_OK;
+    if (baton_vk_coopmat_use(be, true, &err) != BATON_OK ||
+        one_step_logits(be, probe, got, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: coopmat: %s\n", err.msg);
+        rc = BATON_EXIT_FAIL;
+        goto out;
+    }
+    double diff = 0.0, big = 0.0;
+    for (int i = 0; i < V; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= diff)) diff = d; /* a NaN shows as NaN */
+        if (fabs((double)want[i]) > big) big = fabs((double)want[i]);
+    }
+    printf("sweep coopmat: every matmul on the tensor cores (fp16 x fp16, fp32 sums); one token's "
+           "logits vs the default path: max |diff| %.3g (max |logit| %.3g)\n", diff, big);
+    fflush(stdout);
+    const int shapes[3][2] = {{1, 1}, {largest, 1}, {1, prefill}}; /* sequences, tokens each */
+    const char *names[3] = {"decode batch", "decode batch", "prefill"};
+    for (int k = 0; k < 3; k++) {
+        int n_seqs = shapes[k][0], n_tokens = shapes[k][1];
+        if (tps[k] <= 0.0 || n_seqs < 1 || n_tokens < 1 || (k == 1 && largest <= 1)) continue;
+        step_split sp;
+        double dt = time_steps(be, n_seqs, n_tokens, seconds, tokens, seqs, sampling, out, &sp, &err);
+        if (dt < 0) {
+            fprintf(stderr, "baton bench: coopmat %s: %s\n", names[k], err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        double t = (double)n_seqs * n_tokens / dt;
+        printf("sweep coopmat: %s %d: %9.1f tokens/s  (%.2f ms/step, device %.2f ms; %.2fx the default "
+               "path's %.1f)\n", names[k], k == 2 ? n_tokens : n_seqs, t, dt * 1e3, sp.gpu_s * 1e3,
+               t / tps[k], tps[k]);
+        fflush(stdout);
+    }
+out:
+    if (baton_vk_coopmat_use(be, false, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    return rc;
+}
+
 static int bench_sweep(baton_backend *be, int V, double weight_bytes, double copy_bw, double seconds,
-                       int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+                       int largest, int prefill, const double *tps, int32_t *tokens, baton_seq *seqs,
+                       baton_sampling *sampling, int32_t *out) {
     baton_error err = {0};
     int n = baton_vk_matvec_count(), rc = BATON_EXIT_OK, best = 0;
     const int32_t probe = tokens[0]; /* time_steps feeds sampled tokens back into tokens[] */
@@ -171,6 +226,11 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
     printf("sweep: decode batch 8 and 64 and prefill use the 8- and 32-token variants, which no "
            "configuration changes\n");
     if (baton_vk_matvec_select(be, 0, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    fflush(stdout);
+    /* Last: the opt-in tensor-core path (a failure there must not hide the lines above). */
+    if (rc == BATON_EXIT_OK)
+        rc = bench_coopmat(be, V, largest, prefill, tps, seconds, probe, want, got, tokens, seqs,
+                           sampling, out);
     free(want);
     free(got);
     return rc;
@@ -209,6 +269,9 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         .n_slots = max_batch, .max_seqs = max_batch,
         .max_tokens = prefill > max_batch ? prefill : max_batch,
     };
+    /* The sweep also measures the tensor-core matmul: the device is set up for it (not used)
+     * unless BATON_VK_COOPMAT already says otherwise. */
+    if (sweep && getenv("BATON_VK_COOPMAT") == NULL) setenv("BATON_VK_COOPMAT", "ready", 1);
     t0 = now_s();
     baton_backend *be = NULL;
     int rc = BATON_EXIT_FAIL;
@@ -282,7 +345,9 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             printf("ratio prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", prefill_tps / tps1);
     }
     fflush(stdout);
-    rc = sweep ? bench_sweep(be, V, weight_bytes, copy_bw, seconds / 2, tokens, seqs, sampling, out)
+    const double tps[3] = {tps1, tps_max_batch, prefill_tps};
+    rc = sweep ? bench_sweep(be, V, weight_bytes, copy_bw, seconds / 2, largest, prefill, tps, tokens,
+                             seqs, sampling, out)
                : BATON_EXIT_OK;
 out_buffers:
     free(tokens);

@@ -15,7 +15,10 @@
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
 #      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512 --sweep`
 #      (the sweep: batch-1 decode under each one-token matmul configuration, each checked bitwise
-#      against the default), all tee'd to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
+#      against the default, then the tensor-core matmul where the device has
+#      VK_NV_cooperative_matrix), all tee'd to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
+#      test_vk_backend also runs the fixture cases with BATON_VK_COOPMAT=1 there and reports
+#      their errors as findings (lines starting "FINDING"), not failures.
 #
 # Local rehearsal on lavapipe: BATON_BENCH_SHAPE=4,512,2000 BATON_BENCH_PREFILL=64 bash .gpu/run.sh
 set -euo pipefail
@@ -90,6 +93,8 @@ dev=$(.gpu/bin/baton devices 2>/dev/null | grep -i 'nvidia' | head -1 | sed -n '
 dev=${dev:--1}
 echo "device under test: ${dev} (-1: the best)"
 export BATON_TEST_VK_DEVICE=$dev BATON_FIXTURES=$PWD/.gpu/fixtures
+# Every fence wait bounded at 30 s (the default is 120): a hung kernel costs one wait, not the run.
+export BATON_VK_TIMEOUT_S=${BATON_VK_TIMEOUT_S:-30}
 
 status=0
 for t in test_vk_ops test_vk_backend test_vk_sample test_vk_big; do

@@ -35,4 +35,9 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b1_wr16_xs|matmul.comp|CB=1 WR=16u XS=1"
   "matmul_f16_f32_b1_wr32_xs|matmul.comp|CB=1 WR=32u XS=1"
   "matmul_f16_f32_b1_wr16_u16_xs|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1"
+  # Every matmul on the tensor cores (GL_NV_cooperative_matrix, x rounded to fp16), opt-in with
+  # BATON_VK_COOPMAT on a device that has it; built only there.
+  "matmul_coop_f16_f32|matmul_coop.comp|"
+  # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device).
+  "matmul_coop_f16_f32_emulated|matmul_coop.comp|EMULATE=1"
 )

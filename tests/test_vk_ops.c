@@ -36,6 +36,11 @@ static void begin(void) {
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
+/* The references round x to fp16 (matmul_coop.comp's emulation). */
+static bool x_fp16;
+
+static double x_ref(float v) { return x_fp16 ? (double)baton_f16_to_f32(baton_f32_to_f16(v)) : (double)v; }
+
 /* W (N, K) random (fp16-exact values), x [T][K]; checks every epilogue and every variant. */
 static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     enum { TMAX = 41 };
@@ -74,7 +79,7 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
         for (int n = 0; n < N; n++) {
             double acc = 0, a = 0;
             for (int k = 0; k < K; k++) {
-                double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x[(size_t)t * K + k];
+                double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x_ref(x[(size_t)t * K + k]);
                 acc += p;
                 a += fabs(p);
             }
@@ -483,6 +488,17 @@ int main(void) {
     if (!vk_test_small()) test_matmul(300, 520, 3 * 32 * 520 * 2);
     /* The sweep's matvec configurations: uneven and empty segments, row chunks, several tiles
      * of x (K 5336 and 10248: 2 and 3 tiles, the last partial). */
+    /* matmul_coop.comp with its products emulated: staging, tiles, groups, epilogues, chunks,
+     * batch invariance (the cooperative-matrix calls themselves need a device that has them). */
+    REQUIRE(vk_pipeline_ensure(&ctx, BATON_SHADER_matmul_coop_f16_f32_emulated, &err) == BATON_OK);
+    ctx.coopmat = ctx.coopmat_emulated = x_fp16 = true;
+    printf("matmul_coop.comp, emulated:\n");
+    test_matmul(100, 72, 2 * 32 * 72 * 2);
+    test_matmul(37, 16, 0);
+    test_matmul(70, 200, 0); /* K past one tile of 64 */
+    test_matmul_stack(stack_a, 72, 0);
+    test_matmul_stack(stack_b, 24, 2 * 32 * 24 * 2);
+    ctx.coopmat = ctx.coopmat_emulated = x_fp16 = false;
     test_matvec_configs(100, 72, 2 * 32 * 72 * 2);
     test_matvec_configs(37, 16, 0);
     test_matvec_configs(70, 5336, 32 * 5336 * 2);

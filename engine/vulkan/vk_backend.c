@@ -486,6 +486,22 @@ baton_status baton_vk_matvec_profile(baton_backend *base, int reps, double *byte
     return BATON_OK;
 }
 
+const char *baton_vk_coopmat_state(const baton_backend *base, bool *ready, bool *active) {
+    const vk_backend *b = (const vk_backend *)base;
+    *ready = b->ctx.coopmat_ready;
+    *active = b->ctx.coopmat;
+    return b->ctx.coopmat_ready ? "" : b->ctx.coopmat_why;
+}
+
+baton_status baton_vk_coopmat_use(baton_backend *base, bool on, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    if (on && !b->ctx.coopmat_ready)
+        return baton_fail(err, BATON_ERR_UNSUPPORTED, "no cooperative-matrix matmul: %s",
+                          b->ctx.coopmat_why);
+    b->ctx.coopmat = on;
+    return BATON_OK;
+}
+
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
 
 const char *baton_vk_matvec_name(int config) {

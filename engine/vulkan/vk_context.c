@@ -427,6 +427,62 @@ void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf) {
     memset(buf, 0, sizeof *buf);
 }
 
+/* Whether the device can run matmul_coop.comp: VK_NV_cooperative_matrix with the 16x8x16
+ * fp16 x fp16 + fp32 subgroup product, its feature, shaderFloat16, the Vulkan memory model, and
+ * subgroups of 32. Otherwise *why says what is missing. */
+static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
+                              const baton_vk_device_info *info, char *why, size_t why_size) {
+    if (!info->coopmat_nv) {
+        snprintf(why, why_size, "the device lacks VK_NV_cooperative_matrix");
+        return false;
+    }
+    if (info->subgroup_size != 32) {
+        snprintf(why, why_size, "subgroups of %u, not 32", info->subgroup_size);
+        return false;
+    }
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+    };
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = &cf,
+    };
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12};
+    vkGetPhysicalDeviceFeatures2(phys, &f2);
+    if (!cf.cooperativeMatrix || !f12.shaderFloat16 || !f12.vulkanMemoryModel) {
+        snprintf(why, why_size, "features: cooperativeMatrix %d, shaderFloat16 %d, "
+                 "vulkanMemoryModel %d", cf.cooperativeMatrix, f12.shaderFloat16,
+                 f12.vulkanMemoryModel);
+        return false;
+    }
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props_fn =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
+            instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    if (props_fn == NULL || props_fn(phys, &n, NULL) != VK_SUCCESS || n == 0) {
+        snprintf(why, why_size, "no cooperative-matrix properties");
+        return false;
+    }
+    VkCooperativeMatrixPropertiesNV props[64];
+    if (n > 64) n = 64;
+    for (uint32_t i = 0; i < n; i++)
+        props[i] = (VkCooperativeMatrixPropertiesNV){.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
+    VkResult r = props_fn(phys, &n, props);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        snprintf(why, why_size, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV: %d", (int)r);
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const VkCooperativeMatrixPropertiesNV *p = &props[i];
+        if (p->MSize == 16 && p->NSize == 8 && p->KSize == 16 &&
+            p->AType == VK_COMPONENT_TYPE_FLOAT16_NV && p->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+            p->CType == VK_COMPONENT_TYPE_FLOAT32_NV && p->DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+            p->scope == VK_SCOPE_SUBGROUP_NV)
+            return true;
+    }
+    snprintf(why, why_size, "no 16x8x16 fp16 x fp16 + fp32 subgroup product among %u", n);
+    return false;
+}
+
 baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_error *err) {
     if (ctx->pipelines[shader] != VK_NULL_HANDLE) return BATON_OK;
     const baton_spirv *spv = &baton_spirv_table[shader];
@@ -528,7 +584,39 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qi,
     };
-    r = vkCreateDevice(ctx->phys, &di, NULL, &ctx->device);
+    /* The tensor-core matmul, only when asked for (BATON_VK_COOPMAT) and the device has it:
+     * otherwise the device is created exactly as without it. */
+    const char *coop_env = getenv("BATON_VK_COOPMAT");
+    bool coop_asked = coop_env != NULL && coop_env[0] != '\0' && strcmp(coop_env, "0") != 0;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV coop_on = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+        .cooperativeMatrix = VK_TRUE,
+    };
+    VkPhysicalDeviceVulkan12Features f12_on = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = &coop_on,
+        .shaderFloat16 = VK_TRUE,
+        .vulkanMemoryModel = VK_TRUE,
+    };
+    const char *coop_ext = "VK_NV_cooperative_matrix";
+    snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "BATON_VK_COOPMAT is not set");
+    if (coop_asked && coopmat_supported(ctx->instance, ctx->phys, &ctx->info, ctx->coopmat_why,
+                                        sizeof ctx->coopmat_why)) {
+        di.pNext = &f12_on;
+        di.enabledExtensionCount = 1;
+        di.ppEnabledExtensionNames = &coop_ext;
+        r = vkCreateDevice(ctx->phys, &di, NULL, &ctx->device);
+        if (r == VK_SUCCESS) {
+            ctx->coopmat_ready = true;
+        } else {
+            snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "vkCreateDevice with "
+                     "VK_NV_cooperative_matrix failed (%d)", (int)r);
+            di.pNext = NULL;
+            di.enabledExtensionCount = 0;
+            di.ppEnabledExtensionNames = NULL;
+        }
+    }
+    r = ctx->coopmat_ready ? VK_SUCCESS : vkCreateDevice(ctx->phys, &di, NULL, &ctx->device);
     if (r != VK_SUCCESS) {
         ctx->device = VK_NULL_HANDLE;
         s = vk_fail(err, r, "vkCreateDevice");
@@ -635,6 +723,16 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     }
     s = vk_buffer_create(ctx, 256, false, &ctx->dummy, err);
     if (s != BATON_OK) goto out_dsets;
+    if (ctx->coopmat_ready) {
+        /* The variant must build here; if it does not, the engine goes on without it. */
+        baton_error coop_err = {0};
+        if (vk_pipeline_ensure(ctx, BATON_SHADER_matmul_coop_f16_f32, &coop_err) != BATON_OK) {
+            ctx->coopmat_ready = false;
+            snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "%.150s", coop_err.msg);
+        } else {
+            ctx->coopmat = strcmp(coop_env, "1") == 0;
+        }
+    }
     return BATON_OK;
 
 out_dsets:

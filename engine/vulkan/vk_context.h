@@ -61,6 +61,10 @@ typedef struct {
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_kernels.h); 0: the default */
+    bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
+    bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
+    bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variant instead (any device) */
+    char coopmat_why[160];/* why coopmat_ready is false */
     bool recording;
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;

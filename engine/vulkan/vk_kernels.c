@@ -45,7 +45,10 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
     assert(w->n_parts >= 1 && w->n_parts <= 3);
     baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
     uint32_t cb = 32, wr = 32; /* tokens and rows per workgroup: CB and WR in matmul.comp */
-    if (T <= 1) {
+    if (ctx->coopmat) {
+        shader = ctx->coopmat_emulated ? BATON_SHADER_matmul_coop_f16_f32_emulated
+                                       : BATON_SHADER_matmul_coop_f16_f32; /* every T alike */
+    } else if (T <= 1) {
         const vk_matvec_config *mv = &vk_matvec_configs[ctx->matvec];
         shader = mv->shader;
         cb = 1;

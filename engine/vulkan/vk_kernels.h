@@ -63,7 +63,8 @@ typedef struct {
 
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup; T = 1 the
- * context's matvec configuration); all agree bitwise. */
+ * context's matvec configuration); all agree bitwise. With ctx->coopmat every T runs
+ * matmul_coop.comp (32 tokens per workgroup) instead. */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
