@@ -49,6 +49,7 @@ struct baton_scheduler {
     int depth;              /* micro-batches in flight at most */
     int in_flight;
     bool last_was_prefill;  /* prompt-chunk micro-batches take turns with sampled ones */
+    int rr_sample, rr_chunk; /* where the next micro-batch of each kind starts looking */
     int64_t rate_start_ns, log_last_ns;
     uint64_t rate_tokens;
 
@@ -205,22 +206,26 @@ static void mb_add(baton_scheduler *s, micro_batch *mb, int i, int count, const 
 
 /* Prompt chunks that are not a prompt's last (no sampling), within the step's tokens. */
 static void mb_fill_prefill(baton_scheduler *s, micro_batch *mb) {
-    int used = 0, chunk = s->limits.prefill_chunk;
-    for (int i = 0; i < s->limits.max_streams; i++) {
+    int used = 0, chunk = s->limits.prefill_chunk, m = s->limits.max_streams;
+    for (int k = 0; k < m; k++) {
+        int i = (s->rr_chunk + k) % m;
         stream *st = &s->streams[i];
         if (st->in_flight || !wants_chunk(s, st)) continue;
         if (used + chunk > s->step_tokens) break;
         mb_add(s, mb, i, chunk, st->req.prompt + st->prefilled, &used);
+        s->rr_chunk = (i + 1) % m;
     }
     mb->step = (baton_step){.n_seqs = mb->n, .seqs = mb->seqs, .tokens = mb->tokens};
 }
 
 /* Up to size sampled sequences: decoding streams first (their latency matters), then prompts'
- * last chunks, within the step's tokens. */
+ * last chunks, within the step's tokens. Round robin from where the last one stopped, so a ready
+ * stream is taken within (ready streams / size) micro-batches, whatever its slot. */
 static void mb_fill_sampled(baton_scheduler *s, micro_batch *mb, int size) {
-    int used = 0;
+    int used = 0, m = s->limits.max_streams, start = s->rr_sample;
     for (int pass = 0; pass < 2 && mb->n < size; pass++) {
-        for (int i = 0; i < s->limits.max_streams && mb->n < size; i++) {
+        for (int k = 0; k < m && mb->n < size; k++) {
+            int i = (start + k) % m;
             stream *st = &s->streams[i];
             if (st->in_flight || !wants_sample(s, st)) continue;
             bool decode = st->phase == PHASE_DECODE;
@@ -230,6 +235,7 @@ static void mb_fill_sampled(baton_scheduler *s, micro_batch *mb, int size) {
             mb->sampling[mb->n] = st->req.sampling;
             mb->sampling[mb->n].uniform = baton_rng_uniform(&st->rng);
             mb_add(s, mb, i, count, decode ? &st->next : st->req.prompt + st->prefilled, &used);
+            s->rr_sample = (i + 1) % m;
         }
     }
     mb->step = (baton_step){.n_seqs = mb->n, .seqs = mb->seqs, .tokens = mb->tokens,
