@@ -495,11 +495,7 @@ const char *baton_vk_coopmat_state(const baton_backend *base, bool *ready, bool 
 
 baton_status baton_vk_coopmat_use(baton_backend *base, bool on, baton_error *err) {
     vk_backend *b = (vk_backend *)base;
-    if (on && !b->ctx.coopmat_ready)
-        return baton_fail(err, BATON_ERR_UNSUPPORTED, "no cooperative-matrix matmul: %s",
-                          b->ctx.coopmat_why);
-    b->ctx.coopmat = on;
-    return BATON_OK;
+    return vk_coopmat_use(&b->ctx, on, err) ? BATON_OK : BATON_ERR_UNSUPPORTED;
 }
 
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }

@@ -100,7 +100,8 @@ const char *baton_vk_profile_name(int i);
  * value (e.g. "ready") only prepares it for baton_vk_coopmat_use. *ready: set up; *active: in
  * use. Returns why it is not ready ("" when it is). */
 const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *active);
-/* Switches it on or off for later steps (BATON_ERR_UNSUPPORTED when not ready). Its results
+/* Switches it on or off for later steps; on builds its pipeline first (BATON_ERR_UNSUPPORTED
+ * when not ready or the pipeline does not build: the backend then stays as it was). Its results
  * differ from the default path's (fp16 activations), so switch only between sequences. */
 baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
 

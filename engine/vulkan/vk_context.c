@@ -483,6 +483,25 @@ static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
     return false;
 }
 
+bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err) {
+    if (!on) {
+        ctx->coopmat = false;
+        return true;
+    }
+    if (ctx->coopmat_ready) {
+        baton_error coop_err = {0};
+        if (vk_pipeline_ensure(ctx, BATON_SHADER_matmul_coop_f16_f32, &coop_err) == BATON_OK) {
+            ctx->coopmat = true;
+            return true;
+        }
+        ctx->coopmat_ready = false;
+        snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "%.150s", coop_err.msg);
+    }
+    if (err != NULL)
+        baton_fail(err, BATON_ERR_UNSUPPORTED, "no cooperative-matrix matmul: %s", ctx->coopmat_why);
+    return false;
+}
+
 baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_error *err) {
     if (ctx->pipelines[shader] != VK_NULL_HANDLE) return BATON_OK;
     const baton_spirv *spv = &baton_spirv_table[shader];
@@ -723,16 +742,10 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     }
     s = vk_buffer_create(ctx, 256, false, &ctx->dummy, err);
     if (s != BATON_OK) goto out_dsets;
-    if (ctx->coopmat_ready) {
-        /* The variant must build here; if it does not, the engine goes on without it. */
-        baton_error coop_err = {0};
-        if (vk_pipeline_ensure(ctx, BATON_SHADER_matmul_coop_f16_f32, &coop_err) != BATON_OK) {
-            ctx->coopmat_ready = false;
-            snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "%.150s", coop_err.msg);
-        } else {
-            ctx->coopmat = strcmp(coop_env, "1") == 0;
-        }
-    }
+    /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it
+     * does not, the engine goes on without it). Any other value builds it at first use
+     * (vk_coopmat_use), after whatever the caller measures without it. */
+    if (ctx->coopmat_ready && strcmp(coop_env, "1") == 0) vk_coopmat_use(ctx, true, NULL);
     return BATON_OK;
 
 out_dsets:

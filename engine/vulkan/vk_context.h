@@ -75,6 +75,10 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
 /* Instance, device (device_index -1: best), queue, command buffer, pipelines. */
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
 void vk_context_free(vk_context *ctx);
+/* Every matmul on matmul_coop.comp (on) or back on the default variants (off). On needs
+ * coopmat_ready and builds the variant's pipeline; false (err filled when not NULL, and
+ * coopmat_ready cleared when the pipeline fails) when it cannot. */
+bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err);
 /* Builds the pipeline of a shader variant marked on_demand (the others are built by init);
  * nothing when it exists. */
 baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_error *err);
