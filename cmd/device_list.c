@@ -28,7 +28,7 @@ bool device_list_parse(const char *text, char specs[][DEVICE_SPEC_MAX], int max,
 }
 
 uint64_t device_free_bytes(const char *spec) {
-    if (strcmp(spec, "cpu") == 0) return baton_plan_ram_available();
+    if (strncmp(spec, "cpu", 3) == 0) return baton_plan_ram_available(); /* and cpu-delay:MS */
 #ifdef BATON_HAVE_VULKAN
     baton_vk_device_info *devices = NULL;
     int count = 0;

@@ -7,6 +7,8 @@
  *     their solo runs, and Info's slots in use and queue return to 0;
  *   - with every slot taken and the queue full, one more Generate is refused with
  *     RESOURCE_EXHAUSTED within 100 ms;
+ *   - three nodes whose stages take a fixed 40 ms per step (hidden device cpu-delay:40): with a
+ *     micro-batch per stage in flight, steps complete at >= 2.5x the rate of one at a time;
  *   - the coordinator's and nodes' resident memory after all that is what it was after a
  *     warm-up run (plain build; under ASan the leak check at exit does that job), and every
  *     process stops cleanly (exit 0: under ASan, no leaks). */
@@ -334,12 +336,12 @@ static long rss_kb(pid_t pid) {
     return kb;
 }
 
-static void node_start(test_server *n) {
+static void node_start(test_server *n, const char *devices) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "exec '%s' node --listen 127.0.0.1:0 --model '%s'", cli_bin(),
-             model_path);
+    snprintf(cmd, sizeof cmd, "exec '%s' node --listen 127.0.0.1:0 --model '%s' --devices %s",
+             cli_bin(), model_path, devices);
     n->pid = fork();
     REQUIRE(n->pid >= 0);
     if (n->pid == 0) {
@@ -439,6 +441,83 @@ static void run_overflow(const test_server *srv) {
     CHECK_MSG(wait_load(srv, 0, 0, 10000), "overflow: slots or queue still taken after cancel");
 }
 
+static int node_stop(test_server *n) {
+    kill(n->pid, SIGTERM);
+    int status = 0;
+    long long until = test_now_ms() + SERVE_STOP_MS;
+    pid_t got = 0;
+    while (got == 0 && test_now_ms() < until) {
+        got = waitpid(n->pid, &status, WNOHANG);
+        if (got == 0) {
+            struct timespec p = {.tv_nsec = 20000000}; /* polling an exit */
+            nanosleep(&p, NULL);
+        }
+    }
+    close(n->out_fd);
+    return got == n->pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Steps per second of PIPE_STREAMS streams of PIPE_TOKENS tokens through coordinator args. */
+enum { PIPE_STREAMS = 12, PIPE_TOKENS = 16, PIPE_DELAY_MS = 40 };
+static double pipe_rate(const char *args) {
+    test_server srv;
+    serve_start(&srv, args);
+    started[n_started++] = srv.pid;
+    static spec short_specs[PIPE_STREAMS];
+    static gstream streams[PIPE_STREAMS];
+    memset(streams, 0, sizeof streams);
+    for (int i = 0; i < PIPE_STREAMS; i++) {
+        short_specs[i] = specs[i % 5]; /* prompts of one chunk at most */
+        short_specs[i].max_tokens = PIPE_TOKENS;
+        streams[i].s = &short_specs[i];
+        streams[i].cancel_after = -1;
+    }
+    Baton__V1__InfoResponse *i0 = info(&srv);
+    uint64_t steps0 = i0->load->steps;
+    protobuf_c_message_free_unpacked(&i0->base, NULL);
+    client c;
+    long long t0 = test_now_ms();
+    client_open(&c, srv.addr, streams, PIPE_STREAMS);
+    CHECK(client_poll(&c, CALL_MS));
+    long long t1 = test_now_ms();
+    client_close(&c);
+    for (int i = 0; i < PIPE_STREAMS; i++)
+        CHECK(streams[i].code == GRPC_STATUS_OK && streams[i].n_ids == PIPE_TOKENS);
+    Baton__V1__InfoResponse *i1 = info(&srv);
+    uint64_t steps = i1->load->steps - steps0;
+    printf("  %s: %llu steps in %.2f s (%.1f steps/s), %u micro-batches chosen, stage ms",
+           strstr(args, "--micro-batches") != NULL ? "one micro-batch" : "as chosen",
+           (unsigned long long)steps, (t1 - t0) / 1e3, steps * 1e3 / (double)(t1 - t0),
+           i1->load->micro_batches_target);
+    for (size_t k = 0; k < i1->load->n_stage_ms; k++) printf(" %.1f", i1->load->stage_ms[k]);
+    printf("\n");
+    protobuf_c_message_free_unpacked(&i1->base, NULL);
+    CHECK(serve_stop(&srv) == 0);
+    n_started--;
+    return steps * 1e3 / (double)(t1 - t0);
+}
+
+/* Three nodes whose stage takes PIPE_DELAY_MS more per step (hidden device cpu-delay:MS): with a
+ * micro-batch per stage in flight, micro-batches complete at >= 2.5x the rate of one at a time,
+ * so the nodes really compute at once (forwarding does not wait for the next stage). */
+static void run_pipelining(void) {
+    test_server nodes[3];
+    char devices[32], args[2048];
+    snprintf(devices, sizeof devices, "cpu-delay:%d", PIPE_DELAY_MS);
+    for (int k = 0; k < 3; k++) node_start(&nodes[k], devices);
+    printf("three nodes, %d ms per stage step:\n", PIPE_DELAY_MS);
+    snprintf(args, sizeof args,
+             "--model '%s' --nodes %s,%s,%s --max-streams %d --log-interval-s 0 "
+             "--micro-batches 1",
+             model_path, nodes[0].addr, nodes[1].addr, nodes[2].addr, PIPE_STREAMS);
+    double one = pipe_rate(args);
+    *strstr(args, " --micro-batches 1") = '\0';
+    double full = pipe_rate(args);
+    printf("  %.2fx\n", full / one);
+    CHECK(full >= 2.5 * one);
+    for (int k = 0; k < 3; k++) CHECK(node_stop(&nodes[k]) == 0);
+}
+
 int main(void) {
     atexit(kill_started);
     cli_tmp(model_path, sizeof model_path, "load.pth");
@@ -450,8 +529,8 @@ int main(void) {
     printf("solo runs: %.2f s\n", (test_now_ms() - t) / 1e3);
 
     test_server nodes[2], srv;
-    node_start(&nodes[0]);
-    node_start(&nodes[1]);
+    node_start(&nodes[0], "cpu");
+    node_start(&nodes[1], "cpu");
     char args[2048];
     snprintf(args, sizeof args,
              "--model '%s' --nodes %s,%s --max-streams %d --max-queue %d --log-interval-s 2",
@@ -482,22 +561,9 @@ int main(void) {
     }
 
     CHECK(serve_stop(&srv) == 0);
-    for (int k = 0; k < 2; k++) {
-        kill(nodes[k].pid, SIGTERM);
-        int status = 0;
-        long long until = test_now_ms() + SERVE_STOP_MS;
-        pid_t got = 0;
-        while (got == 0 && test_now_ms() < until) {
-            got = waitpid(nodes[k].pid, &status, WNOHANG);
-            if (got == 0) {
-                struct timespec p = {.tv_nsec = 20000000};
-                nanosleep(&p, NULL);
-            }
-        }
-        CHECK_MSG(got == nodes[k].pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "node %d did not stop cleanly", k + 1);
-        close(nodes[k].out_fd);
-    }
+    for (int k = 0; k < 2; k++) CHECK_MSG(node_stop(&nodes[k]) == 0, "node %d did not stop cleanly", k + 1);
+    n_started = 0;
+    run_pipelining();
     n_started = 0;
     remove(model_path);
     return check_failures ? 1 : 0;
