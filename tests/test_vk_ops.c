@@ -113,7 +113,11 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
                 double d = fabs(y[i] - want) / scale;
                 if (!(d <= worst)) worst = d;
             }
-            CHECK_MSG(worst < 1e-5, "matmul %dx%d T %u epilogue %u: normalized error %g", N, K, T,
+            /* GLSL leaves packHalf2x16's rounding to the implementation (NVIDIA's differs from
+             * the reference's round-to-nearest-even), so the fp16 emulation is held to one fp16
+             * rounding of x (2^-11 relative); a wrong tile or index is off by far more. */
+            double bound = x_fp16 ? 1e-3 : 1e-5;
+            CHECK_MSG(worst < bound, "matmul %dx%d T %u epilogue %u: normalized error %g", N, K, T,
                       epi, worst);
             free(init);
         }

@@ -1,6 +1,7 @@
 /* Vulkan set-up as one straight line (instance, device, queue, pool, command buffer, fence,
  * layouts, pipelines, descriptor pool) and teardown in exact reverse. */
 #include "vk_context.h"
+#include "vk_kernels.h"
 
 #include <assert.h>
 #include <stdatomic.h>
@@ -742,6 +743,10 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     }
     s = vk_buffer_create(ctx, 256, false, &ctx->dummy, err);
     if (s != BATON_OK) goto out_dsets;
+    /* The one-token matmul: the default configuration where the device's shared memory holds it,
+     * else the plain kernel that was built above. */
+    ctx->matvec = VK_MATVEC_FALLBACK;
+    if (vk_matvec_select(ctx, 0, NULL) != BATON_OK) ctx->matvec = VK_MATVEC_FALLBACK;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it
      * does not, the engine goes on without it). Any other value builds it at first use
      * (vk_coopmat_use), after whatever the caller measures without it. */

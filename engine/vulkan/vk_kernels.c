@@ -3,7 +3,8 @@
 #include <assert.h>
 
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
-    {"wr8 u8 (default)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
+    {"wr32 u8 xs (default)", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
+    {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
     {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0},
     {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0},
     {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0},
@@ -11,7 +12,6 @@ const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
     {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0},
     {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1},
     {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1},
-    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
     {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1},
 };
 

@@ -36,8 +36,10 @@ _Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
 enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
 enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
 
-/* The one-token matmul (matvec) configurations: [0] is the default the engine uses; the others
- * are the bench's sweep (on-demand variants). wr is WR (rows per workgroup), unroll UNROLL
+/* The one-token matmul (matvec) configurations: [0] is the default the engine uses (x staged in
+ * shared memory, 32 rows a workgroup: 1.37x the plain kernel on an H100, docs/PERFORMANCE.md),
+ * [VK_MATVEC_FALLBACK] the plain kernel, always built, for devices whose shared memory is too
+ * small for [0]; the others are the bench's sweep (on-demand variants). wr is WR (rows per workgroup), unroll UNROLL
  * (weight loads in flight per thread), xs XS (x staged in shared memory) in matmul.comp. All sum
  * in the same order, so every one gives bitwise the same y. */
 typedef struct {
@@ -45,7 +47,7 @@ typedef struct {
     baton_shader_id shader;
     uint32_t wr, unroll, xs;
 } vk_matvec_config;
-enum { VK_MATVEC_CONFIGS = 10 };
+enum { VK_MATVEC_CONFIGS = 10, VK_MATVEC_FALLBACK = 1 };
 extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul.comp. */
