@@ -32,54 +32,14 @@ static bool delay_ms(const char *spec, int *ms) {
     return true;
 }
 
-typedef struct {
-    baton_backend base;
-    baton_backend *inner;
-    int ms;
-} delay_backend;
-
-static baton_status delay_step(baton_backend *b, const baton_step *s, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    struct timespec t = {.tv_sec = d->ms / 1000, .tv_nsec = (long)(d->ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-    return baton_backend_step(d->inner, s, e);
-}
-static baton_status delay_reset(baton_backend *b, int slot, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_reset(d->inner, slot, e);
-}
-static baton_status delay_read(baton_backend *b, int slot, float *state, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_read(d->inner, slot, state, e);
-}
-static baton_status delay_write(baton_backend *b, int slot, const float *state, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_write(d->inner, slot, state, e);
-}
-static void delay_free(baton_backend *b) {
-    delay_backend *d = (delay_backend *)b;
-    baton_backend_free(d->inner);
-    free(d);
-}
-static const struct baton_backend_ops delay_ops = {delay_step, delay_reset, delay_read,
-                                                   delay_write, delay_free};
-
 static baton_status delay_open(int ms, const baton_model *model, const baton_stage_config *config,
                                baton_backend **out, baton_error *err) {
     baton_backend *inner = NULL;
     baton_status st = baton_cpu_backend_new(model, config, &inner, err);
     if (st != BATON_OK) return st;
-    delay_backend *d = calloc(1, sizeof *d);
-    if (d == NULL) {
-        baton_backend_free(inner);
-        return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the backend");
-    }
-    d->base = *inner;
-    d->base.ops = &delay_ops;
-    d->inner = inner;
-    d->ms = ms;
-    *out = &d->base;
-    return BATON_OK;
+    st = baton_delay_backend_new(inner, ms, out, err);
+    if (st != BATON_OK) baton_backend_free(inner);
+    return st;
 }
 
 bool device_spec_valid(const char *spec) {

@@ -92,4 +92,9 @@ static inline void baton_backend_free(baton_backend *b) {
 baton_status baton_cpu_backend_new(const baton_model *model, const baton_stage_config *config,
                                    baton_backend **out, baton_error *err);
 
+/* Wraps inner in a backend that sleeps ms (0..60000) before each step: a stage of fixed compute
+ * time, for tests and benches of pipelining. On success the wrapper owns inner. */
+baton_status baton_delay_backend_new(baton_backend *inner, int ms, baton_backend **out,
+                                     baton_error *err);
+
 #endif

@@ -93,11 +93,8 @@ static int min_int(int a, int b) {
     return a < b ? a : b;
 }
 
-baton_status baton_chain_backend_new(baton_backend **stages, int n, baton_backend **out,
-                                     baton_error *err) {
-    *out = NULL;
-    if (n < 1 || n > CHAIN_STAGES_MAX)
-        return baton_fail(err, BATON_ERR_ARG, "%d stages, expected 1 to %d", n, CHAIN_STAGES_MAX);
+baton_status baton_chain_config(baton_backend *const *stages, int n, baton_stage_config *out,
+                                baton_error *err) {
     baton_stage_config cfg = stages[0]->config;
     for (int i = 1; i < n; i++) {
         const baton_stage_config *s = &stages[i]->config;
@@ -110,6 +107,18 @@ baton_status baton_chain_backend_new(baton_backend **stages, int n, baton_backen
         cfg.max_seqs = min_int(cfg.max_seqs, s->max_seqs);
         cfg.max_tokens = min_int(cfg.max_tokens, s->max_tokens);
     }
+    *out = cfg;
+    return BATON_OK;
+}
+
+baton_status baton_chain_backend_new(baton_backend **stages, int n, baton_backend **out,
+                                     baton_error *err) {
+    *out = NULL;
+    if (n < 1 || n > CHAIN_STAGES_MAX)
+        return baton_fail(err, BATON_ERR_ARG, "%d stages, expected 1 to %d", n, CHAIN_STAGES_MAX);
+    baton_stage_config cfg;
+    baton_status st = baton_chain_config(stages, n, &cfg, err);
+    if (st != BATON_OK) return st;
     chain_backend *c = calloc(1, sizeof *c);
     if (c == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the chain");
     size_t x_floats = (size_t)cfg.max_tokens * (size_t)stages[0]->model->n_embd;

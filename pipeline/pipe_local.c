@@ -4,6 +4,8 @@
  * micro-batch i's. */
 #include "pipe.h"
 
+#include "chain_backend.h"
+
 #include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -221,10 +223,6 @@ static const struct baton_pipe_ops local_ops = {
     .stage_ms = local_stage_ms, .free = local_free,
 };
 
-static int min_int(int a, int b) {
-    return a < b ? a : b;
-}
-
 baton_status baton_pipe_local_new(baton_backend **stages, int n, int depth, baton_pipe **out,
                                   baton_error *err) {
     *out = NULL;
@@ -235,18 +233,9 @@ baton_status baton_pipe_local_new(baton_backend **stages, int n, int depth, bato
     if (depth < 1 || depth > LOCAL_DEPTH_MAX)
         return baton_fail(err, BATON_ERR_ARG, "%d steps in flight, expected 1 to %d", depth,
                           LOCAL_DEPTH_MAX);
-    baton_stage_config cfg = stages[0]->config;
-    for (int i = 1; i < n; i++) {
-        const baton_stage_config *s = &stages[i]->config;
-        if (s->layer_begin != cfg.layer_end || s->with_embedding ||
-            stages[i]->model->n_embd != stages[0]->model->n_embd)
-            return baton_fail(err, BATON_ERR_ARG, "stage %d does not continue stage %d", i, i - 1);
-        cfg.layer_end = s->layer_end;
-        cfg.with_head = s->with_head;
-        cfg.n_slots = min_int(cfg.n_slots, s->n_slots);
-        cfg.max_seqs = min_int(cfg.max_seqs, s->max_seqs);
-        cfg.max_tokens = min_int(cfg.max_tokens, s->max_tokens);
-    }
+    baton_stage_config cfg;
+    baton_status cst = baton_chain_config(stages, n, &cfg, err);
+    if (cst != BATON_OK) return cst;
     local_pipe *p = calloc(1, sizeof *p);
     if (p == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the pipe");
     pthread_mutex_init(&p->mu, NULL);

@@ -18,44 +18,12 @@ enum { STAGES = 3, STAGE_MS = 20, STREAMS = 12, MAX_TOKENS = 16, LONG_PROMPT = 1
 
 /* ---- a stage that takes at least STAGE_MS per step ---- */
 
-typedef struct {
-    baton_backend base;
-    baton_backend *inner;
-} delay_backend;
-
-static baton_status delay_step(baton_backend *b, const baton_step *s, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    struct timespec t = {.tv_nsec = STAGE_MS * 1000000L}; /* the stage's compute, not a sync */
-    nanosleep(&t, NULL);
-    return baton_backend_step(d->inner, s, e);
-}
-static baton_status delay_reset(baton_backend *b, int slot, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_reset(d->inner, slot, e);
-}
-static baton_status delay_read(baton_backend *b, int slot, float *state, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_read(d->inner, slot, state, e);
-}
-static baton_status delay_write(baton_backend *b, int slot, const float *state, baton_error *e) {
-    delay_backend *d = (delay_backend *)b;
-    return d->inner->ops->slot_write(d->inner, slot, state, e);
-}
-static void delay_free(baton_backend *b) {
-    delay_backend *d = (delay_backend *)b;
-    baton_backend_free(d->inner);
-    free(d);
-}
-static const struct baton_backend_ops delay_ops = {delay_step, delay_reset, delay_read,
-                                                   delay_write, delay_free};
-
+/* The stage's compute: STAGE_MS per step, whatever else the machine does. */
 static baton_backend *delay_wrap(baton_backend *inner) {
-    delay_backend *d = calloc(1, sizeof *d);
-    REQUIRE(d != NULL);
-    d->base = *inner;
-    d->base.ops = &delay_ops;
-    d->inner = inner;
-    return &d->base;
+    baton_backend *d = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_delay_backend_new(inner, STAGE_MS, &d, &err) == BATON_OK);
+    return d;
 }
 
 /* ---- streams ---- */
