@@ -337,28 +337,11 @@ static long rss_kb(pid_t pid) {
 }
 
 static void node_start(test_server *n, const char *devices) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec '%s' node --listen 127.0.0.1:0 --model '%s' --devices %s",
              cli_bin(), model_path, devices);
-    n->pid = fork();
-    REQUIRE(n->pid >= 0);
-    if (n->pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    test_spawn(n, cmd, "baton node");
     started[n_started++] = n->pid;
-    close(fds[1]);
-    n->out_fd = fds[0];
-    char port[32];
-    REQUIRE(serve_read_line(n, "baton node: listening on 127.0.0.1:", port, sizeof port,
-                            SERVE_START_MS));
-    snprintf(n->addr, sizeof n->addr, "127.0.0.1:%s", port);
-    n->channel = NULL;
 }
 
 /* Runs every spec at once; cancel_odd makes streams 1, 3, 5, ... long and cancels them after

@@ -42,27 +42,10 @@ static void pause_ms(int ms) { /* polling, not synchronizing */
 
 /* Starts `baton node --listen LISTEN --model PATH` and reads the address it prints. */
 static void node_start(test_server *n, const char *listen, const char *path) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec '%s' node --listen %s --model '%s'", cli_bin(), listen, path);
-    n->pid = fork();
-    REQUIRE(n->pid >= 0);
-    if (n->pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    test_spawn(n, cmd, "baton node");
     remember(n->pid);
-    close(fds[1]);
-    n->out_fd = fds[0];
-    char port[32];
-    REQUIRE(serve_read_line(n, "baton node: listening on 127.0.0.1:", port, sizeof port,
-                            SERVE_START_MS));
-    snprintf(n->addr, sizeof n->addr, "127.0.0.1:%s", port);
-    n->channel = NULL;
 }
 
 static void node_kill(test_server *n) {

@@ -73,12 +73,11 @@ static inline int serve_health(rpc_channel *ch, const char *service) {
     return status;
 }
 
-/* Starts `baton serve --listen 127.0.0.1:0 <args>` and waits until it is SERVING. */
-static inline void serve_start(test_server *s, const char *args) {
+/* Runs cmd through the shell with its stdout on a pipe, reads the line "<what>: listening on
+ * 127.0.0.1:PORT" it prints (bounded), and sets s->pid, s->out_fd and s->addr. */
+static inline void test_spawn(test_server *s, const char *cmd, const char *what) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec '%s' serve --listen 127.0.0.1:0 %s", cli_bin(), args);
     s->pid = fork();
     REQUIRE(s->pid >= 0);
     if (s->pid == 0) {
@@ -90,10 +89,22 @@ static inline void serve_start(test_server *s, const char *args) {
     }
     close(fds[1]);
     s->out_fd = fds[0];
-    char port[32];
-    REQUIRE(serve_read_line(s, "baton serve: listening on 127.0.0.1:", port, sizeof port,
-                            SERVE_START_MS));
+    s->channel = NULL;
+    char prefix[64], port[32];
+    snprintf(prefix, sizeof prefix, "%s: listening on 127.0.0.1:", what);
+    if (!serve_read_line(s, prefix, port, sizeof port, SERVE_START_MS)) {
+        kill(s->pid, SIGKILL); /* never leave a process behind a failed test */
+        waitpid(s->pid, NULL, 0);
+        REQUIRE(!"the process printed where it listens");
+    }
     snprintf(s->addr, sizeof s->addr, "127.0.0.1:%s", port);
+}
+
+/* Starts `baton serve --listen 127.0.0.1:0 <args>` and waits until it is SERVING. */
+static inline void serve_start(test_server *s, const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "exec '%s' serve --listen 127.0.0.1:0 %s", cli_bin(), args);
+    test_spawn(s, cmd, "baton serve");
     rpc_limits limits = rpc_limits_default();
     REQUIRE(rpc_channel_open(s->addr, &limits, &s->channel, NULL) == BATON_OK);
     long long until = test_now_ms() + SERVE_START_MS;
