@@ -17,6 +17,7 @@
 #include "args.h"
 #include "chain_backend.h"
 #include "commands.h"
+#include "device_open.h"
 #include "fingerprint.h"
 #include "remote_backend.h"
 #include "scheduler.h"
@@ -29,9 +30,13 @@ static const char bench_pipeline_usage[] =
     "  --steps K     decode steps timed per setup; the median is reported (default 200)\n"
     "  --load T      instead: generated tokens/s at 1, 8, 64 and 256 concurrent streams of T\n"
     "                tokens through the scheduler, on one stage and on N (in this process\n"
-    "                and over nodes), N with one micro-batch in flight and as chosen\n";
+    "                and over nodes), N with one micro-batch in flight and as chosen\n"
+    "  --device D    every stage's device: cpu (default), vulkan or vulkan:N (the nodes too)\n";
 
 enum { NODES_MAX = 8 };
+
+/* --device: where every stage runs, in this process and on the nodes. */
+static const char *bench_device = "cpu";
 
 static double now_s(void) {
     struct timespec t;
@@ -95,7 +100,7 @@ static pid_t node_spawn(const char *model, char *addr, size_t addr_size) {
         int devnull = open("/dev/null", O_WRONLY);
         if (devnull >= 0) dup2(devnull, STDERR_FILENO);
         execl("/proc/self/exe", "baton", "node", "--listen", "127.0.0.1:0", "--model", model,
-              (char *)NULL);
+              "--devices", bench_device, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -222,7 +227,7 @@ static int bench_load(const char *model_path, int n, int max_tokens) {
                                      .with_embedding = i == 0, .with_head = i == m - 1,
                                      .n_slots = LOAD_SLOTS, .max_seqs = LOAD_SLOTS,
                                      .max_tokens = 512 + LOAD_SLOTS};
-            if (baton_cpu_backend_new(model, &sc, &stages[i], &err) != BATON_OK) {
+            if (device_backend_open(bench_device, model, &sc, &stages[i], &err) != BATON_OK) {
                 for (int k = 0; k < i; k++) baton_backend_free(stages[k]);
                 goto out;
             }
@@ -306,7 +311,7 @@ int cmd_bench_pipeline(int argc, char **argv) {
         {"model", required_argument, 0, 'm'},   {"stages", required_argument, 0, 'n'},
         {"batch", required_argument, 0, 'b'},   {"prefill", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'k'},   {"help", no_argument, 0, 'h'},
-        {"load", required_argument, 0, 'L'},
+        {"load", required_argument, 0, 'L'},   {"device", required_argument, 0, 'd'},
         {0, 0, 0, 0},
     };
     const char *model_path = NULL;
@@ -323,6 +328,12 @@ int cmd_bench_pipeline(int argc, char **argv) {
         case 'p': ok = args_int("bench-pipeline", "--prefill", optarg, 1, 4096, &prefill); break;
         case 'k': ok = args_int("bench-pipeline", "--steps", optarg, 1, 100000, &steps); break;
         case 'L': ok = args_int("bench-pipeline", "--load", optarg, 1, 4096, &load); break;
+        case 'd':
+            bench_device = optarg;
+            if (!device_spec_valid(optarg))
+                return args_usage_error("bench-pipeline", "--device: '%s' is not cpu, vulkan or "
+                                        "vulkan:N", optarg);
+            break;
         case 'h': fputs(bench_pipeline_usage, stdout); return BATON_EXIT_OK;
         default:
             return args_usage_error("bench-pipeline", "unknown or incomplete option '%s'",
@@ -362,7 +373,7 @@ int cmd_bench_pipeline(int argc, char **argv) {
     baton_stage_config all = {.layer_end = model->n_layer, .with_embedding = true,
                               .with_head = true, .n_slots = (int)batch, .max_seqs = (int)batch,
                               .max_tokens = max_tokens};
-    if (baton_cpu_backend_new(model, &all, &local, &err) != BATON_OK) goto out;
+    if (device_backend_open(bench_device, model, &all, &local, &err) != BATON_OK) goto out;
     baton_backend *stages[NODES_MAX];
     for (int i = 0; i < n; i++) {
         baton_stage_config sc = all;
@@ -370,7 +381,7 @@ int cmd_bench_pipeline(int argc, char **argv) {
         sc.layer_end = plan.stages[i].layer_end;
         sc.with_embedding = plan.stages[i].with_embedding;
         sc.with_head = plan.stages[i].with_head;
-        if (baton_cpu_backend_new(model, &sc, &stages[i], &err) != BATON_OK) {
+        if (device_backend_open(bench_device, model, &sc, &stages[i], &err) != BATON_OK) {
             for (int k = 0; k < i; k++) baton_backend_free(stages[k]);
             goto out;
         }
