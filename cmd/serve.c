@@ -40,7 +40,8 @@ static const char serve_usage[] =
     "  --generate-timeout-s N  deadline of a Generate whose client sets none (default 300)\n"
     "  --prefill-chunk N       prompt tokens per stream per step (default 512, as baton run)\n"
     "  --grace-s N             on SIGTERM, seconds for calls to finish sending (default 5)\n"
-    "  --micro-batches N       micro-batches in flight at most (default 0: one per stage)\n"
+    "  --micro-batches N       micro-batches in flight at most (default 0: one per stage that\n"
+    "                          can compute at the same time: stages sharing a GPU count once)\n"
     "  --log-interval-s N      a load line on stderr this often while busy (default 10, 0 off)\n";
 
 /* Largest message between nodes: a 520-token step of n_embd 5120 is 10.6 MB. */
@@ -210,6 +211,10 @@ int cmd_serve(int argc, char **argv) {
                    baton_tokenizer_n_vocab(tok), model->n_vocab);
         goto out;
     }
+    /* Stages that share a GPU take turns: more micro-batches than stages that can compute at
+     * once would only read every weight again per micro-batch (docs/PERFORMANCE.md). */
+    if (limits.scheduler.micro_batches == 0)
+        limits.scheduler.micro_batches = baton_plan_parallel_stages(&pipe.plan);
     if (baton_scheduler_start(pipe.pipe, tok, &limits.scheduler, &scheduler, &err) != BATON_OK)
         goto out;
     baton_inference_service_ready(svc, model, tok, scheduler, pipe.stages, pipe.plan.n_stages);

@@ -158,6 +158,26 @@ baton_status baton_plan_parse_split(const char *text, int *split, int max, int *
     }
 }
 
+/* True when stages a and b run on the same GPU: the same device spec on the same host. */
+static bool plan_same_gpu(const baton_plan_device *a, const baton_plan_device *b) {
+    if (strncmp(a->device, "vulkan", 6) != 0 || strcmp(a->device, b->device) != 0) return false;
+    const char *ca = strrchr(a->host, ':'), *cb = strrchr(b->host, ':');
+    size_t la = ca ? (size_t)(ca - a->host) : strlen(a->host);
+    size_t lb = cb ? (size_t)(cb - b->host) : strlen(b->host);
+    return la == lb && strncmp(a->host, b->host, la) == 0;
+}
+
+int baton_plan_parallel_stages(const baton_plan *p) {
+    int n = 0;
+    for (int i = 0; i < p->n_stages; i++) {
+        bool shared = false;
+        for (int j = 0; j < i && !shared; j++)
+            shared = plan_same_gpu(&p->stages[i].device, &p->stages[j].device);
+        n += !shared;
+    }
+    return n;
+}
+
 void baton_plan_print(const baton_plan *p, const char *prefix, FILE *out) {
     int n_layer = p->n_stages > 0 ? p->stages[p->n_stages - 1].layer_end : 0;
     fprintf(out, "%splan: %d stage%s for %d layers\n", prefix, p->n_stages,

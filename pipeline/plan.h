@@ -60,6 +60,12 @@ baton_status baton_plan_parse_split(const char *text, int *split, int max, int *
 /* Writes the plan, one line per stage, each line starting with prefix. */
 void baton_plan_print(const baton_plan *plan, const char *prefix, FILE *out);
 
+/* How many of the plan's stages can compute at the same time. Stages on one GPU take turns, so
+ * the stages on one Vulkan device of one host (the same host name, whatever the port) count once;
+ * CPU stages, each its own thread, count each. More micro-batches in flight than this only make
+ * every weight be read again per micro-batch. */
+int baton_plan_parallel_stages(const baton_plan *plan);
+
 /* Available RAM (MemAvailable), what a CPU stage may use; 0 when unknown. */
 uint64_t baton_plan_ram_available(void);
 

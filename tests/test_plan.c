@@ -104,7 +104,27 @@ static void check_fingerprint(void) {
     baton_tensor_set_free(sc);
 }
 
+/* Stages on one GPU of one host count once; CPU stages and other GPUs or hosts count each. */
+static void check_parallel(void) {
+    baton_plan p = {.n_stages = 3};
+    const char *devs[3] = {"vulkan:0", "vulkan:0", "vulkan:0"};
+    for (int i = 0; i < 3; i++) snprintf(p.stages[i].device.device, sizeof p.stages[i].device.device, "%s", devs[i]);
+    CHECK(baton_plan_parallel_stages(&p) == 1);
+    snprintf(p.stages[1].device.device, sizeof p.stages[1].device.device, "vulkan:1");
+    CHECK(baton_plan_parallel_stages(&p) == 2);
+    for (int i = 0; i < 3; i++) snprintf(p.stages[i].device.device, sizeof p.stages[i].device.device, "cpu");
+    CHECK(baton_plan_parallel_stages(&p) == 3);
+    /* Nodes: the same host on other ports shares its GPU; another host does not. */
+    const char *hosts[3] = {"10.0.0.1:50061", "10.0.0.1:50062", "10.0.0.2:50061"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p.stages[i].device.device, sizeof p.stages[i].device.device, "vulkan:0");
+        snprintf(p.stages[i].device.host, sizeof p.stages[i].device.host, "%s", hosts[i]);
+    }
+    CHECK(baton_plan_parallel_stages(&p) == 2);
+}
+
 int main(void) {
+    check_parallel();
     check_auto();
     check_refusals();
     check_fingerprint();
