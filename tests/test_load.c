@@ -424,22 +424,6 @@ static void run_overflow(const test_server *srv) {
     CHECK_MSG(wait_load(srv, 0, 0, 10000), "overflow: slots or queue still taken after cancel");
 }
 
-static int node_stop(test_server *n) {
-    kill(n->pid, SIGTERM);
-    int status = 0;
-    long long until = test_now_ms() + SERVE_STOP_MS;
-    pid_t got = 0;
-    while (got == 0 && test_now_ms() < until) {
-        got = waitpid(n->pid, &status, WNOHANG);
-        if (got == 0) {
-            struct timespec p = {.tv_nsec = 20000000}; /* polling an exit */
-            nanosleep(&p, NULL);
-        }
-    }
-    close(n->out_fd);
-    return got == n->pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* Steps per second of PIPE_STREAMS streams of PIPE_TOKENS tokens through coordinator args. */
 enum { PIPE_STREAMS = 12, PIPE_TOKENS = 16, PIPE_DELAY_MS = 40 };
 static double pipe_rate(const char *args) {
@@ -498,7 +482,7 @@ static void run_pipelining(void) {
     double full = pipe_rate(args);
     printf("  %.2fx\n", full / one);
     CHECK(full >= 2.5 * one);
-    for (int k = 0; k < 3; k++) CHECK(node_stop(&nodes[k]) == 0);
+    for (int k = 0; k < 3; k++) CHECK(serve_stop(&nodes[k]) == 0);
 }
 
 int main(void) {
@@ -544,7 +528,7 @@ int main(void) {
     }
 
     CHECK(serve_stop(&srv) == 0);
-    for (int k = 0; k < 2; k++) CHECK_MSG(node_stop(&nodes[k]) == 0, "node %d did not stop cleanly", k + 1);
+    for (int k = 0; k < 2; k++) CHECK_MSG(serve_stop(&nodes[k]) == 0, "node %d did not stop cleanly", k + 1);
     n_started = 0;
     run_pipelining();
     n_started = 0;

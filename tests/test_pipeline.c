@@ -56,18 +56,10 @@ static void node_kill(test_server *n) {
 }
 
 static int node_stop(test_server *n) {
-    kill(n->pid, SIGTERM);
-    int status = 0;
-    long long until = test_now_ms() + SERVE_STOP_MS;
-    pid_t got = 0;
-    while (got == 0 && test_now_ms() < until) {
-        got = waitpid(n->pid, &status, WNOHANG);
-        if (got == 0) pause_ms(20);
-    }
-    if (got == 0) return -1; /* kill_started reaps it */
-    forget(n->pid);
-    close(n->out_fd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    pid_t pid = n->pid;
+    int rc = serve_stop(n); /* reaps it, killed if it does not stop in time */
+    forget(pid);
+    return rc;
 }
 
 static void coordinator_start(test_server *s, const char *args) {

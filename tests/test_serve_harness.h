@@ -118,7 +118,8 @@ static inline void serve_start(test_server *s, const char *args) {
     REQUIRE(health == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
 }
 
-/* Sends SIGTERM and waits (bounded) for the exit; returns the exit code, -1 on a crash or hang. */
+/* Closes the channel (if any), sends SIGTERM and waits (bounded) for the exit, killing the process
+ * when it does not come; returns the exit code, -1 on a crash or hang. Serves nodes too. */
 static inline int serve_stop(test_server *s) {
     rpc_channel_free(s->channel);
     s->channel = NULL;
