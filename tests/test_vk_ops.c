@@ -41,6 +41,23 @@ static bool x_fp16;
 
 static double x_ref(float v) { return x_fp16 ? (double)baton_f16_to_f32(baton_f32_to_f16(v)) : (double)v; }
 
+/* Uploads the fp16 (N, K) matrix w16 in row chunks of at most chunk_bytes (forced through
+ * BATON_VK_CHUNK_BYTES, as a device with a small binding limit would cut it). */
+static void upload_f16(const uint16_t *w16, int N, int K, uint64_t chunk_bytes, vk_matrix *wm) {
+    char chunk[32];
+    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
+    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
+    vk_uploader up;
+    baton_matrix bm = {.data = w16, .dtype = BATON_F16, .rows = N, .cols = K};
+    baton_error err = {0};
+    REQUIRE(vk_uploader_init(&ctx, &up, (uint64_t)N * K * 2, &err) == BATON_OK);
+    baton_status st = vk_matrix_upload(&ctx, &up, &bm, "test", wm, &err);
+    vk_uploader_free(&ctx, &up);
+    unsetenv("BATON_VK_CHUNK_BYTES");
+    if (st != BATON_OK) fprintf(stderr, "%s\n", err.msg);
+    REQUIRE(st == BATON_OK);
+}
+
 /* W (N, K) random (fp16-exact values), x [T][K]; checks every epilogue and every variant. */
 static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     enum { TMAX = 41 };
@@ -52,19 +69,8 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     for (int i = 0; i < TMAX * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
     w16[0] = baton_f32_to_f16(1000.0f); /* a large weight keeps the test honest about rounding */
 
-    char chunk[32];
-    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
-    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
-    vk_uploader up;
     vk_matrix wm;
-    baton_matrix bm = {.data = w16, .dtype = BATON_F16, .rows = N, .cols = K};
-    baton_error err = {0};
-    REQUIRE(vk_uploader_init(&ctx, &up, (uint64_t)N * K * 2, &err) == BATON_OK);
-    baton_status st = vk_matrix_upload(&ctx, &up, &bm, "test", &wm, &err);
-    vk_uploader_free(&ctx, &up);
-    unsetenv("BATON_VK_CHUNK_BYTES");
-    if (st != BATON_OK) fprintf(stderr, "%s\n", err.msg);
-    REQUIRE(st == BATON_OK);
+    upload_f16(w16, N, K, chunk_bytes, &wm);
     printf("matmul %dx%d: %d chunk(s)\n", N, K, wm.n_chunks);
 
     vk_buffer xb = host_buffer((size_t)TMAX * K * 4), yb = host_buffer((size_t)TMAX * N * 4);
@@ -239,18 +245,9 @@ static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
     uint16_t *w16 = malloc((size_t)N * K * 2);
     REQUIRE(w16);
     for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
-    char chunk[32];
-    snprintf(chunk, sizeof chunk, "%llu", (unsigned long long)chunk_bytes);
-    setenv("BATON_VK_CHUNK_BYTES", chunk, 1);
-    vk_uploader up;
     vk_matrix wm;
-    baton_matrix bm = {.data = w16, .dtype = BATON_F16, .rows = N, .cols = K};
     baton_error err = {0};
-    REQUIRE(vk_uploader_init(&ctx, &up, (uint64_t)N * K * 2, &err) == BATON_OK);
-    baton_status st = vk_matrix_upload(&ctx, &up, &bm, "test", &wm, &err);
-    vk_uploader_free(&ctx, &up);
-    unsetenv("BATON_VK_CHUNK_BYTES");
-    REQUIRE(st == BATON_OK);
+    upload_f16(w16, N, K, chunk_bytes, &wm);
     vk_buffer xb = host_buffer((size_t)K * 4), yb = host_buffer((size_t)N * 4);
     vk_buffer mb = host_buffer((size_t)N * 4);
     float *x = xb.mapped, *m = mb.mapped, *y = yb.mapped;
