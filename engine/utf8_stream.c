@@ -42,6 +42,16 @@ int baton_utf8_next(const uint8_t *s, size_t n, uint32_t *cp) {
     return len;
 }
 
+bool baton_utf8_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = baton_utf8_next((const uint8_t *)s + i, n - i, &cp);
+        if (k <= 0) return false;
+        i += (size_t)k;
+    }
+    return true;
+}
+
 int baton_utf8_put(uint32_t cp, uint8_t *out) {
     assert(cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF));
     if (cp < 0x80) {

@@ -7,6 +7,7 @@
 #ifndef BATON_UTF8_STREAM_H
 #define BATON_UTF8_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,9 @@
  *   0      s[0..n) is a proper prefix of a valid character (more bytes could complete it);
  *   -k < 0 invalid: the maximal subpart is the first k bytes (1..3); *cp is not set. */
 int baton_utf8_next(const uint8_t *s, size_t n, uint32_t *cp);
+
+/* True when s[0..n) is whole, valid UTF-8 (no invalid or unfinished character). */
+bool baton_utf8_valid(const char *s, size_t n);
 
 /* Writes the UTF-8 of cp (<= 0x10FFFF, not a surrogate) to out (room for 4); returns its length. */
 int baton_utf8_put(uint32_t cp, uint8_t *out);

@@ -18,16 +18,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static bool valid_utf8(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int r = baton_utf8_next((const uint8_t *)s + i, n - i, &cp);
-        if (r <= 0) return false;
-        i += (size_t)r;
-    }
-    return true;
-}
-
 /* Encodes text, decodes it whole and streamed; aborts on a broken promise. */
 static void round_trip(const baton_tokenizer *tok, const uint8_t *text, size_t n, bool exact) {
     int32_t *ids;
@@ -49,11 +39,11 @@ static void round_trip(const baton_tokenizer *tok, const uint8_t *text, size_t n
         } else {
             baton_detok_stream_flush(s, &chunk, &chunk_n);
         }
-        if (!valid_utf8(chunk, chunk_n)) abort();
+        if (!baton_utf8_valid(chunk, chunk_n)) abort();
         same = same && at + chunk_n <= back_n && memcmp(back + at, chunk, chunk_n) == 0;
         at += chunk_n;
     }
-    if (valid_utf8(back, back_n) && !(same && at == back_n)) abort();
+    if (baton_utf8_valid(back, back_n) && !(same && at == back_n)) abort();
     baton_detok_stream_free(s);
     free(back);
     free(ids);
@@ -122,11 +112,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             size_t piece = 1 + data[i] % 16;
             if (piece > size - i) piece = size - i;
             size_t n = baton_utf8_stream_feed(&s, data + i, piece, out);
-            if (!valid_utf8((const char *)out, n)) abort();
+            if (!baton_utf8_valid((const char *)out, n)) abort();
             i += piece;
         }
         size_t n = baton_utf8_stream_flush(&s, out);
-        if (!valid_utf8((const char *)out, n)) abort();
+        if (!baton_utf8_valid((const char *)out, n)) abort();
     }
     return 0;
 }

@@ -179,17 +179,6 @@ static const rpc_source outbox_source = {.take = outbox_take, .free = outbox_fre
 
 /* ---- checking a GenerateRequest ---- */
 
-/* Stop strings must be whole UTF-8, so cutting the text at one never splits a character. */
-static bool utf8_valid(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int k = baton_utf8_next((const uint8_t *)s + i, n - i, &cp);
-        if (k <= 0) return false;
-        i += (size_t)k;
-    }
-    return true;
-}
-
 /* Fills req from m or writes what is wrong in why. */
 static bool generate_check(const baton_inference_service *svc, const Baton__V1__GenerateRequest *m,
                            baton_gen_request *req, char *why, size_t why_size) {
@@ -264,9 +253,10 @@ static bool generate_check(const baton_inference_service *svc, const Baton__V1__
         snprintf(why, why_size, "stop: %zu strings, at most %d", m->n_stop, BATON_GEN_STOPS_MAX);
         return false;
     }
+    /* Stop strings must be whole UTF-8, so cutting the text at one never splits a character. */
     for (size_t i = 0; i < m->n_stop; i++) {
         size_t n = strlen(m->stop[i]);
-        if (n == 0 || n > BATON_GEN_STOP_BYTES_MAX || !utf8_valid(m->stop[i], n)) {
+        if (n == 0 || n > BATON_GEN_STOP_BYTES_MAX || !baton_utf8_valid(m->stop[i], n)) {
             snprintf(why, why_size, "stop[%zu]: must be 1 to %d bytes of valid UTF-8", i,
                      BATON_GEN_STOP_BYTES_MAX);
             return false;

@@ -11,17 +11,6 @@
 #include "tokenizer.h"
 #include "utf8_stream.h"
 
-/* True when s[0..n) is whole, valid UTF-8. */
-static bool valid_utf8(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int r = baton_utf8_next((const uint8_t *)s + i, n - i, &cp);
-        if (r <= 0) return false;
-        i += (size_t)r;
-    }
-    return true;
-}
-
 /* Decodes ids through a stream, checking every chunk is valid UTF-8; returns the concatenation
  * (malloc'ed, *len bytes). */
 static char *stream_decode(const baton_tokenizer *tok, const int32_t *ids, size_t n, size_t *len) {
@@ -39,7 +28,7 @@ static char *stream_decode(const baton_tokenizer *tok, const int32_t *ids, size_
         } else {
             baton_detok_stream_flush(s, &chunk, &chunk_n);
         }
-        CHECK_MSG(valid_utf8(chunk, chunk_n), "chunk after id %zu is not whole UTF-8", i);
+        CHECK_MSG(baton_utf8_valid(chunk, chunk_n), "chunk after id %zu is not whole UTF-8", i);
         while (w + chunk_n + 1 > cap) cap *= 2;
         all = realloc(all, cap);
         REQUIRE(all != NULL);
@@ -202,7 +191,7 @@ static void check_round_trips(const baton_tokenizer *tok, bool any_bytes) {
         }
         size_t streamed_n;
         char *streamed = stream_decode(tok, ids, n_ids, &streamed_n);
-        if (valid_utf8(back, back_n)) {
+        if (baton_utf8_valid(back, back_n)) {
             CHECK(streamed_n == back_n && memcmp(streamed, back, back_n) == 0);
         }
         free(streamed);
