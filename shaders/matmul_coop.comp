@@ -1,19 +1,30 @@
 #version 450
-// y = W x on the tensor cores (GL_NV_cooperative_matrix), opt-in (BATON_VK_COOPMAT=1): W fp16 as
-// in matmul.comp (interleaved row blocks), x rounded to fp16, products accumulated in fp32. A
-// workgroup computes one row block (32 rows, two subgroups of 16) for TN tokens: K in tiles of
-// KT staged in shared memory (W re-laid row-major, x transposed to K x tokens), each tile
-// multiplied 16 columns at a time by 16x8x16 matrix products, in k order. The order depends on
-// K alone, never on T or a token's place, and every matmul of the engine runs here for every
-// token count once this variant is chosen, so batch invariance holds as far as the hardware's
-// products treat each column alike. Rounding x to fp16 changes the numerics: the fixture bounds
-// must be re-checked (test_vk_backend reports them).
+// y = W x on the tensor cores (GL_NV_cooperative_matrix), opt-in (BATON_VK_COOPMAT): W fp16 as
+// uploaded for matmul.comp (interleaved row blocks), x split into two fp16 halves, x = hi + lo
+// (hi = fp16(x), lo = fp16(x - hi): about 22 bits of x, where fp16 alone keeps 11), products
+// accumulated in fp32 by 16x8x8 matrix products.
 //
-// Stacked groups, push constants, bindings and epilogues: as matmul.comp.
+// Order of the sums (the same for every variant, so batch invariance holds as far as the
+// hardware's products treat each column alike): K is cut into the 8 segments of matmul.comp
+// (cps chunks of 8 columns each, fixed by K alone). For each output, segment s sums from zero, one
+// chunk at a time in k order, the chunk's product with hi and then with lo (two 16x8x8 products);
+// the 8 segment sums are then added in order 0..7 in plain fp32. The variants differ in how much
+// they compute at once (RM rows, TN tokens, KR chunks of x staged per round), never in that order.
 //
-// EMULATE=1 (test_vk_ops only, on any device): the same staging, tiles and epilogues with the
-// 16x8x16 products done by plain fp32 arithmetic on the same fp16 values, so that everything but
-// the cooperative-matrix calls themselves is tested where no device has them.
+// A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one or two 16-row
+// fragments of one 32-row block) for TN tokens. Per round, the workgroup stages KR chunks of
+// every segment's x for its TN tokens in shared memory (hi and lo), then each subgroup multiplies
+// its chunks: the weights' 16x8 fragments come straight from the buffer (16 rows of a chunk are
+// 256 contiguous bytes in the interleaved layout: one coalesced load), each used for TN / 8 token
+// columns twice. The segment sums meet in shared memory, one 8-token column at a time.
+//
+// Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
+// in one 32-row block, so in one group).
+//
+// EMULATE=1 (test_vk_ops, on any device): the same staging, rounds, segments, groups and
+// epilogues with each 16x8x8 product done by plain fp32 arithmetic on the same fp16 values (hi
+// and lo packed in one uint per element), so that everything but the cooperative-matrix calls
+// themselves is tested where no device has them.
 #extension GL_GOOGLE_include_directive : require
 #ifndef EMULATE
 #define EMULATE 0
@@ -22,19 +33,32 @@
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
-#define HT float16_t
-#else
-#define HT float
+#extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "common.glsl"
 
-#define RB 32u
-#define TN 32u              // tokens per workgroup
-#define KT 64u              // columns of W per staged tile
-#define SA (KT + 8u)        // row stride of the staged W (halves; 144 bytes, 16-byte aligned)
-#define SB (TN + 8u)        // row stride of the staged x (halves)
-#define SC (TN + 4u)        // row stride of the results (floats)
-#define THREADS 64u         // two subgroups of 32 (the engine checks the subgroup size)
+// ROWS, TOKENS, ROUND: the variant's RM, TN and KR (plain integers for the preprocessor).
+#ifndef ROWS
+#define ROWS 16             // rows per workgroup: 16 or 32
+#endif
+#ifndef TOKENS
+#define TOKENS 8            // tokens per workgroup: a multiple of 8
+#endif
+#ifndef ROUND
+#define ROUND 8             // chunks of every segment's x staged per round
+#endif
+const uint RM = ROWS, TN = TOKENS, KR = ROUND;
+const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
+const uint RF = RM / 16u;   // 16-row fragments per subgroup
+const uint NJ = TN / 8u;    // 8-token columns per workgroup
+const uint KS = KR * 8u;    // staged columns per segment
+#if EMULATE
+const uint TNP = TN;        // one uint (hi, lo) per element: no fragment loads to align
+#elif TOKENS == 8
+const uint TNP = 8u;        // row stride of the staged x (halves): 16 bytes puts the 8 rows of
+#else                       // a fragment on distinct banks; TN + 8 does for wider tiles
+const uint TNP = TN + 8u;
+#endif
 
 #define EPI_NONE 0u
 #define EPI_SIGMOID 1u
@@ -42,8 +66,12 @@
 #define EPI_ADD 3u
 #define EPI_ADD_MUL 4u
 
-layout(local_size_x = THREADS) in;
+layout(local_size_x = 256) in; // THREADS
+#if EMULATE
 layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
+#else
+layout(std430, binding = 0) readonly buffer W { float16_t wh[]; };
+#endif
 layout(std430, binding = 1) readonly buffer X { vec4 x[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer M { float m[]; };
@@ -57,14 +85,21 @@ layout(push_constant, std430) uniform Push {
     uint epi_0, epi_1, epi_2;
 } pc;
 
-shared HT sa[RB * SA];          // W tile: [32 rows][KT columns]
-shared HT sb[KT * SB];          // x tile: [KT columns][TN tokens]
-shared float sc[RB * SC];       // y: [32 rows][TN tokens]
+// x of the round: [segment][KS columns][TNP tokens].
+#if EMULATE
+shared uint xhl[SEGS * KS * TNP];   // packHalf2x16(hi, lo)
+#else
+shared float16_t xh[SEGS * KS * TNP];
+shared float16_t xl[SEGS * KS * TNP];
+#endif
+shared float part[SEGS * RM * 8u];  // segment sums of one 8-token column: [segment][row][token]
 
 void main() {
     uint tid = gl_LocalInvocationID.x, sg = tid / 32u;
     uint col0 = gl_WorkGroupID.x * TN;
-    uint blk = gl_WorkGroupID.y;
+    uint row_wg = gl_WorkGroupID.y * RM;       // first row of the workgroup within the chunk
+    uint blk = row_wg / RB;                    // its row block within the chunk
+    uint r0 = row_wg % RB;                     // its first row within the block
     uint gblk = pc.blk0 + blk;
     uint g = gblk >= pc.blk_2 && pc.n_groups > 2u ? 2u : gblk >= pc.blk_1 && pc.n_groups > 1u ? 1u : 0u;
     uint gblk0 = g == 2u ? pc.blk_2 : g == 1u ? pc.blk_1 : 0u;
@@ -75,93 +110,124 @@ void main() {
     uint epilogue = g == 2u ? pc.epi_2 : g == 1u ? pc.epi_1 : pc.epi_0;
 
     uint nc = pc.K / 8u, xrow = pc.K / 4u;
+    // This subgroup's segment: chunks [c_begin, c_end).
+    uint c_begin = min(sg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
+
 #if EMULATE
-    float acc[RB * TN / THREADS]; // element e: row (tid + THREADS e) % RB, token (tid + THREADS e) / RB
-    [[unroll]] for (uint e = 0u; e < RB * TN / THREADS; e++) acc[e] = 0.0;
+    // Lane l holds elements l + 32 e (e < 4) of each 16x8 fragment: row (l + 32 e) / 8, token % 8.
+    float acc[RF][NJ][4];
+    [[unroll]] for (uint f = 0u; f < RF; f++)
+        [[unroll]] for (uint j = 0u; j < NJ; j++)
+            [[unroll]] for (uint e = 0u; e < 4u; e++) acc[f][j][e] = 0.0;
+    uint lane = tid % 32u;
 #else
-    fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[4];
-    [[unroll]] for (uint j = 0u; j < 4u; j++) acc[j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
+    fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
+    [[unroll]] for (uint f = 0u; f < RF; f++)
+        [[unroll]] for (uint j = 0u; j < NJ; j++) acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
 #endif
-    for (uint k0 = 0u; k0 < pc.K; k0 += KT) {
-        // W: the block's 32 rows x KT / 8 chunks, one 16-byte word (8 halves of a row) each.
-        for (uint i = tid; i < RB * (KT / 8u); i += THREADS) {
-            uint r = i % RB, cc = i / RB, c = k0 / 8u + cc;
-            uvec4 q = c < nc ? w[(blk * nc + c) * RB + r] : uvec4(0u);
-            uint o = r * SA + cc * 8u;
-#if EMULATE
-            vec2 h0 = unpackHalf2x16(q.x), h1 = unpackHalf2x16(q.y);
-            vec2 h2 = unpackHalf2x16(q.z), h3 = unpackHalf2x16(q.w);
-#else
-            f16vec2 h0 = unpackFloat2x16(q.x), h1 = unpackFloat2x16(q.y);
-            f16vec2 h2 = unpackFloat2x16(q.z), h3 = unpackFloat2x16(q.w);
-#endif
-            sa[o] = h0.x; sa[o + 1u] = h0.y; sa[o + 2u] = h1.x; sa[o + 3u] = h1.y;
-            sa[o + 4u] = h2.x; sa[o + 5u] = h2.y; sa[o + 6u] = h3.x; sa[o + 7u] = h3.y;
-        }
-        // x: TN tokens x KT columns, rounded to fp16 (zeros past T and K).
-        for (uint i = tid; i < TN * (KT / 4u); i += THREADS) {
-            uint k4 = i % (KT / 4u), t = i / (KT / 4u), k = k0 + 4u * k4;
+
+    // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
+    // has no chunks left in a round only stages.
+    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) {
+        // Stage KR chunks of every segment for the TN tokens: one vec4 (4 columns) per item,
+        // consecutive items along a token's row. Zeros past a segment, K or T.
+        for (uint i = tid; i < SEGS * TN * (KS / 4u); i += THREADS) {
+            uint s = i / (TN * (KS / 4u)), rem = i % (TN * (KS / 4u));
+            uint t = rem / (KS / 4u), k4 = rem % (KS / 4u);
+            uint cq = q0 + k4 / 2u, c = s * pc.cps + cq;
             vec4 v = vec4(0.0);
-            if (col0 + t < pc.T && k < pc.K) v = x[x_off + (col0 + t) * xrow + k / 4u];
-            uint o = 4u * k4 * SB + t;
+            if (cq < pc.cps && c < nc && col0 + t < pc.T) v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
+            uint o = (s * KS + 4u * k4) * TNP + t;
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
 #if EMULATE
-            vec2 lo = unpackHalf2x16(packHalf2x16(v.xy)), hi = unpackHalf2x16(packHalf2x16(v.zw));
-            sb[o] = lo.x;
-            sb[o + SB] = lo.y;
-            sb[o + 2u * SB] = hi.x;
-            sb[o + 3u * SB] = hi.y;
+                precise float hi = unpackHalf2x16(packHalf2x16(vec2(v[e], 0.0))).x;
+                precise float lo = v[e] - hi;
+                xhl[o + e * TNP] = packHalf2x16(vec2(hi, lo));
 #else
-            sb[o] = float16_t(v.x);
-            sb[o + SB] = float16_t(v.y);
-            sb[o + 2u * SB] = float16_t(v.z);
-            sb[o + 3u * SB] = float16_t(v.w);
+                float16_t hi = float16_t(v[e]);
+                precise float lo = v[e] - float(hi);
+                xh[o + e * TNP] = hi;
+                xl[o + e * TNP] = float16_t(lo);
 #endif
-        }
-        barrier();
-#if EMULATE
-        [[unroll]] for (uint e = 0u; e < RB * TN / THREADS; e++) {
-            uint r = (tid + THREADS * e) % RB, t = (tid + THREADS * e) / RB;
-            for (uint k = 0u; k < KT; k++) acc[e] = fma(sa[r * SA + k], sb[k * SB + t], acc[e]);
-        }
-#else
-        [[unroll]] for (uint kk = 0u; kk < KT; kk += 16u) {
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a;
-            coopMatLoadNV(a, sa, sg * 16u * SA + kk, SA, false);
-            [[unroll]] for (uint j = 0u; j < 4u; j++) {
-                fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> b;
-                coopMatLoadNV(b, sb, kk * SB + 8u * j, SB, false);
-                acc[j] = coopMatMulAddNV(a, b, acc[j]);
             }
         }
+        barrier();
+        [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
+            uint c = c_begin + q0 + cc;
+            if (c >= c_end) break;  // uniform over the subgroup
+            uint wbase = ((blk * nc + c) * RB + r0) * 8u;  // halves: rows r0.., 8 columns each
+            uint xbase = (sg * KS + cc * 8u) * TNP;
+#if EMULATE
+            [[unroll]] for (uint f = 0u; f < RF; f++) {
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    uint el = lane + 32u * e, r = el / 8u, n = el % 8u;
+                    uvec4 qw = w[(wbase + (16u * f + r) * 8u) / 8u];
+                    float wr[8];
+                    vec2 p0 = unpackHalf2x16(qw.x), p1 = unpackHalf2x16(qw.y);
+                    vec2 p2 = unpackHalf2x16(qw.z), p3 = unpackHalf2x16(qw.w);
+                    wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
+                    wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
+                    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+                        precise float a = acc[f][j][e];
+                        for (uint kk = 0u; kk < 8u; kk++)
+                            a = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).x, a);
+                        for (uint kk = 0u; kk < 8u; kk++)
+                            a = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).y, a);
+                        acc[f][j][e] = a;
+                    }
+                }
+            }
+#else
+            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF];
+            [[unroll]] for (uint f = 0u; f < RF; f++) coopMatLoadNV(a[f], wh, wbase + 16u * 8u * f, 8u, false);
+            [[unroll]] for (uint j = 0u; j < NJ; j++) {
+                fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
+                coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
+                coopMatLoadNV(bl, xl, xbase + 8u * j, TNP, false);
+                [[unroll]] for (uint f = 0u; f < RF; f++) {
+                    acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
+                    acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
+                }
+            }
 #endif
+        }
         barrier();
     }
+
+    // The segment sums, one 8-token column at a time: in order 0..7, then the epilogue.
+    [[unroll]] for (uint j = 0u; j < NJ; j++) {
 #if EMULATE
-    [[unroll]] for (uint e = 0u; e < RB * TN / THREADS; e++)
-        sc[((tid + THREADS * e) % RB) * SC + (tid + THREADS * e) / RB] = acc[e];
+        [[unroll]] for (uint f = 0u; f < RF; f++)
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                uint el = lane + 32u * e;
+                part[(sg * RM + 16u * f + el / 8u) * 8u + el % 8u] = acc[f][j][e];
+            }
 #else
-    [[unroll]] for (uint j = 0u; j < 4u; j++) coopMatStoreNV(acc[j], sc, sg * 16u * SC + 8u * j, SC, false);
+        [[unroll]] for (uint f = 0u; f < RF; f++) coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
 #endif
-    barrier();
-    for (uint i = tid; i < RB * TN; i += THREADS) {
-        uint r = i % RB, t = i / RB;
-        float s = sc[r * SC + t];
-        uint tok = col0 + t, n = (gblk - gblk0) * RB + r;
-        if (tok < pc.T && n < g_rows) {
-            uint o = tok * y_stride + n;
-            uint yi = y_off + o;
-            if (epilogue == EPI_NONE) {
-                y[yi] = s;
-            } else if (epilogue == EPI_SIGMOID) {
-                y[yi] = 1.0 / (1.0 + exp(-s));
-            } else if (epilogue == EPI_RELU_SQ) {
-                float p = max(s, 0.0);
-                y[yi] = p * p;
-            } else if (epilogue == EPI_ADD) {
-                y[yi] = y[yi] + s;
-            } else {
-                y[yi] = y[yi] + m[pc.m_off + o] * s;
+        barrier();
+        if (tid < RM * 8u) {
+            uint r = tid / 8u, n = tid % 8u;
+            precise float s = part[r * 8u + n];
+            [[unroll]] for (uint k = 1u; k < SEGS; k++) s = s + part[(k * RM + r) * 8u + n];
+            uint tok = col0 + 8u * j + n, row = (gblk - gblk0) * RB + r0 + r;
+            if (tok < pc.T && row < g_rows) {
+                uint o = tok * y_stride + row;
+                uint yi = y_off + o;
+                if (epilogue == EPI_NONE) {
+                    y[yi] = s;
+                } else if (epilogue == EPI_SIGMOID) {
+                    y[yi] = 1.0 / (1.0 + exp(-s));
+                } else if (epilogue == EPI_RELU_SQ) {
+                    float p = max(s, 0.0);
+                    y[yi] = p * p;
+                } else if (epilogue == EPI_ADD) {
+                    y[yi] = y[yi] + s;
+                } else {
+                    y[yi] = y[yi] + m[pc.m_off + o] * s;
+                }
             }
         }
+        barrier();
     }
 }

@@ -35,9 +35,22 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b1_wr16_xs|matmul.comp|CB=1 WR=16u XS=1"
   "matmul_f16_f32_b1_wr32_xs|matmul.comp|CB=1 WR=32u XS=1"
   "matmul_f16_f32_b1_wr16_u16_xs|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1"
-  # Every matmul on the tensor cores (GL_NV_cooperative_matrix, x rounded to fp16), opt-in with
-  # BATON_VK_COOPMAT on a device that has it; built only there.
-  "matmul_coop_f16_f32|matmul_coop.comp|"
-  # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device).
-  "matmul_coop_f16_f32_emulated|matmul_coop.comp|EMULATE=1"
+  # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
+  # hi + lo), opt-in with BATON_VK_COOPMAT on a device that has them; built only there. ROWS and
+  # TOKENS per workgroup, ROUND chunks of x staged per round; every one sums in the same order.
+  # t8: steps of up to 8 tokens; t32, t64: larger steps (vk_coop_configs in vk_kernels.c).
+  "matmul_coop_r16_t8|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8"
+  "matmul_coop_r32_t8|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8"
+  "matmul_coop_r16_t32|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2"
+  "matmul_coop_r32_t32|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2"
+  "matmul_coop_r16_t64|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=2"
+  "matmul_coop_r32_t64|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2"
+  # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device;
+  # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
+  "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
+  "matmul_coop_r32_t8_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 EMULATE=1"
+  "matmul_coop_r16_t32_emulated|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2 EMULATE=1"
+  "matmul_coop_r32_t32_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 EMULATE=1"
+  "matmul_coop_r16_t64_emulated|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=1 EMULATE=1"
+  "matmul_coop_r32_t64_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 EMULATE=1"
 )

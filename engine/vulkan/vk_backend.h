@@ -13,7 +13,7 @@
  * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
  * (baton_vk_validation_messages); BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
  * BATON_VK_COOPMAT=1 runs every matmul on the tensor cores where the device has
- * VK_NV_cooperative_matrix (fp16 activations: different numerics; see baton_vk_coopmat_state). */
+ * VK_NV_cooperative_matrix (another order of sums, so other bits; see baton_vk_coopmat_state). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 
@@ -93,16 +93,17 @@ baton_status baton_vk_matvec_profile(baton_backend *be, int reps, double *bytes_
                                      baton_error *err);
 const char *baton_vk_profile_name(int i);
 
-/* The tensor-core matmul (shaders/matmul_coop.comp: GL_NV_cooperative_matrix, activations
- * rounded to fp16, fp32 sums), for every matrix and token count. The device is set up for it only
- * when BATON_VK_COOPMAT is set at backend creation and the device has VK_NV_cooperative_matrix
- * with the 16x8x16 fp16/fp32 product: BATON_VK_COOPMAT=1 then uses it from the start, any other
- * value (e.g. "ready") only prepares it for baton_vk_coopmat_use. *ready: set up; *active: in
- * use. Returns why it is not ready ("" when it is). */
+/* The tensor-core matmul (shaders/matmul_coop.comp: GL_NV_cooperative_matrix 16x8x8 products,
+ * activations split into fp16 hi + lo, fp32 sums), for every matrix and token count. The device
+ * is set up for it only when BATON_VK_COOPMAT is set at backend creation and the device has
+ * VK_NV_cooperative_matrix with the 16x8x8 fp16/fp32 product: BATON_VK_COOPMAT=1 then uses it
+ * from the start, "emulate" uses its EMULATE variants (the same sums in plain fp32, on any
+ * device: tests), any other value (e.g. "ready") only prepares it for baton_vk_coopmat_use.
+ * *ready: set up; *active: in use. Returns why it is not ready ("" when it is). */
 const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *active);
-/* Switches it on or off for later steps; on builds its pipeline first (BATON_ERR_UNSUPPORTED
- * when not ready or the pipeline does not build: the backend then stays as it was). Its results
- * differ from the default path's (fp16 activations), so switch only between sequences. */
+/* Switches it on or off for later steps; on builds its pipelines first (BATON_ERR_UNSUPPORTED
+ * when not ready or a pipeline does not build: the backend then stays as it was). Its results
+ * differ from the default path's (another order of sums), so switch only between sequences. */
 baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
 
 /* Validation messages (warnings and errors) counted since the process started; 0 unless

@@ -428,9 +428,9 @@ void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf) {
     memset(buf, 0, sizeof *buf);
 }
 
-/* Whether the device can run matmul_coop.comp: VK_NV_cooperative_matrix with the 16x8x16
- * fp16 x fp16 + fp32 subgroup product, its feature, shaderFloat16, the Vulkan memory model, and
- * subgroups of 32. Otherwise *why says what is missing. */
+/* Whether the device can run matmul_coop.comp: VK_NV_cooperative_matrix with the 16x8x8
+ * fp16 x fp16 + fp32 subgroup product, its feature, shaderFloat16, 16-bit storage buffers, the
+ * Vulkan memory model, and subgroups of 32. Otherwise *why says what is missing. */
 static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
                               const baton_vk_device_info *info, char *why, size_t why_size) {
     if (!info->coopmat_nv) {
@@ -447,12 +447,16 @@ static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = &cf,
     };
-    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12};
+    VkPhysicalDeviceVulkan11Features f11 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12,
+    };
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11};
     vkGetPhysicalDeviceFeatures2(phys, &f2);
-    if (!cf.cooperativeMatrix || !f12.shaderFloat16 || !f12.vulkanMemoryModel) {
+    if (!cf.cooperativeMatrix || !f12.shaderFloat16 || !f12.vulkanMemoryModel ||
+        !f11.storageBuffer16BitAccess) {
         snprintf(why, why_size, "features: cooperativeMatrix %d, shaderFloat16 %d, "
-                 "vulkanMemoryModel %d", cf.cooperativeMatrix, f12.shaderFloat16,
-                 f12.vulkanMemoryModel);
+                 "vulkanMemoryModel %d, storageBuffer16BitAccess %d", cf.cooperativeMatrix,
+                 f12.shaderFloat16, f12.vulkanMemoryModel, f11.storageBuffer16BitAccess);
         return false;
     }
     PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props_fn =
@@ -474,13 +478,13 @@ static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
     }
     for (uint32_t i = 0; i < n; i++) {
         const VkCooperativeMatrixPropertiesNV *p = &props[i];
-        if (p->MSize == 16 && p->NSize == 8 && p->KSize == 16 &&
+        if (p->MSize == 16 && p->NSize == 8 && p->KSize == 8 &&
             p->AType == VK_COMPONENT_TYPE_FLOAT16_NV && p->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
             p->CType == VK_COMPONENT_TYPE_FLOAT32_NV && p->DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
             p->scope == VK_SCOPE_SUBGROUP_NV)
             return true;
     }
-    snprintf(why, why_size, "no 16x8x16 fp16 x fp16 + fp32 subgroup product among %u", n);
+    snprintf(why, why_size, "no 16x8x8 fp16 x fp16 + fp32 subgroup product among %u", n);
     return false;
 }
 
@@ -491,7 +495,7 @@ bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err) {
     }
     if (ctx->coopmat_ready) {
         baton_error coop_err = {0};
-        if (vk_pipeline_ensure(ctx, BATON_SHADER_matmul_coop_f16_f32, &coop_err) == BATON_OK) {
+        if (vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, &coop_err) == BATON_OK) {
             ctx->coopmat = true;
             return true;
         }
@@ -608,6 +612,9 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
      * otherwise the device is created exactly as without it. */
     const char *coop_env = getenv("BATON_VK_COOPMAT");
     bool coop_asked = coop_env != NULL && coop_env[0] != '\0' && strcmp(coop_env, "0") != 0;
+    /* "emulate": the tensor-core path's EMULATE variants, on any device (tests). */
+    bool coop_emulate = coop_asked && strcmp(coop_env, "emulate") == 0;
+    if (coop_emulate) coop_asked = false;
     VkPhysicalDeviceCooperativeMatrixFeaturesNV coop_on = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
@@ -618,11 +625,16 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         .shaderFloat16 = VK_TRUE,
         .vulkanMemoryModel = VK_TRUE,
     };
+    VkPhysicalDeviceVulkan11Features f11_on = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+        .pNext = &f12_on,
+        .storageBuffer16BitAccess = VK_TRUE, /* the weights' fragments load as float16_t */
+    };
     const char *coop_ext = "VK_NV_cooperative_matrix";
     snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "BATON_VK_COOPMAT is not set");
     if (coop_asked && coopmat_supported(ctx->instance, ctx->phys, &ctx->info, ctx->coopmat_why,
                                         sizeof ctx->coopmat_why)) {
-        di.pNext = &f12_on;
+        di.pNext = &f11_on;
         di.enabledExtensionCount = 1;
         di.ppEnabledExtensionNames = &coop_ext;
         r = vkCreateDevice(ctx->phys, &di, NULL, &ctx->device);
@@ -747,10 +759,13 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
      * else the plain kernel that was built above. */
     ctx->matvec = VK_MATVEC_FALLBACK;
     if (vk_matvec_select(ctx, 0, NULL) != BATON_OK) ctx->matvec = VK_MATVEC_FALLBACK;
+    ctx->coop_few = 0;
+    ctx->coop_many = VK_COOP_MANY_DEFAULT;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it
      * does not, the engine goes on without it). Any other value builds it at first use
      * (vk_coopmat_use), after whatever the caller measures without it. */
-    if (ctx->coopmat_ready && strcmp(coop_env, "1") == 0) vk_coopmat_use(ctx, true, NULL);
+    if (coop_emulate) ctx->coopmat_ready = ctx->coopmat_emulated = true;
+    if (ctx->coopmat_ready && (coop_emulate || strcmp(coop_env, "1") == 0)) vk_coopmat_use(ctx, true, NULL);
     return BATON_OK;
 
 out_dsets:

@@ -63,7 +63,8 @@ typedef struct {
     int matvec;           /* the one-token matmul configuration (vk_kernels.h); 0: the default */
     bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
-    bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variant instead (any device) */
+    bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
+    int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     char coopmat_why[160];/* why coopmat_ready is false */
     bool recording;
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
@@ -76,7 +77,7 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
 void vk_context_free(vk_context *ctx);
 /* Every matmul on matmul_coop.comp (on) or back on the default variants (off). On needs
- * coopmat_ready and builds the variant's pipeline; false (err filled when not NULL, and
+ * coopmat_ready and builds the pipelines of the configurations coop_few and coop_many; false (err filled when not NULL, and
  * coopmat_ready cleared when the pipeline fails) when it cannot. */
 bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err);
 /* Builds the pipeline of a shader variant marked on_demand (the others are built by init);

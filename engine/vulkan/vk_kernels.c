@@ -39,6 +39,49 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
     return BATON_OK;
 }
 
+const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
+    {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8, BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
+    {"r32 t8", BATON_SHADER_matmul_coop_r32_t8, BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
+    {"r16 t32", BATON_SHADER_matmul_coop_r16_t32, BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2},
+    {"r32 t32", BATON_SHADER_matmul_coop_r32_t32, BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
+    {"r16 t64", BATON_SHADER_matmul_coop_r16_t64, BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
+    {"r32 t64 (many-token default)", BATON_SHADER_matmul_coop_r32_t64, BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
+};
+
+uint32_t vk_coop_shared_bytes(int i, bool emulated) {
+    assert(i >= 0 && i < VK_COOP_CONFIGS);
+    const vk_coop_config *c = &vk_coop_configs[i];
+    uint32_t ks = 8 * (emulated ? c->kr_emulated : c->kr);
+    /* x: uint (hi, lo) per element emulated, else two float16_t arrays with TNP = TN + 8 (8
+     * for TN 8); part[SEGS][RM][8] floats. */
+    uint32_t tnp = emulated ? c->tn : c->tn == 8 ? 8 : c->tn + 8;
+    return MM_SEGS * ks * tnp * 4 + MM_SEGS * c->rm * 8 * 4;
+}
+
+static baton_status coop_check(const vk_context *ctx, int i, baton_error *err) {
+    uint32_t need = vk_coop_shared_bytes(i, ctx->coopmat_emulated);
+    if (need > ctx->info.max_shared_bytes || 32 * MM_SEGS > ctx->info.max_workgroup_invocations)
+        return baton_fail(err, BATON_ERR_UNSUPPORTED, "tensor-core matmul %s needs %u bytes of "
+                          "shared memory and %u invocations (the device: %u, %u)",
+                          vk_coop_configs[i].name, need, 32 * MM_SEGS, ctx->info.max_shared_bytes,
+                          ctx->info.max_workgroup_invocations);
+    const vk_coop_config *c = &vk_coop_configs[i];
+    return vk_pipeline_ensure((vk_context *)ctx, ctx->coopmat_emulated ? c->emulated : c->shader, err);
+}
+
+baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err) {
+    assert(few >= 0 && few < VK_COOP_CONFIGS && many >= 0 && many < VK_COOP_CONFIGS);
+    if (vk_coop_configs[few].tn != 8)
+        return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s takes 8 tokens per workgroup "
+                          "only for steps of up to 8", vk_coop_configs[few].name);
+    baton_status s = coop_check(ctx, few, err);
+    if (s == BATON_OK) s = coop_check(ctx, many, err);
+    if (s != BATON_OK) return s;
+    ctx->coop_few = few;
+    ctx->coop_many = many;
+    return BATON_OK;
+}
+
 void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T) {
@@ -46,8 +89,10 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
     baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
     uint32_t cb = 32, wr = 32; /* tokens and rows per workgroup: CB and WR in matmul.comp */
     if (ctx->coopmat) {
-        shader = ctx->coopmat_emulated ? BATON_SHADER_matmul_coop_f16_f32_emulated
-                                       : BATON_SHADER_matmul_coop_f16_f32; /* every T alike */
+        const vk_coop_config *cc = &vk_coop_configs[T <= 8 ? ctx->coop_few : ctx->coop_many];
+        shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
+        cb = cc->tn;
+        wr = cc->rm;
     } else if (T <= 1) {
         const vk_matvec_config *mv = &vk_matvec_configs[ctx->matvec];
         shader = mv->shader;

@@ -57,6 +57,29 @@ uint32_t vk_matvec_shared_bytes(int i);
  * when the device has too little shared memory for it, the context unchanged. */
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
 
+/* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
+ * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant).
+ * Steps of up to 8 tokens run ctx->coop_few (a tn 8 configuration), larger ones ctx->coop_many.
+ * All sum in the same order, so any two give bitwise the same y for a token: which one a step
+ * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults (not
+ * yet measured against the others: `baton bench --sweep` does). */
+typedef struct {
+    const char *name;
+    baton_shader_id shader, emulated;
+    uint32_t rm, tn, kr, kr_emulated;
+} vk_coop_config;
+enum { VK_COOP_CONFIGS = 6, VK_COOP_MANY_DEFAULT = 5 };
+extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
+
+/* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
+uint32_t vk_coop_shared_bytes(int i, bool emulated);
+
+/* Makes configurations few (tn 8) and many the context's tensor-core matmuls, building their
+ * pipelines (the EMULATE variants when ctx->coopmat_emulated): BATON_ERR_UNSUPPORTED when the
+ * device's shared memory or workgroup size is too small, BATON_ERR_ARG when few is not a tn 8
+ * configuration; the context unchanged on failure. */
+baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err);
+
 /* Where one stacked part of W reads and writes, in floats: x from x_off ([T][K], x_off a multiple
  * of 4), y at y_off ([T][y_stride]), with its epilogue. */
 typedef struct {
@@ -66,7 +89,7 @@ typedef struct {
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup; T = 1 the
  * context's matvec configuration); all agree bitwise. With ctx->coopmat every T runs
- * matmul_coop.comp (32 tokens per workgroup) instead. */
+ * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
