@@ -27,8 +27,10 @@ static const char *usage_text =
     "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
     "                the same weights, each checked bitwise against the default's logits; then,\n"
-    "                where the device has VK_NV_cooperative_matrix, batch 1, the largest batch\n"
-    "                and the prefill with every matmul on the tensor cores (BATON_VK_COOPMAT)\n";
+    "                where the device has VK_NV_cooperative_matrix, every matmul on the tensor\n"
+    "                cores (BATON_VK_COOPMAT) under each of their configurations: batch 1 for\n"
+    "                the few-token ones, the largest batch and the prefill for the others, each\n"
+    "                checked bitwise against the default pair's logits\n";
 
 #ifdef BATON_HAVE_VULKAN
 #include "bench_model.h"
@@ -110,12 +112,63 @@ static baton_status one_step_logits(baton_backend *be, int32_t token, float *log
  * here as the baseline under the same conditions), each first checked bitwise against the
  * default's logits of one step. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
  * configuration's logits differ: a broken configuration must not pass for a fast one). */
+/* What the tensor-core sweep measures against: the default path's results and figures. */
+typedef struct {
+    baton_backend *be;
+    int V, largest, prefill;
+    double weight_bytes, copy_bw, seconds;
+    const double *tps;       /* the default path's batch 1, largest batch, prefill (0: not measured) */
+    const float *want;       /* the default path's logits of `probe` from a fresh slot */
+    int32_t probe, *tokens, *out;
+    baton_seq *seqs;
+    baton_sampling *sampling;
+} coop_bench;
+
+enum { COOP_PROBE_SEQS = 9 }; /* one more than the few-token configurations take */
+
+/* One step of n sequences, each the token `probe` from a fresh slot: their logits [n][V]. */
+static baton_status probe_logits(const coop_bench *cb, int n, float *logits, baton_error *err) {
+    int32_t toks[COOP_PROBE_SEQS];
+    for (int i = 0; i < n; i++) {
+        baton_status s = cb->be->ops->slot_reset(cb->be, i, err);
+        if (s != BATON_OK) return s;
+        cb->seqs[i] = (baton_seq){.slot = i, .n_tokens = 1};
+        toks[i] = cb->probe;
+    }
+    baton_step step = {.n_seqs = n, .seqs = cb->seqs, .tokens = toks, .logits = logits};
+    return baton_backend_step(cb->be, &step, err);
+}
+
+/* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the default path's. */
+static double coop_time(const coop_bench *cb, const char *name, int B, int T, double base) {
+    baton_error err = {0};
+    step_split sp;
+    double dt = time_steps(cb->be, B, T, cb->seconds, cb->tokens, cb->seqs, cb->sampling, cb->out,
+                           &sp, &err);
+    if (dt < 0) {
+        fprintf(stderr, "baton bench: coopmat %s: %s\n", name, err.msg);
+        return -1.0;
+    }
+    double t = (double)B * T / dt;
+    printf("sweep coopmat %-28s: %s %4d: %9.1f tokens/s  (%.2f ms/step, device %.2f ms", name,
+           T > 1 ? "prefill" : "batch  ", T > 1 ? T : B, t, dt * 1e3, sp.gpu_s * 1e3);
+    if (B == 1 && T == 1)
+        printf(", weights at %.1f GB/s, %.2f of copy", cb->weight_bytes / dt * 1e-9,
+               cb->weight_bytes / dt / cb->copy_bw);
+    printf("; %.2fx the default path)\n", base > 0 ? t / base : 0.0);
+    fflush(stdout);
+    return t;
+}
+
 /* The same shapes with every matmul on the tensor cores (BATON_VK_COOPMAT), where the device has
- * them: one token's logits against the default path's (`want`), then batch 1, the largest batch
- * and the prefill beside the default path's tokens/s (tps[0..2], 0: not measured). */
-static int bench_coopmat(baton_backend *be, int V, int largest, int prefill, const double *tps,
-                         double seconds, int32_t probe, const float *want, float *got,
-                         int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+ * them, under each of its configurations: few-token ones (steps of up to 8 tokens) at batch 1,
+ * many-token ones at the largest batch and the prefill. Before timing, each configuration's
+ * logits of the probe must be bitwise those of the default pair (alone for a few-token one, as
+ * the first of 9 sequences in one step for a many-token one: batch invariance across the two);
+ * the default pair's are compared with the default path's (max |diff|). Then the three goal
+ * ratios with the best configurations. */
+static int bench_coopmat(const coop_bench *cb) {
+    baton_backend *be = cb->be;
     baton_error err = {0};
     bool ready = false, active = false;
     const char *why = baton_vk_coopmat_state(be, &ready, &active);
@@ -123,42 +176,87 @@ static int bench_coopmat(baton_backend *be, int V, int largest, int prefill, con
         printf("sweep coopmat: skipped (%s)\n", why);
         return BATON_EXIT_OK;
     }
-    int rc = BATON_EXIT_OK;
-    if (baton_vk_coopmat_use(be, true, &err) != BATON_OK ||
-        one_step_logits(be, probe, got, &err) != BATON_OK) {
+    int V = cb->V, rc = BATON_EXIT_OK, n = baton_vk_coop_count();
+    float *ref = malloc((size_t)V * sizeof *ref);
+    float *many = malloc((size_t)COOP_PROBE_SEQS * V * sizeof *many);
+    if (ref == NULL || many == NULL) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        rc = BATON_EXIT_FAIL;
+        goto out;
+    }
+    if (baton_vk_coopmat_use(be, true, &err) != BATON_OK || probe_logits(cb, 1, ref, &err) != BATON_OK) {
         fprintf(stderr, "baton bench: coopmat: %s\n", err.msg);
         rc = BATON_EXIT_FAIL;
         goto out;
     }
     double diff = 0.0, big = 0.0;
     for (int i = 0; i < V; i++) {
-        double d = fabs((double)got[i] - (double)want[i]);
+        double d = fabs((double)ref[i] - (double)cb->want[i]);
         if (!(d <= diff)) diff = d; /* a NaN shows as NaN */
-        if (fabs((double)want[i]) > big) big = fabs((double)want[i]);
+        if (fabs((double)cb->want[i]) > big) big = fabs((double)cb->want[i]);
     }
-    printf("sweep coopmat: every matmul on the tensor cores (fp16 x fp16, fp32 sums); one token's "
-           "logits vs the default path: max |diff| %.3g (max |logit| %.3g)\n", diff, big);
-    fflush(stdout);
-    const int shapes[3][2] = {{1, 1}, {largest, 1}, {1, prefill}}; /* sequences, tokens each */
-    const char *names[3] = {"decode batch", "decode batch", "prefill"};
-    for (int k = 0; k < 3; k++) {
-        int n_seqs = shapes[k][0], n_tokens = shapes[k][1];
-        if (tps[k] <= 0.0 || n_seqs < 1 || n_tokens < 1 || (k == 1 && largest <= 1)) continue;
-        step_split sp;
-        double dt = time_steps(be, n_seqs, n_tokens, seconds, tokens, seqs, sampling, out, &sp, &err);
-        if (dt < 0) {
-            fprintf(stderr, "baton bench: coopmat %s: %s\n", names[k], err.msg);
-            rc = BATON_EXIT_FAIL;
-            break;
+    printf("sweep coopmat: every matmul on the tensor cores (16x8x8 fp16 products, x as fp16 hi + lo, "
+           "fp32 sums); one token's logits vs the default path: max |diff| %.3g (max |logit| %.3g)\n",
+           diff, big);
+    bool invariance = cb->largest >= COOP_PROBE_SEQS;
+    double best[3] = {0.0, 0.0, 0.0}; /* batch 1, largest batch, prefill */
+    int best_cfg[3] = {-1, -1, -1};
+    for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
+        bool few = baton_vk_coop_few(i);
+        const char *name = baton_vk_coop_name(i);
+        if (baton_vk_coop_select(be, few ? i : baton_vk_coop_default(true), few ? baton_vk_coop_default(false) : i, &err) != BATON_OK) {
+            printf("sweep coopmat %-28s: skipped (%s)\n", name, err.msg);
+            continue;
         }
-        double t = (double)n_seqs * n_tokens / dt;
-        printf("sweep coopmat: %s %d: %9.1f tokens/s  (%.2f ms/step, device %.2f ms; %.2fx the default "
-               "path's %.1f)\n", names[k], k == 2 ? n_tokens : n_seqs, t, dt * 1e3, sp.gpu_s * 1e3,
-               t / tps[k], tps[k]);
-        fflush(stdout);
+        bool same = true;
+        if (few || invariance) {
+            if (probe_logits(cb, few ? 1 : COOP_PROBE_SEQS, many, &err) != BATON_OK) {
+                fprintf(stderr, "baton bench: coopmat %s: %s\n", name, err.msg);
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+            same = memcmp(many, ref, (size_t)V * sizeof *ref) == 0;
+            printf("sweep coopmat %-28s: logits of the probe %s %s\n", name,
+                   few ? "alone" : "as 1 of 9 sequences in a step",
+                   same ? "bitwise equal to the default pair's alone" : "DIFFER FROM THE DEFAULT PAIR'S ALONE");
+        }
+        if (!same) rc = BATON_EXIT_FAIL;
+        const int whiches[2] = {few ? 0 : 1, few ? -1 : 2}; /* few: batch 1; many: largest, prefill */
+        for (int r = 0; r < 2 && rc == BATON_EXIT_OK; r++) {
+            int which = whiches[r];
+            if (which < 0 || cb->tps[which] <= 0.0 || (which == 1 && cb->largest <= 1)) continue;
+            int B = which == 1 ? cb->largest : 1, T = which == 2 ? cb->prefill : 1;
+            double t = coop_time(cb, name, B, T, cb->tps[which]);
+            if (t < 0) {
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+            if (t > best[which]) {
+                best[which] = t;
+                best_cfg[which] = i;
+            }
+        }
+    }
+    if (rc == BATON_EXIT_OK && best[0] > 0.0) {
+        printf("sweep coopmat best: batch 1 %s, batch %d %s, prefill %s\n",
+               baton_vk_coop_name(best_cfg[0]), cb->largest,
+               best_cfg[1] >= 0 ? baton_vk_coop_name(best_cfg[1]) : "-",
+               best_cfg[2] >= 0 ? baton_vk_coop_name(best_cfg[2]) : "-");
+        printf("ratio coopmat batch-1 weight bandwidth / shader copy bandwidth: %.2f  (goal >= 0.80)\n",
+               cb->weight_bytes * best[0] / cb->copy_bw);
+        if (best[1] > 0.0)
+            printf("ratio coopmat batch-%d / batch-1 tokens/s: %.1f  (goal >= 30 at batch 64)\n",
+                   cb->largest, best[1] / best[0]);
+        if (best[2] > 0.0)
+            printf("ratio coopmat prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", best[2] / best[0]);
     }
 out:
-    if (baton_vk_coopmat_use(be, false, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    if (baton_vk_coop_select(be, baton_vk_coop_default(true), baton_vk_coop_default(false), &err) != BATON_OK ||
+        baton_vk_coopmat_use(be, false, &err) != BATON_OK)
+        rc = BATON_EXIT_FAIL;
+    fflush(stdout);
+    free(ref);
+    free(many);
     return rc;
 }
 
@@ -229,8 +327,10 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
     fflush(stdout);
     /* Last: the opt-in tensor-core path (a failure there must not hide the lines above). */
     if (rc == BATON_EXIT_OK)
-        rc = bench_coopmat(be, V, largest, prefill, tps, seconds, probe, want, got, tokens, seqs,
-                           sampling, out);
+        rc = bench_coopmat(&(coop_bench){
+            .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
+            .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
+            .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling});
     free(want);
     free(got);
     return rc;

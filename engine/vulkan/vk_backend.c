@@ -498,6 +498,25 @@ baton_status baton_vk_coopmat_use(baton_backend *base, bool on, baton_error *err
     return vk_coopmat_use(&b->ctx, on, err) ? BATON_OK : BATON_ERR_UNSUPPORTED;
 }
 
+int baton_vk_coop_count(void) { return VK_COOP_CONFIGS; }
+
+const char *baton_vk_coop_name(int config) {
+    return config >= 0 && config < VK_COOP_CONFIGS ? vk_coop_configs[config].name : "?";
+}
+
+bool baton_vk_coop_few(int config) {
+    return config >= 0 && config < VK_COOP_CONFIGS && vk_coop_configs[config].tn == 8;
+}
+
+int baton_vk_coop_default(bool few) { return few ? 0 : VK_COOP_MANY_DEFAULT; }
+
+baton_status baton_vk_coop_select(baton_backend *base, int few, int many, baton_error *err) {
+    if (few < 0 || few >= VK_COOP_CONFIGS || many < 0 || many >= VK_COOP_CONFIGS)
+        return baton_fail(err, BATON_ERR_ARG, "tensor-core configurations %d, %d: outside [0, %d)",
+                          few, many, VK_COOP_CONFIGS);
+    return vk_coop_select(&((vk_backend *)base)->ctx, few, many, err);
+}
+
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
 
 const char *baton_vk_matvec_name(int config) {

@@ -97,14 +97,25 @@ const char *baton_vk_profile_name(int i);
  * activations split into fp16 hi + lo, fp32 sums), for every matrix and token count. The device
  * is set up for it only when BATON_VK_COOPMAT is set at backend creation and the device has
  * VK_NV_cooperative_matrix with the 16x8x8 fp16/fp32 product: BATON_VK_COOPMAT=1 then uses it
- * from the start, "emulate" uses its EMULATE variants (the same sums in plain fp32, on any
- * device: tests), any other value (e.g. "ready") only prepares it for baton_vk_coopmat_use.
+ * from the start, any other value (e.g. "ready") only prepares it for baton_vk_coopmat_use.
+ * "emulate" and "emulate-ready" do the same with its EMULATE variants (the same sums in plain
+ * fp32) on any device: tests.
  * *ready: set up; *active: in use. Returns why it is not ready ("" when it is). */
 const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *active);
 /* Switches it on or off for later steps; on builds its pipelines first (BATON_ERR_UNSUPPORTED
  * when not ready or a pipeline does not build: the backend then stays as it was). Its results
  * differ from the default path's (another order of sums), so switch only between sequences. */
 baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
+
+/* Its configurations (vk_coop_configs): their count, names, whether one serves steps of up to 8
+ * tokens (else larger steps), and the choice of one of each for later steps (BATON_ERR_ARG for
+ * indices outside the table or a few-token slot given another; BATON_ERR_UNSUPPORTED when the
+ * device cannot run one). Every pair sums in the same order: bitwise the same results. */
+int baton_vk_coop_count(void);
+const char *baton_vk_coop_name(int config);
+bool baton_vk_coop_few(int config);
+int baton_vk_coop_default(bool few); /* the configuration the backend starts with */
+baton_status baton_vk_coop_select(baton_backend *be, int few, int many, baton_error *err);
 
 /* Validation messages (warnings and errors) counted since the process started; 0 unless
  * BATON_VK_VALIDATION=1. */

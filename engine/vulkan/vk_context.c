@@ -612,8 +612,9 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
      * otherwise the device is created exactly as without it. */
     const char *coop_env = getenv("BATON_VK_COOPMAT");
     bool coop_asked = coop_env != NULL && coop_env[0] != '\0' && strcmp(coop_env, "0") != 0;
-    /* "emulate": the tensor-core path's EMULATE variants, on any device (tests). */
-    bool coop_emulate = coop_asked && strcmp(coop_env, "emulate") == 0;
+    /* "emulate" (in use from the start) or "emulate-ready": the tensor-core path's EMULATE
+     * variants, on any device (tests). */
+    bool coop_emulate = coop_asked && strncmp(coop_env, "emulate", 7) == 0;
     if (coop_emulate) coop_asked = false;
     VkPhysicalDeviceCooperativeMatrixFeaturesNV coop_on = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
@@ -765,7 +766,8 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
      * does not, the engine goes on without it). Any other value builds it at first use
      * (vk_coopmat_use), after whatever the caller measures without it. */
     if (coop_emulate) ctx->coopmat_ready = ctx->coopmat_emulated = true;
-    if (ctx->coopmat_ready && (coop_emulate || strcmp(coop_env, "1") == 0)) vk_coopmat_use(ctx, true, NULL);
+    if (ctx->coopmat_ready && (strcmp(coop_env, "1") == 0 || strcmp(coop_env, "emulate") == 0))
+        vk_coopmat_use(ctx, true, NULL);
     return BATON_OK;
 
 out_dsets:
