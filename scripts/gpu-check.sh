@@ -15,10 +15,10 @@
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
 #      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512 --sweep`
 #      (the sweep: batch-1 decode under each one-token matmul configuration, each checked bitwise
-#      against the default, then the tensor-core matmul where the device has
-#      VK_NV_cooperative_matrix), all tee'd to $OUT/gpu-check.log (.gpu/out/ when OUT is unset).
-#      test_vk_backend also runs the fixture cases with BATON_VK_COOPMAT=1 there and reports
-#      their errors as findings (lines starting "FINDING"), not failures.
+#      against the default, then each tensor-core matmul configuration where the device has
+#      VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
+#      $OUT/gpu-check.log (.gpu/out/ when OUT is unset). test_vk_backend also runs the fixture
+#      cases with BATON_VK_COOPMAT=1 there, held to the same bounds and batch invariance.
 #
 # Local rehearsal on lavapipe: BATON_BENCH_SHAPE=4,512,2000 BATON_BENCH_PREFILL=64 bash .gpu/run.sh
 set -euo pipefail
