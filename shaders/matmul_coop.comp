@@ -94,6 +94,24 @@ shared float16_t xl[SEGS * KS * TNP];
 #endif
 shared float part[SEGS * RM * 8u];  // segment sums of one 8-token column: [segment][row][token]
 
+#if !EMULATE
+fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
+
+// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f and 8-token
+// column j; a holds the chunk's RF weight fragments, xbase its staged x.
+void multiply(fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF], uint xbase) {
+    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+        fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
+        coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
+        coopMatLoadNV(bl, xl, xbase + 8u * j, TNP, false);
+        [[unroll]] for (uint f = 0u; f < RF; f++) {
+            acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
+            acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
+        }
+    }
+}
+#endif
+
 void main() {
     uint tid = gl_LocalInvocationID.x, sg = tid / 32u;
     uint col0 = gl_WorkGroupID.x * TN;
@@ -121,7 +139,6 @@ void main() {
             [[unroll]] for (uint e = 0u; e < 4u; e++) acc[f][j][e] = 0.0;
     uint lane = tid % 32u;
 #else
-    fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
     [[unroll]] for (uint f = 0u; f < RF; f++)
         [[unroll]] for (uint j = 0u; j < NJ; j++) acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
 #endif
@@ -152,6 +169,19 @@ void main() {
             }
         }
         barrier();
+#if !EMULATE
+        if (c_begin + q0 + KR <= c_end) {
+            // A whole round (the common case): every weight fragment of the round is loaded
+            // before the first product, so KR * RF loads are in flight at once.
+            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
+            [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
+                uint wbase = ((blk * nc + c_begin + q0 + cc) * RB + r0) * 8u;
+                [[unroll]] for (uint f = 0u; f < RF; f++) coopMatLoadNV(a[cc][f], wh, wbase + 16u * 8u * f, 8u, false);
+            }
+            [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP);
+        } else
+#endif
+        // The segment's last, partial round (every round, emulated).
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
             uint c = c_begin + q0 + cc;
             if (c >= c_end) break;  // uniform over the subgroup
@@ -180,15 +210,7 @@ void main() {
 #else
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF];
             [[unroll]] for (uint f = 0u; f < RF; f++) coopMatLoadNV(a[f], wh, wbase + 16u * 8u * f, 8u, false);
-            [[unroll]] for (uint j = 0u; j < NJ; j++) {
-                fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
-                coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
-                coopMatLoadNV(bl, xl, xbase + 8u * j, TNP, false);
-                [[unroll]] for (uint f = 0u; f < RF; f++) {
-                    acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
-                    acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
-                }
-            }
+            multiply(a, xbase);
 #endif
         }
         barrier();

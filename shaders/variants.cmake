@@ -41,6 +41,8 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # t8: steps of up to 8 tokens; t32, t64: larger steps (vk_coop_configs in vk_kernels.c).
   "matmul_coop_r16_t8|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8"
   "matmul_coop_r32_t8|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8"
+  "matmul_coop_r16_t8_k16|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16"
+  "matmul_coop_r32_t8_k16|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=16"
   "matmul_coop_r16_t32|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2"
   "matmul_coop_r32_t32|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2"
   "matmul_coop_r16_t64|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=2"
@@ -49,6 +51,8 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
   "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
   "matmul_coop_r32_t8_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 EMULATE=1"
+  "matmul_coop_r16_t8_k16_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 EMULATE=1"
+  "matmul_coop_r32_t8_k16_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=4 EMULATE=1"
   "matmul_coop_r16_t32_emulated|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2 EMULATE=1"
   "matmul_coop_r32_t32_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 EMULATE=1"
   "matmul_coop_r16_t64_emulated|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=1 EMULATE=1"

@@ -547,7 +547,7 @@ int main(void) {
      * cooperative-matrix calls themselves need a device that has them). */
     ctx.coopmat = ctx.coopmat_emulated = true;
     printf("matmul_coop.comp, emulated:\n");
-    const int pairs[3][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 2}, {0, 4}};
+    const int pairs[3][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}};
     for (int p = 0; p < 3; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,

@@ -42,6 +42,8 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
     {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8, BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8, BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
+    {"r16 t8 k16", BATON_SHADER_matmul_coop_r16_t8_k16, BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4},
+    {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16, BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4},
     {"r16 t32", BATON_SHADER_matmul_coop_r16_t32, BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2},
     {"r32 t32", BATON_SHADER_matmul_coop_r32_t32, BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
     {"r16 t64", BATON_SHADER_matmul_coop_r16_t64, BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},

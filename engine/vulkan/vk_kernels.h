@@ -58,7 +58,8 @@ uint32_t vk_matvec_shared_bytes(int i);
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
 
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
- * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant).
+ * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant,
+ * sized for lavapipe's 32 KiB of shared memory).
  * Steps of up to 8 tokens run ctx->coop_few (a tn 8 configuration), larger ones ctx->coop_many.
  * All sum in the same order, so any two give bitwise the same y for a token: which one a step
  * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults (not
@@ -68,7 +69,7 @@ typedef struct {
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 6, VK_COOP_MANY_DEFAULT = 5 };
+enum { VK_COOP_CONFIGS = 8, VK_COOP_MANY_DEFAULT = 7 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
