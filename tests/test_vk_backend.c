@@ -51,13 +51,17 @@ static void test_case(const fixture_case *fc, int n_tokens) {
     baton_backend *b = open_backend(m, 0, L, n_tokens);
     double bound = gpu_bound(fc);
 
-    /* Token by token in slot 0. */
+    /* Token by token in slot 0: every step after the first submits the first one's commands. */
     slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+    int replayed = 0;
     for (int t = 0; t < n_tokens; t++) {
         baton_seq q = {.slot = 0, .n_tokens = 1};
         baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = logits + (size_t)t * V};
         step_ok(b, &s);
+        replayed += baton_vk_step_replayed(b);
     }
+    CHECK_MSG(replayed == n_tokens - 1, "%s: %d of %d token steps replayed", fc->name, replayed,
+              n_tokens - 1);
     double d = max_abs_diff(logits, ref, (size_t)n_tokens * V);
     printf("%s (%s): token by token, %d tokens: max |logit - ref| %.2e (bound %.0e)\n", fc->name,
            fc->dtype, n_tokens, d, bound);
@@ -96,6 +100,37 @@ static void test_case(const fixture_case *fc, int n_tokens) {
     free(state2);
     free(ref);
     free(ref_state);
+    baton_model_free(m);
+}
+
+/* Kept command buffers go stale with the kernel configuration: after a matvec configuration
+ * change the next step records anew (a replay would still run the old kernels) and, as every
+ * configuration sums alike, gives the same bits. */
+static void test_replay_stale(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab;
+    baton_backend *b = open_backend(m, 0, m->n_layer, 4);
+    float *want = malloc((size_t)V * 4), *got = malloc((size_t)V * 4);
+    REQUIRE(want && got);
+    const int configs[] = {0, 0, 1, 1, 0};
+    const bool replay[] = {false, true, false, true, false};
+    for (int i = 0; i < 5; i++) {
+        REQUIRE(baton_vk_matvec_select(b, configs[i], &err) == BATON_OK); /* 1: the fallback, always built */
+        slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+        baton_seq q = {.slot = 0, .n_tokens = 1};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = fc->tokens, .logits = i ? got : want};
+        step_ok(b, &s);
+        CHECK_MSG(baton_vk_step_replayed(b) == replay[i], "%s: step %d (matvec %s) %s", fc->name,
+                  i, baton_vk_matvec_name(configs[i]),
+                  replay[i] ? "recorded again" : "replayed a stale command buffer");
+        if (i) CHECK_MSG(memcmp(got, want, (size_t)V * 4) == 0, "%s: step %d differs", fc->name, i);
+    }
+    printf("%s: kept command buffers replayed, and recorded anew after a kernel change\n", fc->name);
+    free(want);
+    free(got);
+    baton_backend_free(b);
     baton_model_free(m);
 }
 
@@ -262,6 +297,7 @@ int main(void) {
         if (small && !first_of_model) continue;
         int nt = small && fc->n_tokens > 6 ? 6 : fc->n_tokens;
         test_case(fc, nt);
+        if (i == 0) test_replay_stale(fc);
         if (first_of_model) {
             test_streams(fc, small ? 8 : 24);
             test_slices(fc, small ? 3 : 8);

@@ -47,6 +47,7 @@ typedef struct {
     vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
     uint32_t act_stride, kf_stride;
     uint32_t dispatches, barriers; /* recorded by the last step */
+    bool replayed;                 /* the last step's command buffer was recorded before */
     double rec_t0;                 /* when the current command buffer began recording */
     double step_gpu_s, step_record_s; /* the last step: device time (timestamps; < 0: unknown)
                                        * and host time spent recording, over its command buffers */
@@ -72,10 +73,13 @@ static double now_s(void) {
 }
 
 /* A step's command buffer: begin (and a timestamp), then submit and wait, adding its device
- * time and recording time to the step's. */
-static baton_status step_begin(vk_backend *b, baton_error *err) {
+ * time and recording time to the step's. With a key, a buffer recorded for an earlier step of the
+ * same shape is submitted again (the recording calls then do nothing). */
+static baton_status step_begin(vk_backend *b, const uint64_t *key, baton_error *err) {
     b->rec_t0 = now_s();
-    baton_status st = vk_begin(&b->ctx, err);
+    baton_status st = key != NULL ? vk_begin_keyed(&b->ctx, key, &b->replayed, err)
+                                  : vk_begin(&b->ctx, err);
+    if (key == NULL) b->replayed = false;
     if (st == BATON_OK) vk_timestamp(&b->ctx, 0);
     return st;
 }
@@ -259,7 +263,15 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     uint32_t pass_rows = want_head && s->logits != NULL ? rows : 0;
     if (want_head && s->logits == NULL) pass_rows = 0; /* sampling alone: one gathered pass */
 
-    st = step_begin(b, err);
+    /* One command buffer (every pass of the head fits the binding range: the usual case) is
+     * kept for the step's shape, which is all its recording depends on. */
+    bool one_buffer = pass_rows <= (uint32_t)b->head_rows;
+    uint64_t key[VK_REPLAY_KEY] = {
+        T, (uint64_t)s->n_seqs, pass_rows, map_off, rows,
+        (uint64_t)want_head | (uint64_t)(s->logits != NULL) << 1 | (uint64_t)(s->sampling != NULL) << 2 |
+            (uint64_t)s->logits_all_tokens << 3 | (uint64_t)(s->x_out != NULL) << 4,
+    };
+    st = step_begin(b, one_buffer ? key : NULL, err);
     if (st != BATON_OK) return st;
     vk_context *ctx = &b->ctx;
     vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
@@ -286,7 +298,7 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     bool sampled = false;
     for (uint32_t r0 = 0; r0 < pass_rows || (r0 == 0 && pass_rows == 0); r0 += (uint32_t)b->head_rows) {
         if (r0 > 0) {
-            st = step_begin(b, err);
+            st = step_begin(b, NULL, err);
             if (st != BATON_OK) return st;
         }
         uint32_t n = pass_rows - r0 < (uint32_t)b->head_rows ? pass_rows - r0 : (uint32_t)b->head_rows;
@@ -416,6 +428,8 @@ void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint3
     *dispatches = b->ctx.n_dispatches;
     *barriers = b->ctx.n_barriers;
 }
+
+bool baton_vk_step_replayed(const baton_backend *base) { return ((const vk_backend *)base)->replayed; }
 
 void baton_vk_step_times(const baton_backend *base, double *gpu_s, double *record_s) {
     const vk_backend *b = (const vk_backend *)base;

@@ -66,6 +66,10 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
 /* The compute dispatches and barriers the last step of a Vulkan backend recorded (the bench's
  * measure of per-step overhead). */
 void baton_vk_step_counts(const baton_backend *be, uint32_t *dispatches, uint32_t *barriers);
+/* Whether the last step submitted a command buffer recorded for an earlier step of the same
+ * shape (token and sequence counts, what it asked for) instead of recording one: the backend
+ * keeps a few, made stale by any change of kernel configuration. */
+bool baton_vk_step_replayed(const baton_backend *be);
 
 /* The device time of the last step of a Vulkan backend (timestamps around each of its command
  * buffers, summed; < 0 when the queue has no timestamps) and the host time spent recording them:

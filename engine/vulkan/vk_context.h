@@ -1,5 +1,5 @@
 /* The Vulkan plumbing the engine stands on: one instance, one device with one compute queue, one
- * command buffer and fence, buffers with their memory, the compute pipelines of every shader
+ * command buffer and fence (plus a few kept for replay), buffers with their memory, the compute pipelines of every shader
  * variant, and descriptor sets cached by the buffers they bind. Internal to engine/vulkan. */
 #ifndef BATON_VK_CONTEXT_H
 #define BATON_VK_CONTEXT_H
@@ -35,6 +35,18 @@ typedef struct {
     bool used;
 } vk_dset_entry;
 
+/* A command buffer recorded for a step of a given shape, submitted again for every later step
+ * of that shape (the step's data lives in buffers the host fills before each submit). */
+enum { VK_REPLAYS = 8, VK_REPLAY_KEY = 6 };
+typedef struct {
+    VkCommandBuffer cmd;
+    uint64_t key[VK_REPLAY_KEY];
+    uint64_t last_used;
+    uint32_t gen;
+    uint32_t n_dispatches, n_barriers;
+    bool valid;
+} vk_replay;
+
 typedef struct {
     VkInstance instance;
     VkDebugUtilsMessengerEXT messenger;
@@ -47,7 +59,14 @@ typedef struct {
     uint32_t queue_family;
     VkQueue queue;
     VkCommandPool pool;
-    VkCommandBuffer cmd;
+    VkCommandBuffer cmd;  /* the buffer being recorded or submitted: cmd_once or a replay's */
+    VkCommandBuffer cmd_once;
+    vk_replay replays[VK_REPLAYS];
+    uint64_t replay_clock;
+    uint32_t replay_gen;  /* bumped whenever recorded commands may have gone stale */
+    int replay_cur;       /* the replay entry being recorded (-1: none) */
+    bool replaying;       /* ctx->cmd is a recorded buffer submitted again: every recording
+                           * call (dispatch, barrier, copy, timestamp) does nothing */
     VkFence fence;
     VkQueryPool queries; /* 2 timestamps, when the queue has them */
     VkDescriptorSetLayout dset_layout;
@@ -89,8 +108,17 @@ baton_status vk_buffer_create(vk_context *ctx, VkDeviceSize size, bool host_visi
                               vk_buffer *out, baton_error *err);
 void vk_buffer_destroy(vk_context *ctx, vk_buffer *buf);
 
-/* Command recording into the context's one command buffer, then submit and wait (bounded). */
+/* Command recording into the context's one-time command buffer, then submit and wait (bounded). */
 baton_status vk_begin(vk_context *ctx, baton_error *err);
+/* The same for a command buffer kept for `key` (what the recording depends on beyond the
+ * buffers' contents): *replay true when one recorded earlier for the same key is still valid,
+ * and the caller then records nothing and submits it as it is (n_dispatches and n_barriers are
+ * those it recorded). Otherwise the least recently used kept buffer is recorded anew, and kept
+ * for the key once it has run. */
+baton_status vk_begin_keyed(vk_context *ctx, const uint64_t key[VK_REPLAY_KEY], bool *replay,
+                            baton_error *err);
+/* Every kept command buffer is stale from now on (a pipeline choice or binding changed). */
+void vk_replays_invalidate(vk_context *ctx);
 baton_status vk_submit_wait(vk_context *ctx, baton_error *err);
 void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, int n_binds,
                  const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz);

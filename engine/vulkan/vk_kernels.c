@@ -35,6 +35,7 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
                           ctx->info.max_shared_bytes, ctx->info.max_workgroup_invocations);
     baton_status s = vk_pipeline_ensure(ctx, c->shader, err);
     if (s != BATON_OK) return s;
+    if (ctx->matvec != i) vk_replays_invalidate(ctx);
     ctx->matvec = i;
     return BATON_OK;
 }
@@ -79,6 +80,7 @@ baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err
     baton_status s = coop_check(ctx, few, err);
     if (s == BATON_OK) s = coop_check(ctx, many, err);
     if (s != BATON_OK) return s;
+    if (ctx->coop_few != few || ctx->coop_many != many) vk_replays_invalidate(ctx);
     ctx->coop_few = few;
     ctx->coop_many = many;
     return BATON_OK;
