@@ -6,13 +6,17 @@
 // The workgroup recomputes LN(x[t - 1]) itself rather than waiting for the one that writes it;
 // every step of the LayerNorm is precise and the reduction order fixed, so the recomputed row is
 // bitwise the row written (prefill stays bitwise equal to token by token).
+// Workgroup (t, g) writes channels [g * chans, (g + 1) * chans): a step of few tokens spreads
+// over many workgroups (each computes the row's statistics itself, the same way).
+// save = 1 (only for steps where every sequence has one token): the token also writes xx as its
+// slot's shift state, in place of the state it read (the same thread reads then writes each).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer In { float x[]; };
 layout(std430, binding = 1) writeonly buffer XX { float xx[]; };
-layout(std430, binding = 2) readonly buffer State { float state[]; };  // this layer: [slot][5][C]
+layout(std430, binding = 2) buffer State { float state[]; };  // this layer: [slot][5][C]
 layout(std430, binding = 3) readonly buffer Params { float params[]; };
 layout(std430, binding = 4) readonly buffer Info { uint info[]; };
 layout(std430, binding = 5) writeonly buffer Out { float outs[]; };  // out_j at j * out_stride
@@ -25,6 +29,8 @@ layout(push_constant, std430) uniform Push {
     uint mix0_off, mix1_off, mix2_off;
     uint tok_seq_off, seq_slot_off, seq_first_off;
     uint out_stride;             // floats between out_j and out_j+1
+    uint chans;                  // channels per workgroup (y)
+    uint save;                   // 1: write xx as the shift state
 } pc;
 
 shared float red[256];
@@ -73,14 +79,16 @@ void main() {
     uint seq = info[pc.tok_seq_off + t];
     uint slot = info[pc.seq_slot_off + seq];
     bool first = t == info[pc.seq_first_off + seq];
-    // Both reductions always run (no barrier under a branch); a first token's second is unused.
     vec2 cur_st = row_stats(t);
-    vec2 prev_st = row_stats(first ? t : t - 1u);
+    vec2 prev_st = cur_st;                         // unused for a first token
+    if (!first) prev_st = row_stats(t - 1u);       // uniform over the workgroup
     uint sb = (slot * 5u + pc.state_row) * pc.C;
-    for (uint c = tid; c < pc.C; c += 256u) {
+    uint c_end = min(pc.C, (gl_WorkGroupID.y + 1u) * pc.chans);
+    for (uint c = gl_WorkGroupID.y * pc.chans + tid; c < c_end; c += 256u) {
         float cur = norm(t, c, cur_st);
         float prev = first ? state[sb + c] : norm(t - 1u, c, prev_st);
         xx[t * pc.C + c] = cur;
+        if (pc.save != 0u) state[sb + c] = cur;
         uint o = t * pc.C + c;
         float m0 = params[pc.mix0_off + c];
         precise float v0 = cur * m0 + prev * (1.0 - m0);

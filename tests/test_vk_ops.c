@@ -457,7 +457,7 @@ static void test_shift_wkv(int C) {
     pc_ln_shift ts = {.C = (uint32_t)C, .w_off = 5u * (uint32_t)C, .b_off = 6u * (uint32_t)C,
                       .state_row = 0, .n_out = 3, .mix0_off = 0, .mix1_off = (uint32_t)C,
                       .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0, .seq_slot_off = 8,
-                      .seq_first_off = 16, .out_stride = (uint32_t)TC};
+                      .seq_first_off = 16, .out_stride = (uint32_t)TC, .chans = (uint32_t)C};
     vk_bind tsb[6] = {{.buf = &xin}, {.buf = &xx}, {.buf = &st}, {.buf = &pb}, {.buf = &ib},
                       {.buf = &outs}};
     pc_wkv wk = {.C = (uint32_t)C, .u_off = 3u * (uint32_t)C, .w_off = 4u * (uint32_t)C,
@@ -519,6 +519,50 @@ static void test_shift_wkv(int C) {
     CHECK_MSG(worst_shift < 1e-5, "layernorm + token shift: max error %g", worst_shift);
     CHECK_MSG(worst_wkv < 1e-5, "wkv output: max relative error %g", worst_wkv);
     CHECK_MSG(worst_state < 1e-5, "wkv/state save state: max relative error %g", worst_state);
+
+    /* The LayerNorm and shift spread over workgroups of 16 channels: bitwise the same. */
+    float *xx1 = malloc(TC * 4), *outs1 = malloc(3 * TC * 4), *st1 = malloc((size_t)SLOTS * 5 * C * 4);
+    REQUIRE(xx1 && outs1 && st1);
+    memcpy(xx1, xx.mapped, TC * 4);
+    memcpy(outs1, outs.mapped, 3 * TC * 4);
+    memcpy(state, before, (size_t)SLOTS * 5 * C * 4);
+    ts.chans = 16;
+    uint32_t groups = ((uint32_t)C + 15) / 16;
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_ln_shift_f32_f32, tsb, 6, &ts, sizeof ts, T, groups, 1);
+    run();
+    CHECK_MSG(memcmp(xx1, xx.mapped, TC * 4) == 0 && memcmp(outs1, outs.mapped, 3 * TC * 4) == 0,
+              "layernorm + token shift in %u channel groups differs from one group", groups);
+    /* A decode step (two sequences of one token, slots 1 and 0): save = 1 leaves the channel-mix
+     * shift state as the state save after it does, and the rest as it was. */
+    info[0] = 0;
+    info[1] = 1;
+    info[16] = 0;
+    info[17] = 1;
+    info[24] = info[25] = 1;
+    ts.state_row = ss.state_row = 4;
+    memcpy(state, before, (size_t)SLOTS * 5 * C * 4);
+    ts.chans = (uint32_t)C;
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_ln_shift_f32_f32, tsb, 6, &ts, sizeof ts, 2, 1, 1);
+    vk_barrier(&ctx);
+    vk_dispatch(&ctx, BATON_SHADER_state_save_f32_f32, sb, 4, &ss, sizeof ss, gc, 2, 1);
+    run();
+    memcpy(st1, state, (size_t)SLOTS * 5 * C * 4);
+    memcpy(outs1, outs.mapped, 3 * TC * 4);
+    memcpy(state, before, (size_t)SLOTS * 5 * C * 4);
+    ts.chans = 16;
+    ts.save = 1;
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_ln_shift_f32_f32, tsb, 6, &ts, sizeof ts, 2, groups, 1);
+    run();
+    CHECK_MSG(memcmp(st1, state, (size_t)SLOTS * 5 * C * 4) == 0 &&
+              memcmp(outs1, outs.mapped, 3 * TC * 4) == 0,
+              "layernorm + token shift saving the shift state differs from the state save");
+    CHECK_MSG(memcmp(st1, before, (size_t)SLOTS * 5 * C * 4) != 0, "the state save changed nothing");
+    free(xx1);
+    free(outs1);
+    free(st1);
     free(before);
     free(X);
     vk_buffer *all[] = {&ib, &pb, &st, &ob, &rb, &vb, &kb, &outs, &xx, &xin};

@@ -110,20 +110,27 @@ static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x,
     vk_record_matmul(&b->ctx, w, x, y, m, T, y_stride, epilogue);
 }
 
-/* xx = LN(x); out regions of xs = token shift of xx with the mixes (2 or 3 of them). */
+/* xx = LN(x); out regions of xs = token shift of xx with the mixes (2 or 3 of them); save: xx
+ * also becomes the shift state (only where every sequence has one token). A step of few tokens
+ * spreads each token's channels over several workgroups: about 32 in all, at least 256 channels
+ * each (each workgroup computes the row's statistics itself). */
 static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
-                            const int *mixes, uint32_t n_out, uint32_t T) {
+                            const int *mixes, uint32_t n_out, uint32_t T, bool save) {
+    uint32_t C = (uint32_t)b->C, most = (C + 255) / 256, groups = (32 + T - 1) / T;
+    if (groups > most) groups = most;
+    uint32_t chans = (C + groups - 1) / groups;
+    groups = (C + chans - 1) / chans;
     pc_ln_shift pc = {
         .C = (uint32_t)b->C, .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
         .state_row = state_row, .n_out = n_out,
         .mix0_off = layer_param(b, l, mixes[0]), .mix1_off = layer_param(b, l, mixes[1]),
         .mix2_off = n_out > 2 ? layer_param(b, l, mixes[2]) : 0,
         .tok_seq_off = b->o_tok_seq, .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first,
-        .out_stride = b->act_stride,
+        .out_stride = b->act_stride, .chans = chans, .save = save,
     };
     vk_bind binds[6] = {bind(&b->x), bind(&b->xx), bind(&b->layers[l].state), bind(&b->params),
                         bind(&b->info), bind(&b->xs)};
-    vk_dispatch(&b->ctx, BATON_SHADER_ln_shift_f32_f32, binds, 6, &pc, sizeof pc, T, 1, 1);
+    vk_dispatch(&b->ctx, BATON_SHADER_ln_shift_f32_f32, binds, 6, &pc, sizeof pc, T, groups, 1);
 }
 
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
@@ -134,15 +141,18 @@ static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer
 }
 
 /* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. Eight
- * dispatches and seven barriers: products that share an input step run as one dispatch. */
+ * dispatches and seven barriers, seven dispatches in a decode step (every sequence one token):
+ * products that share an input step run as one dispatch, and a decode step's second LayerNorm
+ * saves the channel-mix shift state itself. */
 static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_context *ctx = &b->ctx;
     vk_layer *ly = &b->layers[l];
     uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride, groups_c = (C + 63) / 64;
+    bool decode = T == n_seqs;
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
     static const int att_mix[3] = {P_MIX_K, P_MIX_V, P_MIX_R};
-    record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T);
+    record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T, false);
     vk_barrier(ctx);
     /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
     vk_matmul_part kvr[3] = {
@@ -168,21 +178,23 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
 
     /* xx = LN2(x); xk, xr = token shift of xx */
     static const int ffn_mix[2] = {P_FMIX_K, P_FMIX_R};
-    record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T);
+    record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T, decode);
     vk_barrier(ctx);
-    /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); the shift state ffn_xx = last xx (no barrier
-     * between them: they touch different buffers) */
+    /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); unless saved above, the shift state ffn_xx = last
+     * xx (no barrier between them: they touch different buffers) */
     vk_matmul_part kr[2] = {
         {.x_off = 0, .y_off = 0, .y_stride = F, .epilogue = EPI_RELU_SQ},
         {.x_off = S, .y_off = b->kf_stride, .y_stride = C, .epilogue = EPI_SIGMOID},
     };
     vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
-    pc_state_save ss = {
-        .C = C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
-        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
-    };
-    vk_bind ssb[4] = {bind(&b->xx), bind(&ly->state), bind(&b->ctx.dummy), bind(&b->info)};
-    vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
+    if (!decode) {
+        pc_state_save ss = {
+            .C = C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
+            .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+        };
+        vk_bind ssb[4] = {bind(&b->xx), bind(&ly->state), bind(&b->ctx.dummy), bind(&b->info)};
+        vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
+    }
     vk_barrier(ctx);
     /* x += r * (Wv kf) */
     vk_matmul_part val = {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_ADD_MUL};

@@ -12,9 +12,9 @@ typedef struct {
 _Static_assert(sizeof(pc_layernorm) == 16, "layernorm.comp push block");
 typedef struct {
     uint32_t C, w_off, b_off, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off,
-        seq_slot_off, seq_first_off, out_stride;
+        seq_slot_off, seq_first_off, out_stride, chans, save;
 } pc_ln_shift;
-_Static_assert(sizeof(pc_ln_shift) == 48, "ln_shift.comp push block");
+_Static_assert(sizeof(pc_ln_shift) == 56, "ln_shift.comp push block");
 typedef struct {
     uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off;
 } pc_state_save;
