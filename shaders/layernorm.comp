@@ -1,7 +1,8 @@
 #version 450
 // LayerNorm of rows: y[i] = (x[row] - mean) / sqrt(var + 1e-5) * w + b, row = row_map[i] or i.
-// One workgroup per row; each thread sums a fixed stride of the row and a fixed tree combines them,
-// so a row's result never depends on the other rows of the step.
+// Workgroup (i, g) writes channels [g * chans, (g + 1) * chans) of output row i, after computing
+// the row's statistics itself: each thread sums a fixed stride of the row and a fixed tree
+// combines them, so a row's result never depends on the other rows of the step or on chans.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -15,6 +16,7 @@ layout(push_constant) uniform Push {
     uint C;
     uint w_off, b_off;  // LayerNorm weight and bias in params
     uint row_map_off;   // 0xffffffff: output row i reads input row i
+    uint chans;         // channels per workgroup (y)
 } pc;
 
 shared float red[256];
@@ -47,7 +49,8 @@ void main() {
     }
     float var = reduce_sum(q) / float(pc.C);   // var = sum((x - mean)^2) / C
     float inv = 1.0 / sqrt(var + 1e-5);
-    for (uint c = tid; c < pc.C; c += 256u) {
+    uint c_end = min(pc.C, (gl_WorkGroupID.y + 1u) * pc.chans);
+    for (uint c = gl_WorkGroupID.y * pc.chans + tid; c < c_end; c += 256u) {
         y[i * pc.C + c] = (x[base + c] - mean) * inv * params[pc.w_off + c] + params[pc.b_off + c];
     }
 }

@@ -368,7 +368,8 @@ static void test_layernorm(int C, int rows) {
     for (int i = 0; i < rows * C; i++) x[i] = vk_test_rand(&seed) * 4.0f + 2.0f;
     for (int i = 0; i < 2 * C; i++) p[i] = vk_test_rand(&seed);
     for (int r = 0; r < rows; r++) map[r] = (uint32_t)(rows - 1 - r);
-    pc_layernorm pc = {.C = (uint32_t)C, .w_off = 0, .b_off = (uint32_t)C, .row_map_off = 0};
+    pc_layernorm pc = {.C = (uint32_t)C, .w_off = 0, .b_off = (uint32_t)C, .row_map_off = 0,
+                       .chans = (uint32_t)C};
     vk_bind binds[4] = {{.buf = &xb}, {.buf = &yb}, {.buf = &pb}, {.buf = &ib}};
     begin();
     vk_dispatch(&ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, (uint32_t)rows, 1, 1);
@@ -388,6 +389,19 @@ static void test_layernorm(int C, int rows) {
         }
     }
     CHECK_MSG(worst < 1e-5, "layernorm C %d: max error %g", C, worst);
+    /* Spread over workgroups of 32 channels: bitwise the same rows. */
+    float *one = malloc((size_t)rows * C * 4);
+    REQUIRE(one);
+    memcpy(one, y, (size_t)rows * C * 4);
+    memset(y, 0, (size_t)rows * C * 4);
+    pc.chans = 32;
+    begin();
+    vk_dispatch(&ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, (uint32_t)rows,
+                ((uint32_t)C + 31) / 32, 1);
+    run();
+    CHECK_MSG(memcmp(one, y, (size_t)rows * C * 4) == 0, "layernorm C %d in groups of 32 channels "
+              "differs from one group", C);
+    free(one);
     vk_buffer_destroy(&ctx, &ib);
     vk_buffer_destroy(&ctx, &pb);
     vk_buffer_destroy(&ctx, &yb);

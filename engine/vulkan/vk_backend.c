@@ -112,14 +112,12 @@ static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x,
 
 /* xx = LN(x); out regions of xs = token shift of xx with the mixes (2 or 3 of them); save: xx
  * also becomes the shift state (only where every sequence has one token). A step of few tokens
- * spreads each token's channels over several workgroups: about 32 in all, at least 256 channels
- * each (each workgroup computes the row's statistics itself). */
+ * spreads each token's channels over several workgroups (vk_row_split; each computes the row's
+ * statistics itself). */
 static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
                             const int *mixes, uint32_t n_out, uint32_t T, bool save) {
-    uint32_t C = (uint32_t)b->C, most = (C + 255) / 256, groups = (32 + T - 1) / T;
-    if (groups > most) groups = most;
-    uint32_t chans = (C + groups - 1) / groups;
-    groups = (C + chans - 1) / chans;
+    uint32_t groups, chans;
+    vk_row_split((uint32_t)b->C, T, &groups, &chans);
     pc_ln_shift pc = {
         .C = (uint32_t)b->C, .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
         .state_row = state_row, .n_out = n_out,
@@ -135,9 +133,12 @@ static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t s
 
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
                              uint32_t w_off, uint32_t b_off, uint32_t row_map_off, uint32_t rows) {
-    pc_layernorm pc = {.C = (uint32_t)b->C, .w_off = w_off, .b_off = b_off, .row_map_off = row_map_off};
+    uint32_t groups, chans;
+    vk_row_split((uint32_t)b->C, rows, &groups, &chans);
+    pc_layernorm pc = {.C = (uint32_t)b->C, .w_off = w_off, .b_off = b_off, .row_map_off = row_map_off,
+                       .chans = chans};
     vk_bind binds[4] = {bind(in), bind(out), bind(&b->params), bind(&b->info)};
-    vk_dispatch(&b->ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, rows, 1, 1);
+    vk_dispatch(&b->ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, rows, groups, 1);
 }
 
 /* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. Eight

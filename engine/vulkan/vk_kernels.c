@@ -40,6 +40,14 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
     return BATON_OK;
 }
 
+void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) {
+    uint32_t most = (C + 255) / 256, g = (32 + rows - 1) / rows;
+    if (g > most) g = most;
+    if (g < 1) g = 1;
+    *chans = (C + g - 1) / g;
+    *groups = (C + *chans - 1) / *chans;
+}
+
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
     {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8, BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8, BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},

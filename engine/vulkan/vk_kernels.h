@@ -7,9 +7,13 @@
 #include "vk_upload.h"
 
 typedef struct {
-    uint32_t C, w_off, b_off, row_map_off;
+    uint32_t C, w_off, b_off, row_map_off, chans;
 } pc_layernorm;
-_Static_assert(sizeof(pc_layernorm) == 16, "layernorm.comp push block");
+_Static_assert(sizeof(pc_layernorm) == 20, "layernorm.comp push block");
+
+/* Workgroups per row (y) and channels each for a LayerNorm-like kernel of 256 threads over rows
+ * of C: about 32 workgroups in all for few rows, at least 256 channels each. */
+void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans);
 typedef struct {
     uint32_t C, w_off, b_off, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off,
         seq_slot_off, seq_first_off, out_stride, chans, save;
