@@ -26,7 +26,9 @@ static const char *usage_text =
     "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n"
     "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
-    "                the same weights, each checked bitwise against the default's logits; then,\n"
+    "                the same weights, each checked bitwise against the first's logits; then\n"
+    "                the 8- and 32-token matmuls under each configuration (rows per thread) at\n"
+    "                batch 8, the largest batch and the prefill, each checked bitwise; then,\n"
     "                where the device has VK_NV_cooperative_matrix, every matmul on the tensor\n"
     "                cores (BATON_VK_COOPMAT) under each of their configurations: batch 1 for\n"
     "                the few-token ones, the largest batch and the prefill for the others, each\n"
@@ -108,26 +110,28 @@ static baton_status one_step_logits(baton_backend *be, int32_t token, float *log
     return baton_backend_step(be, &step, err);
 }
 
-/* Batch-1 decode under every matvec configuration of the engine (0, the default, measured again
- * here as the baseline under the same conditions), each first checked bitwise against the
- * default's logits of one step. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
+/* Batch-1 decode under every matvec configuration of the engine (0, the GPUs' default, first:
+ * the baseline under the same conditions), each first checked bitwise against configuration 0's
+ * logits of one step; then the batched and tensor-core sweeps. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
  * configuration's logits differ: a broken configuration must not pass for a fast one). */
-/* What the tensor-core sweep measures against: the default path's results and figures. */
+/* What the batched and tensor-core sweeps measure against: the default path's results and
+ * figures. */
 typedef struct {
     baton_backend *be;
     int V, largest, prefill;
     double weight_bytes, copy_bw, seconds;
-    const double *tps;       /* the default path's batch 1, largest batch, prefill (0: not measured) */
+    const double *tps;       /* the default path's batch 1, largest batch, prefill, batch 8 (0: not
+                              * measured) */
     const float *want;       /* the default path's logits of `probe` from a fresh slot */
     int32_t probe, *tokens, *out;
     baton_seq *seqs;
     baton_sampling *sampling;
-} coop_bench;
+} sweep_ctx;
 
 enum { COOP_PROBE_SEQS = 9 }; /* one more than the few-token configurations take */
 
 /* One step of n sequences, each the token `probe` from a fresh slot: their logits [n][V]. */
-static baton_status probe_logits(const coop_bench *cb, int n, float *logits, baton_error *err) {
+static baton_status probe_logits(const sweep_ctx *cb, int n, float *logits, baton_error *err) {
     int32_t toks[COOP_PROBE_SEQS];
     for (int i = 0; i < n; i++) {
         baton_status s = cb->be->ops->slot_reset(cb->be, i, err);
@@ -139,18 +143,20 @@ static baton_status probe_logits(const coop_bench *cb, int n, float *logits, bat
     return baton_backend_step(cb->be, &step, err);
 }
 
-/* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the default path's. */
-static double coop_time(const coop_bench *cb, const char *name, int B, int T, double base) {
+/* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the default path's
+ * (what: "coopmat" or "batched"). */
+static double sweep_time(const sweep_ctx *cb, const char *what, const char *name, int B, int T,
+                         double base) {
     baton_error err = {0};
     step_split sp;
     double dt = time_steps(cb->be, B, T, cb->seconds, cb->tokens, cb->seqs, cb->sampling, cb->out,
                            &sp, &err);
     if (dt < 0) {
-        fprintf(stderr, "baton bench: coopmat %s: %s\n", name, err.msg);
+        fprintf(stderr, "baton bench: %s %s: %s\n", what, name, err.msg);
         return -1.0;
     }
     double t = (double)B * T / dt;
-    printf("sweep coopmat %-28s: %s %4d: %9.1f tokens/s  (%.2f ms/step, device %.2f ms", name,
+    printf("sweep %s %-28s: %s %4d: %9.1f tokens/s  (%.2f ms/step, device %.2f ms", what, name,
            T > 1 ? "prefill" : "batch  ", T > 1 ? T : B, t, dt * 1e3, sp.gpu_s * 1e3);
     if (B == 1 && T == 1)
         printf(", weights at %.1f GB/s, %.2f of copy", cb->weight_bytes / dt * 1e-9,
@@ -160,6 +166,59 @@ static double coop_time(const coop_bench *cb, const char *name, int B, int T, do
     return t;
 }
 
+/* The 8- and 32-token matmul configurations: each first checked bitwise (the probe as the first
+ * of 2 sequences in a step for an 8-token one, of 9 for a 32-token one, against the default
+ * path's logits of it alone), then timed: 8-token ones at batch 8 (or the largest batch below
+ * it), 32-token ones at the largest batch above 8 and the prefill. */
+static int bench_batched(const sweep_ctx *cb) {
+    baton_backend *be = cb->be;
+    baton_error err = {0};
+    int V = cb->V, rc = BATON_EXIT_OK, n = baton_vk_batched_count();
+    float *got = malloc((size_t)COOP_PROBE_SEQS * V * sizeof *got);
+    if (got == NULL) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        return BATON_EXIT_FAIL;
+    }
+    printf("sweep batched: the 8- and 32-token matmuls under each configuration (wr: lanes, rt: "
+           "rows per thread)\n");
+    int b8 = cb->tps[3] > 0.0 ? 8 : cb->largest < 8 ? cb->largest : 8;
+    for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
+        const char *name = baton_vk_batched_name(i);
+        bool eight = baton_vk_batched_tokens(i) == 8;
+        int probe_seqs = eight ? 2 : COOP_PROBE_SEQS;
+        if (baton_vk_batched_select(be, i, &err) != BATON_OK) {
+            printf("sweep batched %-28s: skipped (%s)\n", name, err.msg);
+            continue;
+        }
+        if (cb->largest >= probe_seqs) {
+            if (probe_logits(cb, probe_seqs, got, &err) != BATON_OK) {
+                fprintf(stderr, "baton bench: batched %s: %s\n", name, err.msg);
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+            bool same = memcmp(got, cb->want, (size_t)V * sizeof *got) == 0;
+            printf("sweep batched %-28s: logits of the probe as 1 of %d sequences in a step %s\n",
+                   name, probe_seqs, same ? "bitwise equal to the default path's alone"
+                                          : "DIFFER FROM THE DEFAULT PATH'S ALONE");
+            if (!same) {
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+        }
+        if (eight && b8 >= 2 && sweep_time(cb, "batched", name, b8, 1, cb->tps[3]) < 0) rc = BATON_EXIT_FAIL;
+        if (!eight && cb->largest > 8 && cb->tps[1] > 0.0 &&
+            sweep_time(cb, "batched", name, cb->largest, 1, cb->tps[1]) < 0)
+            rc = BATON_EXIT_FAIL;
+        if (!eight && cb->prefill > 8 && cb->tps[2] > 0.0 &&
+            sweep_time(cb, "batched", name, 1, cb->prefill, cb->tps[2]) < 0)
+            rc = BATON_EXIT_FAIL;
+    }
+    if (baton_vk_kernels_reset(be, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    fflush(stdout);
+    free(got);
+    return rc;
+}
+
 /* The same shapes with every matmul on the tensor cores (BATON_VK_COOPMAT), where the device has
  * them, under each of its configurations: few-token ones (steps of up to 8 tokens) at batch 1,
  * many-token ones at the largest batch and the prefill. Before timing, each configuration's
@@ -167,7 +226,7 @@ static double coop_time(const coop_bench *cb, const char *name, int B, int T, do
  * the first of 9 sequences in one step for a many-token one: batch invariance across the two);
  * the default pair's are compared with the default path's (max |diff|). Then the three goal
  * ratios with the best configurations. */
-static int bench_coopmat(const coop_bench *cb) {
+static int bench_coopmat(const sweep_ctx *cb) {
     baton_backend *be = cb->be;
     baton_error err = {0};
     bool ready = false, active = false;
@@ -226,7 +285,7 @@ static int bench_coopmat(const coop_bench *cb) {
             int which = whiches[r];
             if (which < 0 || cb->tps[which] <= 0.0 || (which == 1 && cb->largest <= 1)) continue;
             int B = which == 1 ? cb->largest : 1, T = which == 2 ? cb->prefill : 1;
-            double t = coop_time(cb, name, B, T, cb->tps[which]);
+            double t = sweep_time(cb, "coopmat", name, B, T, cb->tps[which]);
             if (t < 0) {
                 rc = BATON_EXIT_FAIL;
                 break;
@@ -302,9 +361,9 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
             best_dt = dt;
         }
         printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at %.1f "
-               "GB/s, %.2f of copy; %.2fx the default)  logits %s\n", name, 1.0 / dt, dt * 1e3,
+               "GB/s, %.2f of copy; %.2fx the first)  logits %s\n", name, 1.0 / dt, dt * 1e3,
                sp.gpu_s * 1e3, weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
-               i == 0 ? "(the reference)" : same ? "bitwise equal to the default" : "DIFFER FROM THE DEFAULT");
+               i == 0 ? "(the reference)" : same ? "bitwise equal to the first's" : "DIFFER FROM THE FIRST'S");
         double bw[BATON_VK_PROFILE_MATRICES];
         if (baton_vk_matvec_profile(be, 20, bw, &err) != BATON_OK) {
             fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
@@ -319,18 +378,18 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         if (!same) rc = BATON_EXIT_FAIL;
     }
     if (rc == BATON_EXIT_OK && best_dt > 0.0)
-        printf("sweep best: %s, %.2f ms/step (%.2fx the default)\n", baton_vk_matvec_name(best),
+        printf("sweep best: %s, %.2f ms/step (%.2fx the first)\n", baton_vk_matvec_name(best),
                best_dt * 1e3, base_dt / best_dt);
-    printf("sweep: decode batch 8 and 64 and prefill use the 8- and 32-token variants, which no "
-           "configuration changes\n");
-    if (baton_vk_matvec_select(be, 0, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    if (baton_vk_kernels_reset(be, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
     fflush(stdout);
-    /* Last: the opt-in tensor-core path (a failure there must not hide the lines above). */
-    if (rc == BATON_EXIT_OK)
-        rc = bench_coopmat(&(coop_bench){
-            .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
-            .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
-            .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling});
+    /* Then the batched configurations, and last the opt-in tensor-core path (a failure there
+     * must not hide the lines above). */
+    const sweep_ctx sc = {
+        .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
+        .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
+        .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling};
+    if (rc == BATON_EXIT_OK) rc = bench_batched(&sc);
+    if (rc == BATON_EXIT_OK) rc = bench_coopmat(&sc);
     free(want);
     free(got);
     return rc;
@@ -392,7 +451,7 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
     }
     for (int i = 0; i < max_tokens; i++) tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
 
-    double tps1 = 0.0, tps_max_batch = 0.0, step1 = 0.0;
+    double tps1 = 0.0, tps_max_batch = 0.0, step1 = 0.0, tps8 = 0.0;
     int largest = 0;
     for (int bi = 0; bi < n_batches; bi++) {
         int B = batches[bi];
@@ -413,6 +472,7 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             tps1 = tps;
             step1 = dt;
         }
+        if (B == 8) tps8 = tps;
         if (B >= largest) {
             largest = B;
             tps_max_batch = tps;
@@ -445,7 +505,7 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             printf("ratio prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", prefill_tps / tps1);
     }
     fflush(stdout);
-    const double tps[3] = {tps1, tps_max_batch, prefill_tps};
+    const double tps[4] = {tps1, tps_max_batch, prefill_tps, tps8};
     rc = sweep ? bench_sweep(be, V, weight_bytes, copy_bw, seconds / 2, largest, prefill, tps, tokens,
                              seqs, sampling, out)
                : BATON_EXIT_OK;

@@ -60,6 +60,13 @@
 #else
 #define G 8
 #endif
+// RT rows per thread (the many-token variant only): a thread's rows lane + WR r, r < RT, so a
+// workgroup computes WR * RT rows (at most one 32-row block) and each x value it loads feeds RT
+// fma instead of one. Each row's sums are still its own, in the same order.
+#ifndef RT
+#define RT 1
+#endif
+#define WRT (WR * RT)
 
 #define EPI_NONE 0u     // y = s
 #define EPI_SIGMOID 1u  // y = sigmoid(s)             (receptance)
@@ -91,7 +98,7 @@ layout(push_constant, std430) uniform Push {
     uint epi_0, epi_1, epi_2;
 } pc;
 
-shared float part[SEGS][G][WR];
+shared float part[SEGS][G][WRT];
 #if XS
 shared vec4 xs[SEGS][XROW];
 #endif
@@ -114,6 +121,30 @@ void accumulate(inout precise float acc[CB], uint xb[CB], uvec4 q, uint c) {
     }
 }
 
+#if RT > 1
+// accumulate() for RT rows at once: each x value loaded once, then one fma per row.
+void accumulate_rt(inout precise float acc[RT][CB], uint xb[CB], uvec4 q[RT], uint c) {
+    vec2 w01[RT], w23[RT], w45[RT], w67[RT];
+    [[unroll]] for (uint r = 0u; r < RT; r++) {
+        w01[r] = unpackHalf2x16(q[r].x); w23[r] = unpackHalf2x16(q[r].y);
+        w45[r] = unpackHalf2x16(q[r].z); w67[r] = unpackHalf2x16(q[r].w);
+    }
+    [[unroll]] for (uint b = 0u; b < CB; b++) {
+        vec4 xa = x[xb[b] + 2u * c], xc = x[xb[b] + 2u * c + 1u];
+        [[unroll]] for (uint r = 0u; r < RT; r++) {
+            acc[r][b] = fma(w01[r].x, xa.x, acc[r][b]);
+            acc[r][b] = fma(w01[r].y, xa.y, acc[r][b]);
+            acc[r][b] = fma(w23[r].x, xa.z, acc[r][b]);
+            acc[r][b] = fma(w23[r].y, xa.w, acc[r][b]);
+            acc[r][b] = fma(w45[r].x, xc.x, acc[r][b]);
+            acc[r][b] = fma(w45[r].y, xc.y, acc[r][b]);
+            acc[r][b] = fma(w67[r].x, xc.z, acc[r][b]);
+            acc[r][b] = fma(w67[r].y, xc.w, acc[r][b]);
+        }
+    }
+}
+#endif
+
 #if XS
 // acc = fma(w[k], x[k], acc) for the 8 columns of one chunk, x from shared memory (xa, xc): the
 // same fma sequence as accumulate().
@@ -134,7 +165,7 @@ void accumulate_xs(inout precise float acc, uvec4 q, vec4 xa, vec4 xc) {
 void main() {
     uint lane = gl_LocalInvocationID.x, seg = gl_LocalInvocationID.y;
     uint col0 = gl_WorkGroupID.x * CB;
-    uint row_wg = gl_WorkGroupID.y * WR;       // first row of the workgroup within the chunk
+    uint row_wg = gl_WorkGroupID.y * WRT;      // first row of the workgroup within the chunk
     uint blk = row_wg / RB;                    // its row block within the chunk
     uint gblk = pc.blk0 + blk;                 // ... within the stacked rows
     // The group, uniform over the workgroup (groups start on row blocks).
@@ -150,10 +181,10 @@ void main() {
     uint c_begin = min(seg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
     uint xrow = pc.K / 4u;
     uint xb[CB];
-    precise float acc[CB];
+    precise float acc[RT][CB];
     [[unroll]] for (uint b = 0u; b < CB; b++) {
         xb[b] = x_off + min(col0 + b, pc.T - 1u) * xrow;  // tokens past T compute garbage, never stored
-        acc[b] = 0.0;
+        [[unroll]] for (uint r = 0u; r < RT; r++) acc[r][b] = 0.0;
     }
     uint wi = blk * nc * RB + row_wg % RB + lane;
 #if XS
@@ -177,14 +208,28 @@ void main() {
             [[unroll]] for (uint u = 0u; u < UNROLL; u++) q[u] = w[wi + (c + u) * RB];
             [[unroll]] for (uint u = 0u; u < UNROLL; u++) {
                 uint l = 2u * (c + u - tb);
-                accumulate_xs(acc[0], q[u], xs[seg][l], xs[seg][l + 1u]);
+                accumulate_xs(acc[0][0], q[u], xs[seg][l], xs[seg][l + 1u]);
             }
         }
         for (; c < te; c++) {
             uint l = 2u * (c - tb);
-            accumulate_xs(acc[0], w[wi + c * RB], xs[seg][l], xs[seg][l + 1u]);
+            accumulate_xs(acc[0][0], w[wi + c * RB], xs[seg][l], xs[seg][l + 1u]);
         }
     }
+#elif RT > 1
+    uint c = c_begin;
+    for (; c + UNROLL <= c_end; c += UNROLL) {
+        uvec4 q[UNROLL][RT];
+        [[unroll]] for (uint u = 0u; u < UNROLL; u++)
+            [[unroll]] for (uint r = 0u; r < RT; r++) q[u][r] = w[wi + WR * r + (c + u) * RB];
+        [[unroll]] for (uint u = 0u; u < UNROLL; u++) accumulate_rt(acc, xb, q[u], c + u);
+    }
+    for (; c < c_end; c++) {
+        uvec4 q[RT];
+        [[unroll]] for (uint r = 0u; r < RT; r++) q[r] = w[wi + WR * r + c * RB];
+        accumulate_rt(acc, xb, q, c);
+    }
+    uint tid = seg * WR + lane;
 #else
     uint c = c_begin;
     // UNROLL weight loads in flight, then their products in k order (the same order as one at a
@@ -192,16 +237,17 @@ void main() {
     for (; c + UNROLL <= c_end; c += UNROLL) {
         uvec4 q[UNROLL];
         [[unroll]] for (uint u = 0u; u < UNROLL; u++) q[u] = w[wi + (c + u) * RB];
-        [[unroll]] for (uint u = 0u; u < UNROLL; u++) accumulate(acc, xb, q[u], c + u);
+        [[unroll]] for (uint u = 0u; u < UNROLL; u++) accumulate(acc[0], xb, q[u], c + u);
     }
-    for (; c < c_end; c++) accumulate(acc, xb, w[wi + c * RB], c);
+    for (; c < c_end; c++) accumulate(acc[0], xb, w[wi + c * RB], c);
     uint tid = seg * WR + lane;
 #endif
     [[unroll]] for (uint g0 = 0u; g0 < CB; g0 += G) {
-        [[unroll]] for (uint j = 0u; j < G; j++) part[seg][j][lane] = acc[g0 + j];
+        [[unroll]] for (uint r = 0u; r < RT; r++)
+            [[unroll]] for (uint j = 0u; j < G; j++) part[seg][j][lane + WR * r] = acc[r][g0 + j];
         barrier();
-        if (tid < G * WR) {
-            uint j = tid / WR, r = tid % WR;
+        for (uint i = tid; i < G * WRT; i += WR * SEGS) {
+            uint j = i / WRT, r = i % WRT;
             precise float s = part[0][j][r];
             [[unroll]] for (uint k = 1u; k < SEGS; k++) s = s + part[k][j][r];  // segments in order
             uint t = col0 + g0 + j, n = (gblk - gblk0) * RB + row_wg % RB + r;

@@ -35,6 +35,12 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b1_wr16_xs|matmul.comp|CB=1 WR=16u XS=1"
   "matmul_f16_f32_b1_wr32_xs|matmul.comp|CB=1 WR=32u XS=1"
   "matmul_f16_f32_b1_wr16_u16_xs|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1"
+  # The 8- and 32-token variants with RT rows per thread (x loaded once for RT rows; the same
+  # sums): the sweep's alternatives for batched decode and prefill (vk_batched_configs).
+  "matmul_f16_f32_b8_rt2|matmul.comp|CB=8 WR=16u RT=2"
+  "matmul_f16_f32_b8_rt4|matmul.comp|CB=8 WR=8u RT=4"
+  "matmul_f16_f32_b32_rt2|matmul.comp|CB=32 WR=16u RT=2"
+  "matmul_f16_f32_b32_rt4|matmul.comp|CB=32 WR=8u RT=4"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
   # hi + lo), opt-in with BATON_VK_COOPMAT on a device that has them; built only there. ROWS and
   # TOKENS per workgroup, ROUND chunks of x staged per round; every one sums in the same order.

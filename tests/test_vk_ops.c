@@ -146,6 +146,57 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     free(x);
 }
 
+/* The 8- and 32-token configurations (rows per thread): T = 5 and 41 tokens, every epilogue,
+ * bitwise equal to the defaults. */
+static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
+    enum { TMAX = 41 };
+    uint64_t seed = (uint64_t)N * 733 + (uint64_t)K;
+    uint16_t *w16 = malloc((size_t)N * K * 2);
+    REQUIRE(w16);
+    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
+    vk_matrix wm;
+    baton_error err = {0};
+    upload_f16(w16, N, K, chunk_bytes, &wm);
+    vk_buffer xb = host_buffer((size_t)TMAX * K * 4), yb = host_buffer((size_t)TMAX * N * 4);
+    vk_buffer mb = host_buffer((size_t)TMAX * N * 4);
+    float *x = xb.mapped, *m = mb.mapped, *y = yb.mapped;
+    for (int i = 0; i < TMAX * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    for (int i = 0; i < TMAX * N; i++) m[i] = vk_test_rand(&seed);
+    float *init = malloc((size_t)TMAX * N * 4), *want = malloc((size_t)TMAX * N * 4);
+    REQUIRE(init && want);
+    for (int i = 0; i < TMAX * N; i++) init[i] = vk_test_rand(&seed);
+    int checked = 0;
+    for (int i = 0; i < VK_BATCHED_CONFIGS; i++) {
+        const vk_batched_config *bc = &vk_batched_configs[i];
+        uint32_t T = bc->cb == 8 ? 5 : TMAX;
+        int def = bc->cb == 8 ? 0 : VK_BATCHED_32_DEFAULT;
+        for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
+            for (int pass = 0; pass < 2; pass++) {
+                REQUIRE(vk_batched_select(&ctx, pass ? i : def, &err) == BATON_OK);
+                memcpy(y, init, (size_t)T * N * 4);
+                begin();
+                vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, T, (uint32_t)N, epi);
+                run();
+                if (!pass) memcpy(want, y, (size_t)T * N * 4);
+            }
+            CHECK_MSG(memcmp(y, want, (size_t)T * N * 4) == 0, "matmul %dx%d, %s, epilogue %u: "
+                      "differs from the default", N, K, bc->name, epi);
+            checked++;
+        }
+    }
+    REQUIRE(vk_batched_select(&ctx, 0, &err) == BATON_OK);
+    REQUIRE(vk_batched_select(&ctx, VK_BATCHED_32_DEFAULT, &err) == BATON_OK);
+    printf("batched %dx%d (%d chunk(s)): %d configuration runs bitwise equal to the defaults\n", N,
+           K, wm.n_chunks, checked);
+    free(init);
+    free(want);
+    vk_buffer_destroy(&ctx, &mb);
+    vk_buffer_destroy(&ctx, &yb);
+    vk_buffer_destroy(&ctx, &xb);
+    vk_matrix_free(&ctx, &wm);
+    free(w16);
+}
+
 /* matmul_coop.comp's configurations (emulated): T = 20 tokens under every many-token
  * configuration and token 0 alone under every few-token one, each bitwise equal to the default
  * pair's results, which are checked against a double reference. */
@@ -620,6 +671,8 @@ int main(void) {
     test_coop_configs(100, 72, 2 * 32 * 72 * 2);
     test_coop_configs(70, 1096, 0); /* cps 18: rounds of 8 end mid-segment */
     ctx.coopmat = ctx.coopmat_emulated = false;
+    test_batched_configs(100, 72, 2 * 32 * 72 * 2);
+    test_batched_configs(37, 1096, 0);
     test_matvec_configs(100, 72, 2 * 32 * 72 * 2);
     test_matvec_configs(37, 16, 0);
     test_matvec_configs(70, 5336, 32 * 5336 * 2);

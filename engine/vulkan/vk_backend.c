@@ -525,6 +525,27 @@ baton_status baton_vk_coopmat_use(baton_backend *base, bool on, baton_error *err
     return vk_coopmat_use(&b->ctx, on, err) ? BATON_OK : BATON_ERR_UNSUPPORTED;
 }
 
+int baton_vk_batched_count(void) { return VK_BATCHED_CONFIGS; }
+
+const char *baton_vk_batched_name(int config) {
+    return config >= 0 && config < VK_BATCHED_CONFIGS ? vk_batched_configs[config].name : "?";
+}
+
+int baton_vk_batched_tokens(int config) {
+    return config >= 0 && config < VK_BATCHED_CONFIGS ? (int)vk_batched_configs[config].cb : 0;
+}
+
+baton_status baton_vk_kernels_reset(baton_backend *base, baton_error *err) {
+    return vk_kernels_reset(&((vk_backend *)base)->ctx, err);
+}
+
+baton_status baton_vk_batched_select(baton_backend *base, int config, baton_error *err) {
+    if (config < 0 || config >= VK_BATCHED_CONFIGS)
+        return baton_fail(err, BATON_ERR_ARG, "batched matmul configuration %d is outside [0, %d)",
+                          config, VK_BATCHED_CONFIGS);
+    return vk_batched_select(&((vk_backend *)base)->ctx, config, err);
+}
+
 int baton_vk_coop_count(void) { return VK_COOP_CONFIGS; }
 
 const char *baton_vk_coop_name(int config) {

@@ -77,7 +77,7 @@ bool baton_vk_step_replayed(const baton_backend *be);
 void baton_vk_step_times(const baton_backend *be, double *gpu_s, double *record_s);
 
 /* The one-token matmul (matvec) configurations `baton bench --sweep` measures: their count
- * (configuration 0 is the engine's default) and a short name of each ("wr16 u8 xs": 16 rows per
+ * (configuration 0 is the GPUs' default; baton_vk_kernels_reset says more) and a short name of each ("wr16 u8 xs": 16 rows per
  * workgroup, 8 weight loads in flight per thread, x staged in shared memory). */
 int baton_vk_matvec_count(void);
 const char *baton_vk_matvec_name(int config);
@@ -110,6 +110,17 @@ const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *a
  * when not ready or a pipeline does not build: the backend then stays as it was). Its results
  * differ from the default path's (another order of sums), so switch only between sequences. */
 baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
+
+/* The 8- and 32-token matmul configurations (steps of 2 to 8 tokens, and of more) the bench
+ * sweeps: their count, names, tokens per workgroup (8 or 32), and the choice of one for later
+ * steps of its kind. All sum alike: bitwise the same results. */
+int baton_vk_batched_count(void);
+const char *baton_vk_batched_name(int config);
+int baton_vk_batched_tokens(int config);
+/* Back to the matvec, 8- and 32-token configurations the backend started with (they depend on
+ * the kind of device). */
+baton_status baton_vk_kernels_reset(baton_backend *be, baton_error *err);
+baton_status baton_vk_batched_select(baton_backend *be, int config, baton_error *err);
 
 /* Its configurations (vk_coop_configs): their count, names, whether one serves steps of up to 8
  * tokens (else larger steps), and the choice of one of each for later steps (BATON_ERR_ARG for

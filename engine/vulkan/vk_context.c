@@ -762,12 +762,14 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     }
     s = vk_buffer_create(ctx, 256, false, &ctx->dummy, err);
     if (s != BATON_OK) goto out_dsets;
-    /* The one-token matmul: the default configuration where the device's shared memory holds it,
-     * else the plain kernel that was built above. */
+    /* The matmul configurations for this kind of device (vk_kernel_defaults). */
     ctx->matvec = VK_MATVEC_FALLBACK;
-    if (vk_matvec_select(ctx, 0, NULL) != BATON_OK) ctx->matvec = VK_MATVEC_FALLBACK;
+    ctx->mm8 = 0;
+    ctx->mm32 = VK_BATCHED_32_DEFAULT;
     ctx->coop_few = 0;
     ctx->coop_many = VK_COOP_MANY_DEFAULT;
+    s = vk_kernels_reset(ctx, err);
+    if (s != BATON_OK) goto out_dummy;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it
      * does not, the engine goes on without it). Any other value builds it at first use
      * (vk_coopmat_use), after whatever the caller measures without it. */
@@ -776,6 +778,8 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         vk_coopmat_use(ctx, true, NULL);
     return BATON_OK;
 
+out_dummy:
+    vk_buffer_destroy(ctx, &ctx->dummy);
 out_dsets:
     free(ctx->dsets);
     ctx->dsets = NULL;

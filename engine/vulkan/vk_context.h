@@ -80,6 +80,7 @@ typedef struct {
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_kernels.h); 0: the default */
+    int mm8, mm32;        /* the 8- and 32-token ones (vk_batched_configs) */
     bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */

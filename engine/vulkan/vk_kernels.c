@@ -1,9 +1,10 @@
 #include "vk_kernels.h"
 
 #include <assert.h>
+#include <string.h>
 
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
-    {"wr32 u8 xs (default)", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
+    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
     {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
     {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0},
     {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0},
@@ -38,6 +39,42 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
     if (ctx->matvec != i) vk_replays_invalidate(ctx);
     ctx->matvec = i;
     return BATON_OK;
+}
+
+const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS] = {
+    {"b8 wr32", BATON_SHADER_matmul_f16_f32_b8, 8, 32, 1},
+    {"b8 wr16 rt2", BATON_SHADER_matmul_f16_f32_b8_rt2, 8, 16, 2},
+    {"b8 wr8 rt4", BATON_SHADER_matmul_f16_f32_b8_rt4, 8, 8, 4},
+    {"b32 wr32", BATON_SHADER_matmul_f16_f32_b32, 32, 32, 1},
+    {"b32 wr16 rt2", BATON_SHADER_matmul_f16_f32_b32_rt2, 32, 16, 2},
+    {"b32 wr8 rt4", BATON_SHADER_matmul_f16_f32_b32_rt4, 32, 8, 4},
+};
+
+baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err) {
+    assert(i >= 0 && i < VK_BATCHED_CONFIGS);
+    const vk_batched_config *c = &vk_batched_configs[i];
+    baton_status s = vk_pipeline_ensure(ctx, c->shader, err);
+    if (s != BATON_OK) return s;
+    int *slot = c->cb == 8 ? &ctx->mm8 : &ctx->mm32;
+    if (*slot != i) vk_replays_invalidate(ctx);
+    *slot = i;
+    return BATON_OK;
+}
+
+void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32) {
+    bool cpu = strcmp(ctx->info.type, "cpu") == 0;
+    *matvec = cpu ? 3 : vk_matvec_shared_bytes(0) <= ctx->info.max_shared_bytes ? 0 : VK_MATVEC_FALLBACK;
+    *mm8 = cpu ? 2 : 0;
+    *mm32 = cpu ? 5 : VK_BATCHED_32_DEFAULT;
+}
+
+baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
+    int mv, b8, b32;
+    vk_kernel_defaults(ctx, &mv, &b8, &b32);
+    baton_status s = vk_matvec_select(ctx, mv, err);
+    if (s == BATON_OK) s = vk_batched_select(ctx, b8, err);
+    if (s == BATON_OK) s = vk_batched_select(ctx, b32, err);
+    return s;
 }
 
 void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) {
@@ -98,8 +135,8 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T) {
     assert(w->n_parts >= 1 && w->n_parts <= 3);
-    baton_shader_id shader = BATON_SHADER_matmul_f16_f32_b32;
-    uint32_t cb = 32, wr = 32; /* tokens and rows per workgroup: CB and WR in matmul.comp */
+    baton_shader_id shader;
+    uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
     if (ctx->coopmat) {
         const vk_coop_config *cc = &vk_coop_configs[T <= 8 ? ctx->coop_few : ctx->coop_many];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
@@ -110,9 +147,11 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         shader = mv->shader;
         cb = 1;
         wr = mv->wr;
-    } else if (T <= 8) {
-        shader = BATON_SHADER_matmul_f16_f32_b8;
-        cb = 8;
+    } else {
+        const vk_batched_config *bc = &vk_batched_configs[T <= 8 ? ctx->mm8 : ctx->mm32];
+        shader = bc->shader;
+        cb = bc->cb;
+        wr = bc->wr * bc->rt;
     }
     uint32_t nc = (uint32_t)(w->cols / 8);
     pc_matmul pc = {
