@@ -146,55 +146,129 @@ static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     free(x);
 }
 
+/* One matrix and its inputs for the configuration tests: a random fp16 (N, K) W uploaded in row
+ * chunks of at most chunk_bytes (0: whole), x [T][K], an EPI_ADD_MUL gate m and a starting y. */
+typedef struct {
+    int N, K, T;
+    uint16_t *w16;
+    vk_matrix wm;
+    vk_buffer xb, yb, mb;
+    float *init, *want;
+} mm_case;
+
+static void mm_case_init(mm_case *c, int N, int K, int T, uint64_t chunk_bytes, uint64_t seed) {
+    *c = (mm_case){.N = N, .K = K, .T = T};
+    c->w16 = malloc((size_t)N * K * 2);
+    c->init = malloc((size_t)T * N * 4);
+    c->want = malloc((size_t)T * N * 4);
+    REQUIRE(c->w16 && c->init && c->want);
+    for (int i = 0; i < N * K; i++) c->w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
+    upload_f16(c->w16, N, K, chunk_bytes, &c->wm);
+    c->xb = host_buffer((size_t)T * K * 4);
+    c->yb = host_buffer((size_t)T * N * 4);
+    c->mb = host_buffer((size_t)T * N * 4);
+    float *x = c->xb.mapped, *m = c->mb.mapped;
+    for (int i = 0; i < T * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    for (int i = 0; i < T * N; i++) m[i] = vk_test_rand(&seed);
+    for (int i = 0; i < T * N; i++) c->init[i] = vk_test_rand(&seed);
+}
+
+static void mm_case_free(mm_case *c) {
+    vk_buffer_destroy(&ctx, &c->mb);
+    vk_buffer_destroy(&ctx, &c->yb);
+    vk_buffer_destroy(&ctx, &c->xb);
+    vk_matrix_free(&ctx, &c->wm);
+    free(c->w16);
+    free(c->init);
+    free(c->want);
+}
+
+/* y = init, then y (+)= W x for the first T tokens, epilogue epi, under the context's
+ * configurations; returns y. */
+static const float *mm_case_run(mm_case *c, uint32_t T, uint32_t epi) {
+    memcpy(c->yb.mapped, c->init, (size_t)T * c->N * 4);
+    begin();
+    vk_record_matmul(&ctx, &c->wm, &c->xb, &c->yb, &c->mb, T, (uint32_t)c->N, epi);
+    run();
+    return c->yb.mapped;
+}
+
+/* The largest normalized error of y's first T rows (epilogue EPI_NONE) against W x in double. */
+static double mm_case_error(const mm_case *c, const float *y, int T) {
+    const float *x = c->xb.mapped;
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        for (int n = 0; n < c->N; n++) {
+            double acc = 0, mag = 1e-3;
+            for (int k = 0; k < c->K; k++) {
+                double p = (double)baton_f16_to_f32(c->w16[(size_t)n * c->K + k]) * x[(size_t)t * c->K + k];
+                acc += p;
+                mag += fabs(p);
+            }
+            double d = fabs(y[(size_t)t * c->N + n] - acc) / mag;
+            if (!(d <= worst)) worst = d;
+        }
+    }
+    return worst;
+}
+
+/* The bench's matvec configurations: every epilogue, each bitwise what configuration 0 gives,
+ * which is checked against double precision. */
+static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
+    mm_case c;
+    mm_case_init(&c, N, K, 1, chunk_bytes, (uint64_t)N * 977 + (uint64_t)K);
+    baton_error err = {0};
+    int checked = 0, skipped = 0;
+    for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
+        REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+        memcpy(c.want, mm_case_run(&c, 1, epi), (size_t)N * 4);
+        if (epi == EPI_NONE) {
+            double worst = mm_case_error(&c, c.want, 1);
+            CHECK_MSG(worst < 1e-5, "matvec %dx%d: normalized error %g", N, K, worst);
+        }
+        for (int i = 1; i < VK_MATVEC_CONFIGS; i++) {
+            if (vk_matvec_select(&ctx, i, &err) != BATON_OK) {
+                if (epi == EPI_NONE) printf("matvec %s: skipped (%s)\n", vk_matvec_configs[i].name, err.msg);
+                skipped += epi == EPI_NONE;
+                continue;
+            }
+            CHECK_MSG(memcmp(mm_case_run(&c, 1, epi), c.want, (size_t)N * 4) == 0, "matvec %dx%d, "
+                      "%s, epilogue %u: differs from configuration 0", N, K, vk_matvec_configs[i].name, epi);
+            checked++;
+        }
+    }
+    REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+    printf("matvec %dx%d (%d chunk(s)): %d configuration runs bitwise equal to configuration 0, %d "
+           "configuration(s) skipped\n", N, K, c.wm.n_chunks, checked, skipped);
+    mm_case_free(&c);
+}
+
 /* The 8- and 32-token configurations (rows per thread): T = 5 and 41 tokens, every epilogue,
- * bitwise equal to the defaults. */
+ * bitwise equal to the first of their kind. */
 static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
     enum { TMAX = 41 };
-    uint64_t seed = (uint64_t)N * 733 + (uint64_t)K;
-    uint16_t *w16 = malloc((size_t)N * K * 2);
-    REQUIRE(w16);
-    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
-    vk_matrix wm;
+    mm_case c;
+    mm_case_init(&c, N, K, TMAX, chunk_bytes, (uint64_t)N * 733 + (uint64_t)K);
     baton_error err = {0};
-    upload_f16(w16, N, K, chunk_bytes, &wm);
-    vk_buffer xb = host_buffer((size_t)TMAX * K * 4), yb = host_buffer((size_t)TMAX * N * 4);
-    vk_buffer mb = host_buffer((size_t)TMAX * N * 4);
-    float *x = xb.mapped, *m = mb.mapped, *y = yb.mapped;
-    for (int i = 0; i < TMAX * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
-    for (int i = 0; i < TMAX * N; i++) m[i] = vk_test_rand(&seed);
-    float *init = malloc((size_t)TMAX * N * 4), *want = malloc((size_t)TMAX * N * 4);
-    REQUIRE(init && want);
-    for (int i = 0; i < TMAX * N; i++) init[i] = vk_test_rand(&seed);
     int checked = 0;
     for (int i = 0; i < VK_BATCHED_CONFIGS; i++) {
         const vk_batched_config *bc = &vk_batched_configs[i];
         uint32_t T = bc->cb == 8 ? 5 : TMAX;
-        int def = bc->cb == 8 ? 0 : VK_BATCHED_32_DEFAULT;
+        int first = bc->cb == 8 ? 0 : VK_BATCHED_32_DEFAULT;
         for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
-            for (int pass = 0; pass < 2; pass++) {
-                REQUIRE(vk_batched_select(&ctx, pass ? i : def, &err) == BATON_OK);
-                memcpy(y, init, (size_t)T * N * 4);
-                begin();
-                vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, T, (uint32_t)N, epi);
-                run();
-                if (!pass) memcpy(want, y, (size_t)T * N * 4);
-            }
-            CHECK_MSG(memcmp(y, want, (size_t)T * N * 4) == 0, "matmul %dx%d, %s, epilogue %u: "
-                      "differs from the default", N, K, bc->name, epi);
+            REQUIRE(vk_batched_select(&ctx, first, &err) == BATON_OK);
+            memcpy(c.want, mm_case_run(&c, T, epi), (size_t)T * N * 4);
+            REQUIRE(vk_batched_select(&ctx, i, &err) == BATON_OK);
+            CHECK_MSG(memcmp(mm_case_run(&c, T, epi), c.want, (size_t)T * N * 4) == 0, "matmul "
+                      "%dx%d, %s, epilogue %u: differs from %s", N, K, bc->name, epi,
+                      vk_batched_configs[first].name);
             checked++;
         }
     }
-    REQUIRE(vk_batched_select(&ctx, 0, &err) == BATON_OK);
-    REQUIRE(vk_batched_select(&ctx, VK_BATCHED_32_DEFAULT, &err) == BATON_OK);
-    printf("batched %dx%d (%d chunk(s)): %d configuration runs bitwise equal to the defaults\n", N,
-           K, wm.n_chunks, checked);
-    free(init);
-    free(want);
-    vk_buffer_destroy(&ctx, &mb);
-    vk_buffer_destroy(&ctx, &yb);
-    vk_buffer_destroy(&ctx, &xb);
-    vk_matrix_free(&ctx, &wm);
-    free(w16);
+    REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
+    printf("batched %dx%d (%d chunk(s)): %d configuration runs bitwise equal\n", N, K,
+           c.wm.n_chunks, checked);
+    mm_case_free(&c);
 }
 
 /* matmul_coop.comp's configurations (emulated): T = 20 tokens under every many-token
@@ -202,60 +276,33 @@ static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
  * pair's results, which are checked against a double reference. */
 static void test_coop_configs(int N, int K, uint64_t chunk_bytes) {
     enum { T = 20 };
-    uint64_t seed = (uint64_t)N * 313 + (uint64_t)K;
-    uint16_t *w16 = malloc((size_t)N * K * 2);
-    REQUIRE(w16);
-    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
-    vk_matrix wm;
-    baton_error err = {0};
-    upload_f16(w16, N, K, chunk_bytes, &wm);
-    vk_buffer xb = host_buffer((size_t)T * K * 4), yb = host_buffer((size_t)T * N * 4);
-    float *x = xb.mapped, *y = yb.mapped, *want = malloc((size_t)T * N * 4);
-    REQUIRE(want);
-    for (int i = 0; i < T * K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
+    mm_case c;
+    mm_case_init(&c, N, K, T, chunk_bytes, (uint64_t)N * 313 + (uint64_t)K);
+    float *x = c.xb.mapped;
     x[1] = 23333.3f; /* fp16 keeps it to a step of 16: lo carries the rest */
     x[2] = 1e-7f;    /* hi and lo subnormal */
+    baton_error err = {0};
     REQUIRE(vk_coop_select(&ctx, 0, VK_COOP_MANY_DEFAULT, &err) == BATON_OK);
-    begin();
-    vk_record_matmul(&ctx, &wm, &xb, &yb, NULL, T, (uint32_t)N, EPI_NONE);
-    run();
-    memcpy(want, y, (size_t)T * N * 4);
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        for (int n = 0; n < N; n++) {
-            double acc = 0, mag = 1e-3;
-            for (int k = 0; k < K; k++) {
-                double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x[(size_t)t * K + k];
-                acc += p;
-                mag += fabs(p);
-            }
-            double d = fabs(want[t * N + n] - acc) / mag;
-            if (!(d <= worst)) worst = d;
-        }
-    }
+    memcpy(c.want, mm_case_run(&c, T, EPI_NONE), (size_t)T * N * 4);
+    double worst = mm_case_error(&c, c.want, T);
     CHECK_MSG(worst < 1e-5, "coop %dx%d: normalized error %g", N, K, worst);
     int checked = 0;
     for (int i = 0; i < VK_COOP_CONFIGS; i++) {
         bool few = vk_coop_configs[i].tn == 8;
         REQUIRE(vk_coop_select(&ctx, few ? i : 0, few ? VK_COOP_MANY_DEFAULT : i, &err) == BATON_OK);
         uint32_t n_tok = few ? 1 : T;
-        memset(y, 0, (size_t)T * N * 4);
-        begin();
-        vk_record_matmul(&ctx, &wm, &xb, &yb, NULL, n_tok, (uint32_t)N, EPI_NONE);
-        run();
-        CHECK_MSG(memcmp(y, want, (size_t)n_tok * N * 4) == 0, "coop %dx%d, %s (%u token(s)): "
-                  "differs from the default pair", N, K, vk_coop_configs[i].name, n_tok);
+        CHECK_MSG(memcmp(mm_case_run(&c, n_tok, EPI_NONE), c.want, (size_t)n_tok * N * 4) == 0,
+                  "coop %dx%d, %s (%u token(s)): differs from the default pair", N, K,
+                  vk_coop_configs[i].name, n_tok);
         checked++;
     }
     REQUIRE(vk_coop_select(&ctx, 0, VK_COOP_MANY_DEFAULT, &err) == BATON_OK);
     printf("coop %dx%d (%d chunk(s)): normalized error %.2g, %d configurations bitwise equal\n", N,
-           K, wm.n_chunks, worst, checked);
-    free(want);
-    vk_buffer_destroy(&ctx, &yb);
-    vk_buffer_destroy(&ctx, &xb);
-    vk_matrix_free(&ctx, &wm);
-    free(w16);
+           K, c.wm.n_chunks, worst, checked);
+    mm_case_free(&c);
 }
+
+
 
 /* Three matrices stacked (rows not multiples of the row block, optionally in row chunks), each
  * part with its own input region, output region and epilogue: bitwise what each gives alone. */
@@ -341,73 +388,6 @@ static void test_matmul_stack(const int *N, int K, uint64_t chunk_bytes) {
     }
 }
 
-/* Every matvec configuration (the bench's sweep) against the default for one token: bitwise the
- * same y for every epilogue, over row chunks; the default also against double precision. K past
- * one staged tile of x (8 segments x 80 chunks x 8 columns = 5120) takes several tiles. */
-static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
-    uint64_t seed = (uint64_t)N * 977 + (uint64_t)K;
-    uint16_t *w16 = malloc((size_t)N * K * 2);
-    REQUIRE(w16);
-    for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_f16(vk_test_rand(&seed));
-    vk_matrix wm;
-    baton_error err = {0};
-    upload_f16(w16, N, K, chunk_bytes, &wm);
-    vk_buffer xb = host_buffer((size_t)K * 4), yb = host_buffer((size_t)N * 4);
-    vk_buffer mb = host_buffer((size_t)N * 4);
-    float *x = xb.mapped, *m = mb.mapped, *y = yb.mapped;
-    for (int i = 0; i < K; i++) x[i] = vk_test_rand(&seed) * 3.0f;
-    for (int i = 0; i < N; i++) m[i] = vk_test_rand(&seed);
-    float *init = malloc((size_t)N * 4), *want = malloc((size_t)N * 4);
-    REQUIRE(init && want);
-    for (int i = 0; i < N; i++) init[i] = vk_test_rand(&seed);
-    int checked = 0, skipped = 0;
-    for (uint32_t epi = EPI_NONE; epi <= EPI_ADD_MUL; epi++) {
-        REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
-        memcpy(y, init, (size_t)N * 4);
-        begin();
-        vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, 1, (uint32_t)N, epi);
-        run();
-        memcpy(want, y, (size_t)N * 4);
-        if (epi == EPI_NONE) {
-            double worst = 0;
-            for (int n = 0; n < N; n++) {
-                double acc = 0, mag = 1e-3;
-                for (int k = 0; k < K; k++) {
-                    double p = (double)baton_f16_to_f32(w16[(size_t)n * K + k]) * x[k];
-                    acc += p;
-                    mag += fabs(p);
-                }
-                double d = fabs(want[n] - acc) / mag;
-                if (!(d <= worst)) worst = d;
-            }
-            CHECK_MSG(worst < 1e-5, "matvec %dx%d: normalized error %g", N, K, worst);
-        }
-        for (int i = 1; i < VK_MATVEC_CONFIGS; i++) {
-            if (vk_matvec_select(&ctx, i, &err) != BATON_OK) {
-                if (epi == EPI_NONE) printf("matvec %s: skipped (%s)\n", vk_matvec_configs[i].name, err.msg);
-                skipped += epi == EPI_NONE;
-                continue;
-            }
-            memcpy(y, init, (size_t)N * 4);
-            begin();
-            vk_record_matmul(&ctx, &wm, &xb, &yb, &mb, 1, (uint32_t)N, epi);
-            run();
-            CHECK_MSG(memcmp(y, want, (size_t)N * 4) == 0, "matvec %dx%d, %s, epilogue %u: differs "
-                      "from the default", N, K, vk_matvec_configs[i].name, epi);
-            checked++;
-        }
-    }
-    REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
-    printf("matvec %dx%d (%d chunk(s)): %d configuration runs bitwise equal to the default, %d "
-           "configuration(s) skipped\n", N, K, wm.n_chunks, checked, skipped);
-    free(init);
-    free(want);
-    vk_buffer_destroy(&ctx, &mb);
-    vk_buffer_destroy(&ctx, &yb);
-    vk_buffer_destroy(&ctx, &xb);
-    vk_matrix_free(&ctx, &wm);
-    free(w16);
-}
 
 /* LayerNorm over rows picked by a row map, against double precision. */
 static void test_layernorm(int C, int rows) {
