@@ -110,10 +110,6 @@ static baton_status one_step_logits(baton_backend *be, int32_t token, float *log
     return baton_backend_step(be, &step, err);
 }
 
-/* Batch-1 decode under every matvec configuration of the engine (0, the GPUs' default, first:
- * the baseline under the same conditions), each first checked bitwise against configuration 0's
- * logits of one step; then the batched and tensor-core sweeps. Returns BATON_EXIT_OK or BATON_EXIT_FAIL (a step failed or a
- * configuration's logits differ: a broken configuration must not pass for a fast one). */
 /* What the batched and tensor-core sweeps measure against: the default path's results and
  * figures. */
 typedef struct {
@@ -205,7 +201,8 @@ static int bench_batched(const sweep_ctx *cb) {
                 break;
             }
         }
-        if (eight && b8 >= 2 && sweep_time(cb, "batched", name, b8, 1, cb->tps[3]) < 0) rc = BATON_EXIT_FAIL;
+        if (eight && b8 >= 2 && sweep_time(cb, "batched", name, b8, 1, cb->tps[3]) < 0)
+            rc = BATON_EXIT_FAIL;
         if (!eight && cb->largest > 8 && cb->tps[1] > 0.0 &&
             sweep_time(cb, "batched", name, cb->largest, 1, cb->tps[1]) < 0)
             rc = BATON_EXIT_FAIL;
@@ -263,7 +260,9 @@ static int bench_coopmat(const sweep_ctx *cb) {
     for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
         bool few = baton_vk_coop_few(i);
         const char *name = baton_vk_coop_name(i);
-        if (baton_vk_coop_select(be, few ? i : baton_vk_coop_default(true), few ? baton_vk_coop_default(false) : i, &err) != BATON_OK) {
+        int pair_few = few ? i : baton_vk_coop_default(true);
+        int pair_many = few ? baton_vk_coop_default(false) : i;
+        if (baton_vk_coop_select(be, pair_few, pair_many, &err) != BATON_OK) {
             printf("sweep coopmat %-28s: skipped (%s)\n", name, err.msg);
             continue;
         }
@@ -277,7 +276,8 @@ static int bench_coopmat(const sweep_ctx *cb) {
             same = memcmp(many, ref, (size_t)V * sizeof *ref) == 0;
             printf("sweep coopmat %-28s: logits of the probe %s %s\n", name,
                    few ? "alone" : "as 1 of 9 sequences in a step",
-                   same ? "bitwise equal to the default pair's alone" : "DIFFER FROM THE DEFAULT PAIR'S ALONE");
+                   same ? "bitwise equal to the default pair's alone"
+                        : "DIFFER FROM THE DEFAULT PAIR'S ALONE");
         }
         if (!same) rc = BATON_EXIT_FAIL;
         const int whiches[2] = {few ? 0 : 1, few ? -1 : 2}; /* few: batch 1; many: largest, prefill */
@@ -310,7 +310,8 @@ static int bench_coopmat(const sweep_ctx *cb) {
             printf("ratio coopmat prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", best[2] / best[0]);
     }
 out:
-    if (baton_vk_coop_select(be, baton_vk_coop_default(true), baton_vk_coop_default(false), &err) != BATON_OK ||
+    if (baton_vk_coop_select(be, baton_vk_coop_default(true), baton_vk_coop_default(false), &err) !=
+            BATON_OK ||
         baton_vk_coopmat_use(be, false, &err) != BATON_OK)
         rc = BATON_EXIT_FAIL;
     fflush(stdout);
@@ -319,6 +320,11 @@ out:
     return rc;
 }
 
+/* Batch-1 decode under every matvec configuration of the engine (0, the GPUs' default, first:
+ * the baseline under the same conditions), each first checked bitwise against configuration 0's
+ * logits of one step; then the batched and tensor-core sweeps. Returns BATON_EXIT_OK or
+ * BATON_EXIT_FAIL (a step failed or a configuration's logits differ: a broken configuration must
+ * not pass for a fast one). */
 static int bench_sweep(baton_backend *be, int V, double weight_bytes, double copy_bw, double seconds,
                        int largest, int prefill, const double *tps, int32_t *tokens, baton_seq *seqs,
                        baton_sampling *sampling, int32_t *out) {
@@ -363,7 +369,9 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at %.1f "
                "GB/s, %.2f of copy; %.2fx the first)  logits %s\n", name, 1.0 / dt, dt * 1e3,
                sp.gpu_s * 1e3, weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
-               i == 0 ? "(the reference)" : same ? "bitwise equal to the first's" : "DIFFER FROM THE FIRST'S");
+               i == 0 ? "(the reference)"
+               : same ? "bitwise equal to the first's"
+                      : "DIFFER FROM THE FIRST'S");
         double bw[BATON_VK_PROFILE_MATRICES];
         if (baton_vk_matvec_profile(be, 20, bw, &err) != BATON_OK) {
             fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);

@@ -140,7 +140,8 @@ void main() {
     uint lane = tid % 32u;
 #else
     [[unroll]] for (uint f = 0u; f < RF; f++)
-        [[unroll]] for (uint j = 0u; j < NJ; j++) acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
+        [[unroll]] for (uint j = 0u; j < NJ; j++)
+            acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
 #endif
 
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
@@ -153,7 +154,8 @@ void main() {
             uint t = rem / (KS / 4u), k4 = rem % (KS / 4u);
             uint cq = q0 + k4 / 2u, c = s * pc.cps + cq;
             vec4 v = vec4(0.0);
-            if (cq < pc.cps && c < nc && col0 + t < pc.T) v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
+            if (cq < pc.cps && c < nc && col0 + t < pc.T)
+                v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
             uint o = (s * KS + 4u * k4) * TNP + t;
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
 #if EMULATE
@@ -176,7 +178,8 @@ void main() {
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
             [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
                 uint wbase = ((blk * nc + c_begin + q0 + cc) * RB + r0) * 8u;
-                [[unroll]] for (uint f = 0u; f < RF; f++) coopMatLoadNV(a[cc][f], wh, wbase + 16u * 8u * f, 8u, false);
+                [[unroll]] for (uint f = 0u; f < RF; f++)
+                    coopMatLoadNV(a[cc][f], wh, wbase + 16u * 8u * f, 8u, false);
             }
             [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP);
         } else
@@ -209,7 +212,8 @@ void main() {
             }
 #else
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF];
-            [[unroll]] for (uint f = 0u; f < RF; f++) coopMatLoadNV(a[f], wh, wbase + 16u * 8u * f, 8u, false);
+            [[unroll]] for (uint f = 0u; f < RF; f++)
+                coopMatLoadNV(a[f], wh, wbase + 16u * 8u * f, 8u, false);
             multiply(a, xbase);
 #endif
         }
@@ -225,7 +229,8 @@ void main() {
                 part[(sg * RM + 16u * f + el / 8u) * 8u + el % 8u] = acc[f][j][e];
             }
 #else
-        [[unroll]] for (uint f = 0u; f < RF; f++) coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
+        [[unroll]] for (uint f = 0u; f < RF; f++)
+            coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
 #endif
         barrier();
         if (tid < RM * 8u) {

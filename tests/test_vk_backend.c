@@ -117,7 +117,8 @@ static void test_replay_stale(const fixture_case *fc) {
     const int configs[] = {0, 0, 1, 1, 0};
     const bool replay[] = {false, true, false, true, false};
     for (int i = 0; i < 5; i++) {
-        REQUIRE(baton_vk_matvec_select(b, configs[i], &err) == BATON_OK); /* 1: the fallback, always built */
+        /* 1 is the fallback, which every device builds */
+        REQUIRE(baton_vk_matvec_select(b, configs[i], &err) == BATON_OK);
         slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
         baton_seq q = {.slot = 0, .n_tokens = 1};
         baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = fc->tokens, .logits = i ? got : want};

@@ -201,7 +201,8 @@ static double mm_case_error(const mm_case *c, const float *y, int T) {
         for (int n = 0; n < c->N; n++) {
             double acc = 0, mag = 1e-3;
             for (int k = 0; k < c->K; k++) {
-                double p = (double)baton_f16_to_f32(c->w16[(size_t)n * c->K + k]) * x[(size_t)t * c->K + k];
+                double w = baton_f16_to_f32(c->w16[(size_t)n * c->K + k]);
+                double p = w * x[(size_t)t * c->K + k];
                 acc += p;
                 mag += fabs(p);
             }
@@ -228,12 +229,14 @@ static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
         }
         for (int i = 1; i < VK_MATVEC_CONFIGS; i++) {
             if (vk_matvec_select(&ctx, i, &err) != BATON_OK) {
-                if (epi == EPI_NONE) printf("matvec %s: skipped (%s)\n", vk_matvec_configs[i].name, err.msg);
+                if (epi == EPI_NONE)
+                    printf("matvec %s: skipped (%s)\n", vk_matvec_configs[i].name, err.msg);
                 skipped += epi == EPI_NONE;
                 continue;
             }
-            CHECK_MSG(memcmp(mm_case_run(&c, 1, epi), c.want, (size_t)N * 4) == 0, "matvec %dx%d, "
-                      "%s, epilogue %u: differs from configuration 0", N, K, vk_matvec_configs[i].name, epi);
+            CHECK_MSG(memcmp(mm_case_run(&c, 1, epi), c.want, (size_t)N * 4) == 0,
+                      "matvec %dx%d, %s, epilogue %u: differs from configuration 0", N, K,
+                      vk_matvec_configs[i].name, epi);
             checked++;
         }
     }

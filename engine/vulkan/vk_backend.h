@@ -77,8 +77,9 @@ bool baton_vk_step_replayed(const baton_backend *be);
 void baton_vk_step_times(const baton_backend *be, double *gpu_s, double *record_s);
 
 /* The one-token matmul (matvec) configurations `baton bench --sweep` measures: their count
- * (configuration 0 is the GPUs' default; baton_vk_kernels_reset says more) and a short name of each ("wr16 u8 xs": 16 rows per
- * workgroup, 8 weight loads in flight per thread, x staged in shared memory). */
+ * (configuration 0 is the GPUs' default; baton_vk_kernels_reset says more) and a short name of
+ * each ("wr16 u8 xs": 16 rows per workgroup, 8 weight loads in flight per thread, x staged in
+ * shared memory). */
 int baton_vk_matvec_count(void);
 const char *baton_vk_matvec_name(int config);
 /* Makes `config` the matvec of the backend's later steps. Every configuration sums in the same

@@ -249,7 +249,9 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
 
     VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features f11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
-    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11};
+    VkPhysicalDeviceFeatures2 f2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11,
+    };
     vkGetPhysicalDeviceFeatures2(phys, &f2);
     info->storage16 = f11.storageBuffer16BitAccess;
     info->float16 = f12.shaderFloat16;
@@ -842,7 +844,6 @@ static baton_status begin_recording(vk_context *ctx, VkCommandBuffer cmd, bool o
     r = vkBeginCommandBuffer(ctx->cmd, &bi);
     if (r != VK_SUCCESS) return vk_fail(err, r, "vkBeginCommandBuffer");
     if (ctx->queries) vkCmdResetQueryPool(ctx->cmd, ctx->queries, 0, 2);
-    ctx->recording = true;
     return BATON_OK;
 }
 
@@ -855,11 +856,9 @@ baton_status vk_begin_keyed(vk_context *ctx, const uint64_t key[VK_REPLAY_KEY], 
                             baton_error *err) {
     *replay = false;
     int lru = 0;
-    for (int i = 0; i < VK_REPLAYS; i++) {
+    for (int i = 0; i < VK_REPLAYS && !ctx->lost; i++) {
         vk_replay *e = &ctx->replays[i];
         if (e->valid && e->gen == ctx->replay_gen && memcmp(e->key, key, sizeof e->key) == 0) {
-            if (ctx->lost)
-                return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan device stopped answering earlier");
             e->last_used = ++ctx->replay_clock;
             ctx->cmd = e->cmd;
             ctx->replay_cur = -1;
@@ -885,7 +884,6 @@ void vk_replays_invalidate(vk_context *ctx) { ctx->replay_gen++; }
 baton_status vk_submit_wait(vk_context *ctx, baton_error *err) {
     VkResult r;
     if (!ctx->replaying) {
-        ctx->recording = false;
         r = vkEndCommandBuffer(ctx->cmd);
         if (r != VK_SUCCESS) return vk_fail(err, r, "vkEndCommandBuffer");
         if (ctx->n_dsets >= VK_DSET_CACHE)

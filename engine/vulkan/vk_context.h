@@ -1,6 +1,7 @@
 /* The Vulkan plumbing the engine stands on: one instance, one device with one compute queue, one
- * command buffer and fence (plus a few kept for replay), buffers with their memory, the compute pipelines of every shader
- * variant, and descriptor sets cached by the buffers they bind. Internal to engine/vulkan. */
+ * command buffer and fence (and a few command buffers kept for replay), buffers with their
+ * memory, the compute pipelines of every shader variant, and descriptor sets cached by the
+ * buffers they bind. Internal to engine/vulkan. */
 #ifndef BATON_VK_CONTEXT_H
 #define BATON_VK_CONTEXT_H
 
@@ -79,14 +80,13 @@ typedef struct {
     vk_buffer dummy;      /* binds where a shader's binding is unused */
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
-    int matvec;           /* the one-token matmul configuration (vk_kernels.h); 0: the default */
+    int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
     int mm8, mm32;        /* the 8- and 32-token ones (vk_batched_configs) */
     bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     char coopmat_why[160];/* why coopmat_ready is false */
-    bool recording;
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;
 
@@ -97,8 +97,8 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
 void vk_context_free(vk_context *ctx);
 /* Every matmul on matmul_coop.comp (on) or back on the default variants (off). On needs
- * coopmat_ready and builds the pipelines of the configurations coop_few and coop_many; false (err filled when not NULL, and
- * coopmat_ready cleared when the pipeline fails) when it cannot. */
+ * coopmat_ready and builds the pipelines of configurations coop_few and coop_many; false (err
+ * filled when not NULL, and coopmat_ready cleared when a pipeline fails) when it cannot. */
 bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err);
 /* Builds the pipeline of a shader variant marked on_demand (the others are built by init);
  * nothing when it exists. */

@@ -63,9 +63,10 @@ baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err) {
 
 void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32) {
     bool cpu = strcmp(ctx->info.type, "cpu") == 0;
-    *matvec = cpu ? 3 : vk_matvec_shared_bytes(0) <= ctx->info.max_shared_bytes ? 0 : VK_MATVEC_FALLBACK;
-    *mm8 = cpu ? 2 : 0;
-    *mm32 = cpu ? 5 : VK_BATCHED_32_DEFAULT;
+    *matvec = cpu ? VK_MATVEC_CPU
+                  : vk_matvec_shared_bytes(0) <= ctx->info.max_shared_bytes ? 0 : VK_MATVEC_FALLBACK;
+    *mm8 = cpu ? VK_BATCHED_8_CPU : 0;
+    *mm32 = cpu ? VK_BATCHED_32_CPU : VK_BATCHED_32_DEFAULT;
 }
 
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
@@ -86,14 +87,22 @@ void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) 
 }
 
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
-    {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8, BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
-    {"r32 t8", BATON_SHADER_matmul_coop_r32_t8, BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
-    {"r16 t8 k16", BATON_SHADER_matmul_coop_r16_t8_k16, BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4},
-    {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16, BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4},
-    {"r16 t32", BATON_SHADER_matmul_coop_r16_t32, BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2},
-    {"r32 t32", BATON_SHADER_matmul_coop_r32_t32, BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
-    {"r16 t64", BATON_SHADER_matmul_coop_r16_t64, BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
-    {"r32 t64 (many-token default)", BATON_SHADER_matmul_coop_r32_t64, BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
+    {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8,
+     BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
+    {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
+     BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
+    {"r16 t8 k16", BATON_SHADER_matmul_coop_r16_t8_k16,
+     BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4},
+    {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16,
+     BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4},
+    {"r16 t32", BATON_SHADER_matmul_coop_r16_t32,
+     BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2},
+    {"r32 t32", BATON_SHADER_matmul_coop_r32_t32,
+     BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
+    {"r16 t64", BATON_SHADER_matmul_coop_r16_t64,
+     BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
+    {"r32 t64 (many-token default)", BATON_SHADER_matmul_coop_r32_t64,
+     BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
 };
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {

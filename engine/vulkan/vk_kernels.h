@@ -10,10 +10,6 @@ typedef struct {
     uint32_t C, w_off, b_off, row_map_off, chans;
 } pc_layernorm;
 _Static_assert(sizeof(pc_layernorm) == 20, "layernorm.comp push block");
-
-/* Workgroups per row (y) and channels each for a LayerNorm-like kernel of 256 threads over rows
- * of C: about 32 workgroups in all for few rows, at least 256 channels each. */
-void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans);
 typedef struct {
     uint32_t C, w_off, b_off, state_row, n_out, mix0_off, mix1_off, mix2_off, tok_seq_off,
         seq_slot_off, seq_first_off, out_stride, chans, save;
@@ -36,6 +32,11 @@ typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off;
 } pc_sample;
 _Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
+
+/* Workgroups per row (y) and channels each for the LayerNorm kernels (256 threads, each
+ * workgroup computing the row's statistics itself) over rows of C: about 32 workgroups in all
+ * for few rows, at least 256 channels each. */
+void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans);
 
 enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
 enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
@@ -62,26 +63,26 @@ uint32_t vk_matvec_shared_bytes(int i);
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
 
 /* The 8- and 32-token matmul configurations (steps of 2 to 8 tokens, and of more): wr lanes and
- * rt rows per thread (wr * rt rows per workgroup: WR and RT in matmul.comp). [0] and
- * [VK_BATCHED_32_DEFAULT] are the defaults; all sum alike (bitwise the same y). */
+ * rt rows per thread (wr * rt rows per workgroup: WR and RT in matmul.comp). All sum alike
+ * (bitwise the same y). */
 typedef struct {
     const char *name;
     baton_shader_id shader;
     uint32_t cb, wr, rt;
 } vk_batched_config;
 enum { VK_BATCHED_CONFIGS = 6, VK_BATCHED_32_DEFAULT = 3 };
-
-/* The configurations a context starts with, by device type: on a CPU device (lavapipe) the
- * bench's sweep found the matvec with 16 rows per workgroup and x from memory (config 3) and 4
- * rows per thread in the 8- and 32-token matmuls 1.5x to 2.9x faster than the GPU defaults
- * (docs/PERFORMANCE.md); elsewhere [0] (matvec [VK_MATVEC_FALLBACK] where shared memory is too
- * small for it), [0] and [VK_BATCHED_32_DEFAULT], as measured on the H100. */
-void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32);
-baton_status vk_kernels_reset(vk_context *ctx, baton_error *err); /* selects those */
 extern const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS];
 
 /* Makes configuration i the context's 8- or 32-token matmul (by its cb), building its pipeline. */
 baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err);
+
+/* The configurations a context starts with, by device type. GPUs: matvec [0] ([VK_MATVEC_FALLBACK]
+ * where shared memory is too small for it), batched [0] and [VK_BATCHED_32_DEFAULT], as the H100
+ * sweeps chose. CPU devices (lavapipe): the CPU entries below, which the bench's sweep there
+ * found 1.4x to 2.9x faster (docs/PERFORMANCE.md). */
+enum { VK_MATVEC_CPU = 3, VK_BATCHED_8_CPU = 2, VK_BATCHED_32_CPU = 5 };
+void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32);
+baton_status vk_kernels_reset(vk_context *ctx, baton_error *err); /* selects those */
 
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
  * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant,
@@ -115,8 +116,8 @@ typedef struct {
 
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup: the
- * context's matvec, 8- and 32-token configurations); all agree bitwise. With ctx->coopmat every T runs
- * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
+ * context's matvec, 8- and 32-token configurations); all agree bitwise. With ctx->coopmat every
+ * T runs matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
