@@ -124,11 +124,11 @@ typedef struct {
     baton_sampling *sampling;
 } sweep_ctx;
 
-enum { COOP_PROBE_SEQS = 9 }; /* one more than the few-token configurations take */
+enum { PROBE_SEQS = 9 }; /* one more than the 8-token (and few-token) configurations take */
 
 /* One step of n sequences, each the token `probe` from a fresh slot: their logits [n][V]. */
 static baton_status probe_logits(const sweep_ctx *cb, int n, float *logits, baton_error *err) {
-    int32_t toks[COOP_PROBE_SEQS];
+    int32_t toks[PROBE_SEQS];
     for (int i = 0; i < n; i++) {
         baton_status s = cb->be->ops->slot_reset(cb->be, i, err);
         if (s != BATON_OK) return s;
@@ -170,7 +170,7 @@ static int bench_batched(const sweep_ctx *cb) {
     baton_backend *be = cb->be;
     baton_error err = {0};
     int V = cb->V, rc = BATON_EXIT_OK, n = baton_vk_batched_count();
-    float *got = malloc((size_t)COOP_PROBE_SEQS * V * sizeof *got);
+    float *got = malloc((size_t)PROBE_SEQS * V * sizeof *got);
     if (got == NULL) {
         fprintf(stderr, "baton bench: out of memory\n");
         return BATON_EXIT_FAIL;
@@ -181,7 +181,7 @@ static int bench_batched(const sweep_ctx *cb) {
     for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
         const char *name = baton_vk_batched_name(i);
         bool eight = baton_vk_batched_tokens(i) == 8;
-        int probe_seqs = eight ? 2 : COOP_PROBE_SEQS;
+        int probe_seqs = eight ? 2 : PROBE_SEQS;
         if (baton_vk_batched_select(be, i, &err) != BATON_OK) {
             printf("sweep batched %-28s: skipped (%s)\n", name, err.msg);
             continue;
@@ -234,7 +234,7 @@ static int bench_coopmat(const sweep_ctx *cb) {
     }
     int V = cb->V, rc = BATON_EXIT_OK, n = baton_vk_coop_count();
     float *ref = malloc((size_t)V * sizeof *ref);
-    float *many = malloc((size_t)COOP_PROBE_SEQS * V * sizeof *many);
+    float *many = malloc((size_t)PROBE_SEQS * V * sizeof *many);
     if (ref == NULL || many == NULL) {
         fprintf(stderr, "baton bench: out of memory\n");
         rc = BATON_EXIT_FAIL;
@@ -254,7 +254,7 @@ static int bench_coopmat(const sweep_ctx *cb) {
     printf("sweep coopmat: every matmul on the tensor cores (16x8x8 fp16 products, x as fp16 hi + lo, "
            "fp32 sums); one token's logits vs the default path: max |diff| %.3g (max |logit| %.3g)\n",
            diff, big);
-    bool invariance = cb->largest >= COOP_PROBE_SEQS;
+    bool invariance = cb->largest >= PROBE_SEQS;
     double best[3] = {0.0, 0.0, 0.0}; /* batch 1, largest batch, prefill */
     int best_cfg[3] = {-1, -1, -1};
     for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
@@ -268,7 +268,7 @@ static int bench_coopmat(const sweep_ctx *cb) {
         }
         bool same = true;
         if (few || invariance) {
-            if (probe_logits(cb, few ? 1 : COOP_PROBE_SEQS, many, &err) != BATON_OK) {
+            if (probe_logits(cb, few ? 1 : PROBE_SEQS, many, &err) != BATON_OK) {
                 fprintf(stderr, "baton bench: coopmat %s: %s\n", name, err.msg);
                 rc = BATON_EXIT_FAIL;
                 break;
