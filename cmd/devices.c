@@ -24,6 +24,7 @@ static void print_device(const baton_vk_device_info *d) {
     printf("    features: 16-bit storage %s, float16 %s, int8 %s, cooperative matrix NV %s, KHR %s\n",
            d->storage16 ? "yes" : "no", d->float16 ? "yes" : "no", d->int8 ? "yes" : "no",
            d->coopmat_nv ? "yes" : "no", d->coopmat_khr ? "yes" : "no");
+    if (d->coopmat_shapes[0]) printf("    cooperative matrix shapes (NV): %s\n", d->coopmat_shapes);
 }
 #endif
 

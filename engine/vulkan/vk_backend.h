@@ -36,6 +36,7 @@ typedef struct {
     bool subgroup_arith;        /* subgroup arithmetic in compute shaders */
     bool coopmat_nv;            /* VK_NV_cooperative_matrix */
     bool coopmat_khr;           /* VK_KHR_cooperative_matrix */
+    char coopmat_shapes[512];   /* its NV subgroup shapes, "16x8x8 f16*f16+f32, ..." */
     bool timestamps;            /* timestamp queries on the compute queue */
     uint32_t subgroup_size;
     uint32_t max_shared_bytes;  /* maxComputeSharedMemorySize */

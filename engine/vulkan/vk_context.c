@@ -194,7 +194,38 @@ static uint32_t compute_family(VkPhysicalDevice phys, uint32_t *timestamp_bits) 
     return UINT32_MAX;
 }
 
-void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *info) {
+/* The device's VK_NV_cooperative_matrix shapes (at most cap of them); 0 when it has none or the
+ * query fails. */
+static uint32_t nv_coopmat_props(VkInstance instance, VkPhysicalDevice phys,
+                                 VkCooperativeMatrixPropertiesNV *props, uint32_t cap) {
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props_fn =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
+            instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    if (props_fn == NULL || props_fn(phys, &n, NULL) != VK_SUCCESS) return 0;
+    if (n > cap) n = cap;
+    for (uint32_t i = 0; i < n; i++)
+        props[i] = (VkCooperativeMatrixPropertiesNV){
+            .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV,
+        };
+    VkResult r = props_fn(phys, &n, props);
+    return r == VK_SUCCESS || r == VK_INCOMPLETE ? n : 0;
+}
+
+static const char *component_name(VkComponentTypeNV t) {
+    switch (t) {
+    case VK_COMPONENT_TYPE_FLOAT16_NV: return "f16";
+    case VK_COMPONENT_TYPE_FLOAT32_NV: return "f32";
+    case VK_COMPONENT_TYPE_SINT8_NV: return "s8";
+    case VK_COMPONENT_TYPE_UINT8_NV: return "u8";
+    case VK_COMPONENT_TYPE_SINT32_NV: return "s32";
+    case VK_COMPONENT_TYPE_UINT32_NV: return "u32";
+    default: return "?";
+    }
+}
+
+void vk_probe_device(VkInstance instance, VkPhysicalDevice phys, int index,
+                     baton_vk_device_info *info) {
     memset(info, 0, sizeof *info);
     info->index = index;
     VkPhysicalDeviceProperties props;
@@ -258,6 +289,18 @@ void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *inf
     info->int8 = f12.shaderInt8;
     info->coopmat_nv = has_device_ext(phys, "VK_NV_cooperative_matrix");
     info->coopmat_khr = has_device_ext(phys, "VK_KHR_cooperative_matrix");
+    if (info->coopmat_nv) {
+        VkCooperativeMatrixPropertiesNV cp[64];
+        uint32_t n = nv_coopmat_props(instance, phys, cp, 64);
+        size_t len = 0;
+        for (uint32_t i = 0; i < n && len + 40 < sizeof info->coopmat_shapes; i++) {
+            if (cp[i].scope != VK_SCOPE_SUBGROUP_NV) continue;
+            len += (size_t)snprintf(info->coopmat_shapes + len, sizeof info->coopmat_shapes - len,
+                                    "%s%ux%ux%u %s*%s+%s", len ? ", " : "", cp[i].MSize, cp[i].NSize,
+                                    cp[i].KSize, component_name(cp[i].AType),
+                                    component_name(cp[i].BType), component_name(cp[i].CType));
+        }
+    }
 }
 
 baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton_error *err) {
@@ -289,7 +332,7 @@ baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton
         s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
         goto out_instance;
     }
-    for (uint32_t i = 0; i < n; i++) vk_probe_device(phys[i], (int)i, &infos[i]);
+    for (uint32_t i = 0; i < n; i++) vk_probe_device(instance, phys[i], (int)i, &infos[i]);
     free(phys);
     *out = infos;
     *count = (int)n;
@@ -453,7 +496,9 @@ static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
     VkPhysicalDeviceVulkan11Features f11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12,
     };
-    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11};
+    VkPhysicalDeviceFeatures2 f2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11,
+    };
     vkGetPhysicalDeviceFeatures2(phys, &f2);
     if (!cf.cooperativeMatrix || !f12.shaderFloat16 || !f12.vulkanMemoryModel ||
         !f11.storageBuffer16BitAccess) {
@@ -462,21 +507,10 @@ static bool coopmat_supported(VkInstance instance, VkPhysicalDevice phys,
                  f12.shaderFloat16, f12.vulkanMemoryModel, f11.storageBuffer16BitAccess);
         return false;
     }
-    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV props_fn =
-        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
-            instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
-    uint32_t n = 0;
-    if (props_fn == NULL || props_fn(phys, &n, NULL) != VK_SUCCESS || n == 0) {
-        snprintf(why, why_size, "no cooperative-matrix properties");
-        return false;
-    }
     VkCooperativeMatrixPropertiesNV props[64];
-    if (n > 64) n = 64;
-    for (uint32_t i = 0; i < n; i++)
-        props[i] = (VkCooperativeMatrixPropertiesNV){.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
-    VkResult r = props_fn(phys, &n, props);
-    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
-        snprintf(why, why_size, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV: %d", (int)r);
+    uint32_t n = nv_coopmat_props(instance, phys, props, 64);
+    if (n == 0) {
+        snprintf(why, why_size, "no cooperative-matrix properties");
         return false;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -577,7 +611,7 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         s = vk_fail(err, r, "vkEnumeratePhysicalDevices");
         goto out_instance;
     }
-    for (uint32_t i = 0; i < n; i++) vk_probe_device(phys[i], (int)i, &infos[i]);
+    for (uint32_t i = 0; i < n; i++) vk_probe_device(ctx->instance, phys[i], (int)i, &infos[i]);
     int pick = device_index < 0 ? best_device(infos, (int)n) : device_index;
     if (pick < 0 || pick >= (int)n) {
         s = baton_fail(err, BATON_ERR_UNAVAILABLE, device_index < 0

@@ -91,7 +91,8 @@ typedef struct {
 } vk_context;
 
 /* Lists devices (same as baton_vk_devices_list) from an existing instance. */
-void vk_probe_device(VkPhysicalDevice phys, int index, baton_vk_device_info *info);
+void vk_probe_device(VkInstance instance, VkPhysicalDevice phys, int index,
+                     baton_vk_device_info *info);
 
 /* Instance, device (device_index -1: best), queue, command buffer, pipelines. */
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err);
