@@ -101,14 +101,6 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
     return (t - t0) / steps;
 }
 
-/* One step of one token from a fresh slot 0, its logits into `logits` [V]. */
-static baton_status one_step_logits(baton_backend *be, int32_t token, float *logits, baton_error *err) {
-    baton_status s = be->ops->slot_reset(be, 0, err);
-    if (s != BATON_OK) return s;
-    baton_seq q = {.slot = 0, .n_tokens = 1};
-    baton_step step = {.n_seqs = 1, .seqs = &q, .tokens = &token, .logits = logits};
-    return baton_backend_step(be, &step, err);
-}
 
 /* What the batched and tensor-core sweeps measure against: the default path's results and
  * figures. */
@@ -126,17 +118,24 @@ typedef struct {
 
 enum { PROBE_SEQS = 9 }; /* one more than the 8-token (and few-token) configurations take */
 
-/* One step of n sequences, each the token `probe` from a fresh slot: their logits [n][V]. */
-static baton_status probe_logits(const sweep_ctx *cb, int n, float *logits, baton_error *err) {
+/* One step of n sequences (n <= PROBE_SEQS) in slots 0..n-1, each the token `token` from a fresh
+ * slot: their logits [n][V]. */
+static baton_status probe_step(baton_backend *be, int n, int32_t token, float *logits,
+                               baton_error *err) {
     int32_t toks[PROBE_SEQS];
+    baton_seq seqs[PROBE_SEQS];
     for (int i = 0; i < n; i++) {
-        baton_status s = cb->be->ops->slot_reset(cb->be, i, err);
+        baton_status s = be->ops->slot_reset(be, i, err);
         if (s != BATON_OK) return s;
-        cb->seqs[i] = (baton_seq){.slot = i, .n_tokens = 1};
-        toks[i] = cb->probe;
+        seqs[i] = (baton_seq){.slot = i, .n_tokens = 1};
+        toks[i] = token;
     }
-    baton_step step = {.n_seqs = n, .seqs = cb->seqs, .tokens = toks, .logits = logits};
-    return baton_backend_step(cb->be, &step, err);
+    baton_step step = {.n_seqs = n, .seqs = seqs, .tokens = toks, .logits = logits};
+    return baton_backend_step(be, &step, err);
+}
+
+static baton_status probe_logits(const sweep_ctx *cb, int n, float *logits, baton_error *err) {
+    return probe_step(cb->be, n, cb->probe, logits, err);
 }
 
 /* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the default path's
@@ -348,7 +347,7 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
             printf("sweep %-18s: skipped (%s)\n", name, err.msg);
             continue;
         }
-        if (one_step_logits(be, probe, i == 0 ? want : got, &err) != BATON_OK) {
+        if (probe_step(be, 1, probe, i == 0 ? want : got, &err) != BATON_OK) {
             fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
             rc = BATON_EXIT_FAIL;
             break;
