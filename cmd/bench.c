@@ -309,9 +309,7 @@ static int bench_coopmat(const sweep_ctx *cb) {
             printf("ratio coopmat prefill / batch-1 tokens/s: %.1f  (goal >= 20)\n", best[2] / best[0]);
     }
 out:
-    if (baton_vk_coop_select(be, baton_vk_coop_default(true), baton_vk_coop_default(false), &err) !=
-            BATON_OK ||
-        baton_vk_coopmat_use(be, false, &err) != BATON_OK)
+    if (baton_vk_kernels_reset(be, &err) != BATON_OK || baton_vk_coopmat_use(be, false, &err) != BATON_OK)
         rc = BATON_EXIT_FAIL;
     fflush(stdout);
     free(ref);
@@ -446,6 +444,7 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         goto out_model;
     }
     printf("upload: %.1f s (%s)\n", now_s() - t0, be->name);
+    printf("kernels: %s\n", baton_vk_tuning(be));
     fflush(stdout);
 
     int max_tokens = cfg.max_tokens;

@@ -1,5 +1,6 @@
 #include "device_open.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,7 +56,11 @@ baton_status device_backend_open(const char *spec, const baton_model *model,
     if (delay_ms(spec, &ms)) return delay_open(ms, model, config, out, err);
     if (vulkan_index(spec, &index)) {
 #ifdef BATON_HAVE_VULKAN
-        return baton_vulkan_backend_new(model, config, index, out, err);
+        baton_status st = baton_vulkan_backend_new(model, config, index, out, err);
+        /* What tuning chose goes to the log: it explains the speed, never the results. */
+        if (st == BATON_OK && strncmp(baton_vk_tuning(*out), "tuned", 5) == 0)
+            fprintf(stderr, "baton: %s: matmul kernels %s\n", (*out)->name, baton_vk_tuning(*out));
+        return st;
 #else
         return baton_fail(err, BATON_ERR_UNSUPPORTED, "this build has no Vulkan engine");
 #endif

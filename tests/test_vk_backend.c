@@ -4,7 +4,7 @@
  * consecutive layer slices (the same device twice) bitwise equal to one run; slot round trips.
  * Then the cases and streams again on the tensor-core path: BATON_VK_COOPMAT=1 where the device
  * has cooperative matrices, else its EMULATE variants (BATON_VK_COOPMAT=emulate), within the same
- * bounds and just as batch invariant. */
+ * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either. */
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
@@ -132,6 +132,86 @@ static void test_replay_stale(const fixture_case *fc) {
     free(want);
     free(got);
     baton_backend_free(b);
+    baton_model_free(m);
+}
+
+/* The last logits of three steps in slot 0 from a fresh state: a prefill of n (<= 16) tokens
+ * (more than 8: the many-token matmul), then 5 tokens (the 8-token one), then 1 (the matvec),
+ * every id made up: out[3][V]. */
+static void three_kinds(baton_backend *b, int n, float *out) {
+    baton_error err = {0};
+    int V = b->model->n_vocab;
+    int32_t tokens[16 + 6];
+    for (int i = 0; i < n + 6; i++) tokens[i] = (int32_t)((i * 7919 + 13) % V);
+    slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+    const int counts[3] = {n, 5, 1};
+    for (int i = 0, at = 0; i < 3; at += counts[i], i++) {
+        baton_seq q = {.slot = 0, .n_tokens = counts[i]};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = tokens + at, .logits = out + (size_t)i * V};
+        step_ok(b, &s);
+    }
+}
+
+/* Tuning (BATON_VK_TUNE=1) times each kind of matmul configuration the stage runs and keeps the
+ * fastest: what it reports names the kinds max_tokens allows and no other, and the tuned
+ * backend's logits are bitwise the untuned one's. A bad value is refused up front. coop: the
+ * caller set BATON_VK_COOPMAT, so the tensor-core path's kinds are tuned instead. */
+static void test_tuning(const fixture_case *fc, bool coop) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab, n = 10;
+    float *want = malloc((size_t)3 * V * 4), *got = malloc((size_t)3 * V * 4);
+    REQUIRE(want && got);
+    setenv("BATON_VK_TUNE", "0", 1);
+    baton_backend *b = open_backend(m, 0, m->n_layer, n);
+    CHECK_MSG(strncmp(baton_vk_tuning(b), "not tuned", 9) == 0, "BATON_VK_TUNE=0: %s",
+              baton_vk_tuning(b));
+    three_kinds(b, n, want);
+    baton_backend_free(b);
+
+    setenv("BATON_VK_TUNE", "1", 1);
+    b = open_backend(m, 0, m->n_layer, n);
+    const char *t = baton_vk_tuning(b);
+    printf("%s%s: %s\n", fc->name, coop ? " (tensor-core path)" : "", t);
+    const char *kinds[3] = {"matvec ", "8-token ", "32-token "};
+    if (coop) {
+        kinds[0] = "tensor-core few-token ";
+        kinds[1] = "tensor-core many-token ";
+        kinds[2] = NULL;
+    }
+    CHECK_MSG(strncmp(t, "tuned in ", 9) == 0, "tuning did not run: %s", t);
+    for (int i = 0; i < 3; i++)
+        if (kinds[i] != NULL) CHECK_MSG(strstr(t, kinds[i]) != NULL, "no %s in: %s", kinds[i], t);
+    CHECK_MSG(coop == (strstr(t, "matvec") == NULL), "the other path tuned too: %s", t);
+    three_kinds(b, n, got);
+    CHECK_MSG(memcmp(got, want, (size_t)3 * V * 4) == 0, "%s: tuned logits differ", fc->name);
+    /* Back to the tuned choice after trying another: still the same bits. */
+    if (!coop) REQUIRE(baton_vk_matvec_select(b, 1, &err) == BATON_OK);
+    REQUIRE(baton_vk_kernels_reset(b, &err) == BATON_OK);
+    three_kinds(b, n, got);
+    CHECK_MSG(memcmp(got, want, (size_t)3 * V * 4) == 0, "%s: logits differ after the reset", fc->name);
+    baton_backend_free(b);
+
+    /* A stage of at most 4 tokens a step never runs the many-token kernels: not timed. */
+    b = open_backend(m, 0, m->n_layer, 4);
+    t = baton_vk_tuning(b);
+    CHECK_MSG(strstr(t, coop ? "many-token" : "32-token") == NULL, "max_tokens 4 tuned: %s", t);
+    CHECK_MSG(strstr(t, coop ? "few-token" : "8-token") != NULL, "max_tokens 4 tuned: %s", t);
+    baton_backend_free(b);
+
+    setenv("BATON_VK_TUNE", "yes", 1);
+    baton_stage_config cfg = {.layer_begin = 0, .layer_end = m->n_layer, .with_embedding = true,
+                              .with_head = true, .n_slots = 1, .max_seqs = 1, .max_tokens = 1};
+    b = NULL;
+    baton_status st = baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err);
+    CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_TUNE=yes") != NULL,
+              "BATON_VK_TUNE=yes: status %d, %s", (int)st, err.msg);
+    if (b != NULL) baton_backend_free(b);
+    unsetenv("BATON_VK_TUNE");
+    printf("%s: tuned logits bitwise equal to untuned ones\n", fc->name);
+    free(want);
+    free(got);
     baton_model_free(m);
 }
 
@@ -280,6 +360,7 @@ static void test_coopmat(const fixture_case *cases, int n) {
         test_case(fc, fc->n_tokens);
         if (first_of_model) test_streams(fc, 24);
     }
+    test_tuning(&cases[0], true);
     unsetenv("BATON_VK_COOPMAT");
 }
 
@@ -299,6 +380,7 @@ int main(void) {
         int nt = small && fc->n_tokens > 6 ? 6 : fc->n_tokens;
         test_case(fc, nt);
         if (i == 0) test_replay_stale(fc);
+        if (i == 0) test_tuning(fc, false);
         if (first_of_model) {
             test_streams(fc, small ? 8 : 24);
             test_slices(fc, small ? 3 : 8);

@@ -617,6 +617,35 @@ static void test_shift_wkv(int C) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) vk_buffer_destroy(&ctx, all[i]);
 }
 
+/* Tuning's choice: the fastest, unless within the margin of the current one; unmeasured entries
+ * (<= 0) never chosen. And vk_kernels_reset goes back to what ctx->start holds. */
+static void test_tune_pick(void) {
+    const double a[4] = {1.0, 0.98, 0.5, 0.0}, b[3] = {1.0, 0.98, -1.0}, c[3] = {0.0, 2.0, 3.0};
+    const double none[2] = {0.0, -1.0};
+    CHECK(vk_tune_pick(a, 4, 0, 0.97) == 2);
+    CHECK(vk_tune_pick(a, 4, 2, 0.97) == 2);
+    CHECK(vk_tune_pick(b, 3, 0, 0.97) == 0);  /* 2% faster: noise, the current one stays */
+    CHECK(vk_tune_pick(b, 3, 0, 0.99) == 1);
+    CHECK(vk_tune_pick(c, 3, 0, 0.97) == 1);  /* the current one not measured */
+    CHECK(vk_tune_pick(none, 2, 1, 0.97) == 1);
+    baton_error err = {0};
+    int mv = ctx.start.matvec, b8 = ctx.start.mm8, b32 = ctx.start.mm32;
+    ctx.start.matvec = VK_MATVEC_FALLBACK;
+    ctx.start.mm8 = 1;
+    ctx.start.mm32 = 4;
+    REQUIRE(vk_matvec_select(&ctx, 4, &err) == BATON_OK);
+    REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
+    CHECK(ctx.matvec == VK_MATVEC_FALLBACK && ctx.mm8 == 1 && ctx.mm32 == 4);
+    ctx.start.matvec = mv;
+    ctx.start.mm8 = b8;
+    ctx.start.mm32 = b32;
+    REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
+    int d_mv, d_b8, d_b32;
+    vk_kernel_defaults(&ctx, &d_mv, &d_b8, &d_b32);
+    CHECK(ctx.matvec == d_mv && ctx.mm8 == d_b8 && ctx.mm32 == d_b32);
+    printf("tuning's pick and the reset to the start configurations\n");
+}
+
 int main(void) {
     vk_test_require_device();
     baton_error err = {0};
@@ -625,6 +654,7 @@ int main(void) {
         return 1;
     }
     printf("device: %s\n", ctx.info.name);
+    test_tune_pick();
     /* Uneven K segments, rows not a multiple of the row block, and forced row chunks. */
     test_matmul(100, 72, 2 * 32 * 72 * 2);
     test_matmul(37, 16, 0);

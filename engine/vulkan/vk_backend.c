@@ -9,62 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "vk_context.h"
+#include "vk_backend_impl.h"
 #include "vk_kernels.h"
-#include "vk_upload.h"
 
-enum { SAMPLE_PARAM_WORDS = 8 }; /* per sequence in the step info */
-
-/* Per layer, the float offsets of its vectors in the params buffer. */
-enum {
-    P_LN1_W, P_LN1_B, P_MIX_K, P_MIX_V, P_MIX_R, P_FIRST, P_DECAY, P_LN2_W, P_LN2_B, P_FMIX_K,
-    P_FMIX_R, P_LAYER_VECTORS
-};
-enum { P_LN0_W, P_LN0_B, P_LNOUT_W, P_LNOUT_B, P_GLOBAL_VECTORS };
-
-typedef struct {
-    vk_matrix att_kvr;   /* key, value, receptance stacked: one dispatch */
-    vk_matrix att_output;
-    vk_matrix ffn_kr;    /* key, receptance stacked */
-    vk_matrix ffn_value;
-    vk_buffer state;     /* [n_slots][5][C] */
-} vk_layer;
-
-typedef struct {
-    baton_backend base;
-    char name[320];
-    vk_context ctx;
-    int C, F, V, n_layers;
-    int max_tokens, max_seqs, n_slots;
-    vk_layer *layers;   /* [n_layers] */
-    vk_matrix head;
-    vk_buffer params;   /* float vectors */
-    /* Activations, device-local, [max_tokens][C] each unless said. A "region" is act_stride
-     * floats (a multiple of 64, so each region starts on 256 bytes and can be bound alone). */
-    vk_buffer x, xx, att;
-    vk_buffer xs;       /* regions xk, xv, xr (channel mix: xk, xr) */
-    vk_buffer kvr;      /* regions k, v, sigmoid(r) */
-    vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
-    uint32_t act_stride, kf_stride;
-    uint32_t dispatches, barriers; /* recorded by the last step */
-    bool replayed;                 /* the last step's command buffer was recorded before */
-    double rec_t0;                 /* when the current command buffer began recording */
-    double step_gpu_s, step_record_s; /* the last step: device time (timestamps; < 0: unknown)
-                                       * and host time spent recording, over its command buffers */
-    vk_buffer logits;   /* [head_rows][V] */
-    vk_buffer scratch;  /* [max_seqs][V] sampling probabilities */
-    vk_buffer counts;   /* [n_slots][V] generated-token counts */
-    vk_buffer tokens;   /* [max_seqs] sampled ids */
-    vk_buffer info;     /* the step information, device-local copy */
-    vk_buffer up;       /* host-visible: step information, then hidden states in */
-    vk_buffer down;     /* host-visible: hidden states or logits out, then tokens */
-    vk_buffer io;       /* host-visible: one slot's state (slot_read / slot_write) */
-    int head_rows;      /* logits rows per head pass (the binding range allows) */
-    /* Word offsets in the step information. */
-    uint32_t o_tok_seq, o_seq_slot, o_seq_first, o_seq_len, o_last_map, o_all_map, o_params;
-    uint32_t info_words;
-    VkDeviceSize up_x_off, down_tok_off;
-} vk_backend;
 
 static double now_s(void) {
     struct timespec ts;
@@ -442,75 +389,14 @@ void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint3
     *barriers = b->ctx.n_barriers;
 }
 
+const char *baton_vk_tuning(const baton_backend *base) { return ((const vk_backend *)base)->tuning; }
+
 bool baton_vk_step_replayed(const baton_backend *base) { return ((const vk_backend *)base)->replayed; }
 
 void baton_vk_step_times(const baton_backend *base, double *gpu_s, double *record_s) {
     const vk_backend *b = (const vk_backend *)base;
     *gpu_s = b->step_gpu_s;
     *record_s = b->step_record_s;
-}
-
-static const char *const profile_names[BATON_VK_PROFILE_MATRICES] = {
-    "att.kvr", "att.output", "ffn.kr", "ffn.value", "head",
-};
-
-const char *baton_vk_profile_name(int i) {
-    return i >= 0 && i < BATON_VK_PROFILE_MATRICES ? profile_names[i] : "?";
-}
-
-baton_status baton_vk_matvec_profile(baton_backend *base, int reps, double *bytes_per_s,
-                                     baton_error *err) {
-    vk_backend *b = (vk_backend *)base;
-    vk_context *ctx = &b->ctx;
-    uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride;
-    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) bytes_per_s[i] = 0.0;
-    if (ctx->queries == VK_NULL_HANDLE) return BATON_OK; /* no timestamps: nothing to say */
-    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) {
-        const vk_matrix *w = NULL;
-        if (i < 4 && b->n_layers > 0) {
-            const vk_layer *ly = &b->layers[0];
-            const vk_matrix *ws[4] = {&ly->att_kvr, &ly->att_output, &ly->ffn_kr, &ly->ffn_value};
-            w = ws[i];
-        } else if (i == 4 && base->config.with_head) {
-            w = &b->head;
-        }
-        if (w == NULL) continue;
-        /* The layer's own inputs and outputs, every epilogue plain (nothing accumulates). */
-        vk_matmul_part parts[3] = {
-            {.x_off = 0, .y_off = 0, .y_stride = C},
-            {.x_off = S, .y_off = S, .y_stride = C},
-            {.x_off = 2 * S, .y_off = 2 * S, .y_stride = C},
-        };
-        const vk_buffer *x = &b->xs, *y = &b->kvr;
-        if (i == 1) {
-            x = &b->att;
-            y = &b->x;
-        } else if (i == 2) {
-            parts[0].y_stride = F;
-            parts[1].y_off = b->kf_stride;
-            y = &b->kfr;
-        } else if (i == 3) {
-            x = &b->kfr;
-            y = &b->x;
-        } else if (i == 4) {
-            x = &b->xx;
-            y = &b->logits;
-            parts[0].y_stride = (uint32_t)b->V;
-        }
-        baton_status st = vk_begin(ctx, err);
-        if (st != BATON_OK) return st;
-        vk_timestamp(ctx, 0);
-        for (int r = 0; r < reps; r++) {
-            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, 1);
-            vk_barrier(ctx);
-        }
-        vk_timestamp(ctx, 1);
-        st = vk_submit_wait(ctx, err);
-        if (st != BATON_OK) return st;
-        double t = vk_elapsed_s(ctx);
-        if (t > 0.0) bytes_per_s[i] = (double)w->rows * (double)w->cols * 2.0 * reps / t;
-    }
-    return BATON_OK;
 }
 
 const char *baton_vk_coopmat_state(const baton_backend *base, bool *ready, bool *active) {
@@ -721,6 +607,14 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (model->n_embd % 8 != 0 || model->n_ffn % 8 != 0)
         return baton_fail(err, BATON_ERR_UNSUPPORTED, "the Vulkan engine needs n_embd and n_ffn "
                           "divisible by 8 (they are %d and %d)", model->n_embd, model->n_ffn);
+    /* BATON_VK_TUNE: 1 tunes, 0 keeps the defaults, unset tunes on GPUs (on a CPU device the
+     * defaults came from its own sweep, and every test's backend would pay for it). Checked
+     * before anything is uploaded. */
+    const char *tune_env = getenv("BATON_VK_TUNE");
+    bool tune_set = tune_env != NULL && tune_env[0] != '\0';
+    if (tune_set && strcmp(tune_env, "0") != 0 && strcmp(tune_env, "1") != 0)
+        return baton_fail(err, BATON_ERR_ARG, "BATON_VK_TUNE=%s: expected 1 (time the matmul "
+                          "configurations and run the fastest) or 0 (the defaults)", tune_env);
     vk_backend *b = calloc(1, sizeof *b);
     if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
     b->C = model->n_embd;
@@ -773,6 +667,13 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (s != BATON_OK) goto out_backend;
     for (int slot = 0; slot < b->n_slots; slot++) record_slot_reset(b, slot);
     s = vk_submit_wait(&b->ctx, err);
+    if (s != BATON_OK) goto out_backend;
+    bool tune = tune_set ? strcmp(tune_env, "1") == 0 : strcmp(b->ctx.info.type, "cpu") != 0;
+    if (tune)
+        s = vk_backend_tune(b, err);
+    else
+        snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults",
+                 tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it");
     if (s != BATON_OK) goto out_backend;
     *out = &b->base;
     return BATON_OK;

@@ -13,7 +13,9 @@
  * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
  * (baton_vk_validation_messages); BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
  * BATON_VK_COOPMAT=1 runs every matmul on the tensor cores where the device has
- * VK_NV_cooperative_matrix (another order of sums, so other bits; see baton_vk_coopmat_state). */
+ * VK_NV_cooperative_matrix (another order of sums, so other bits; see baton_vk_coopmat_state);
+ * BATON_VK_TUNE=1 or 0: whether a new backend times its matmul configurations on its own weights
+ * and keeps the fastest (unset: on GPUs, not on CPU devices; see baton_vk_tuning). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 
@@ -63,6 +65,15 @@ baton_status baton_vk_device_resolve(const char *spec, int *device_index, baton_
  * BATON_ERR_UNSUPPORTED (n_embd or n_ffn not a multiple of 8). */
 baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stage_config *config,
                                       int device_index, baton_backend **out, baton_error *err);
+
+/* What the backend's tuning chose, once its weights were on the device: "tuned in 0.41 s: matvec
+ * wr16 u8 (1.12x as fast as wr32 u8 xs); 8-token ...", or "not tuned ..." and why. Each kind
+ * of matmul configuration (one token, 2 to 8, more; or the tensor-core path's few- and
+ * many-token ones when it is in use) is timed on the stage's first layer at 1, 8 and 64 tokens
+ * (within max_tokens); the default gives way only to one at least 3% faster. Every
+ * configuration of a kind sums alike, so tuning never changes a result, only the speed;
+ * baton_vk_kernels_reset returns to what it chose. */
+const char *baton_vk_tuning(const baton_backend *be);
 
 /* The compute dispatches and barriers the last step of a Vulkan backend recorded (the bench's
  * measure of per-step overhead). */
@@ -119,8 +130,8 @@ baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
 int baton_vk_batched_count(void);
 const char *baton_vk_batched_name(int config);
 int baton_vk_batched_tokens(int config);
-/* Back to the matvec, 8- and 32-token configurations the backend started with (they depend on
- * the kind of device). */
+/* Back to the configurations the backend started with: the kind of device's defaults, or what
+ * its tuning chose (the tensor-core ones included). */
 baton_status baton_vk_kernels_reset(baton_backend *be, baton_error *err);
 baton_status baton_vk_batched_select(baton_backend *be, int config, baton_error *err);
 
@@ -131,7 +142,7 @@ baton_status baton_vk_batched_select(baton_backend *be, int config, baton_error 
 int baton_vk_coop_count(void);
 const char *baton_vk_coop_name(int config);
 bool baton_vk_coop_few(int config);
-int baton_vk_coop_default(bool few); /* the configuration the backend starts with */
+int baton_vk_coop_default(bool few); /* the default one (before any tuning) */
 baton_status baton_vk_coop_select(baton_backend *be, int few, int many, baton_error *err);
 
 /* Validation messages (warnings and errors) counted since the process started; 0 unless

@@ -804,6 +804,9 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     ctx->mm32 = VK_BATCHED_32_DEFAULT;
     ctx->coop_few = 0;
     ctx->coop_many = VK_COOP_MANY_DEFAULT;
+    vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32);
+    ctx->start.coop_few = 0;
+    ctx->start.coop_many = VK_COOP_MANY_DEFAULT;
     s = vk_kernels_reset(ctx, err);
     if (s != BATON_OK) goto out_dummy;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it

@@ -86,6 +86,9 @@ typedef struct {
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
+    struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
+        int matvec, mm8, mm32, coop_few, coop_many; /* the backend's tuning chose */
+    } start;
     char coopmat_why[160];/* why coopmat_ready is false */
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;

@@ -70,12 +70,21 @@ void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32)
 }
 
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
-    int mv, b8, b32;
-    vk_kernel_defaults(ctx, &mv, &b8, &b32);
-    baton_status s = vk_matvec_select(ctx, mv, err);
-    if (s == BATON_OK) s = vk_batched_select(ctx, b8, err);
-    if (s == BATON_OK) s = vk_batched_select(ctx, b32, err);
+    baton_status s = vk_matvec_select(ctx, ctx->start.matvec, err);
+    if (s == BATON_OK) s = vk_batched_select(ctx, ctx->start.mm8, err);
+    if (s == BATON_OK) s = vk_batched_select(ctx, ctx->start.mm32, err);
+    if (s == BATON_OK && (ctx->coop_few != ctx->start.coop_few || ctx->coop_many != ctx->start.coop_many))
+        s = vk_coop_select(ctx, ctx->start.coop_few, ctx->start.coop_many, err);
     return s;
+}
+
+int vk_tune_pick(const double *secs, int n, int current, double margin) {
+    int fastest = -1;
+    for (int i = 0; i < n; i++)
+        if (secs[i] > 0.0 && (fastest < 0 || secs[i] < secs[fastest])) fastest = i;
+    if (fastest < 0) return current;
+    if (current < 0 || current >= n || !(secs[current] > 0.0)) return fastest;
+    return secs[fastest] < margin * secs[current] ? fastest : current;
 }
 
 void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) {

@@ -79,10 +79,17 @@ baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err);
 /* The configurations a context starts with, by device type. GPUs: matvec [0] ([VK_MATVEC_FALLBACK]
  * where shared memory is too small for it), batched [0] and [VK_BATCHED_32_DEFAULT], as the H100
  * sweeps chose. CPU devices (lavapipe): the CPU entries below, which the bench's sweep there
- * found 1.4x to 2.9x faster (docs/PERFORMANCE.md). */
+ * found 1.4x to 2.9x faster (docs/PERFORMANCE.md). A backend then tunes them (BATON_VK_TUNE). */
 enum { VK_MATVEC_CPU = 3, VK_BATCHED_8_CPU = 2, VK_BATCHED_32_CPU = 5 };
 void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32);
-baton_status vk_kernels_reset(vk_context *ctx, baton_error *err); /* selects those */
+/* Selects ctx->start: those defaults, or what the backend's tuning put there. */
+baton_status vk_kernels_reset(vk_context *ctx, baton_error *err);
+
+/* Tuning's choice among n configurations of one kind, secs[i] the time each took (<= 0: not
+ * measured, e.g. the device cannot run it): the fastest, unless it is not below margin (e.g.
+ * 0.97) times the current one's time, then `current` (timing noise does not move the choice);
+ * the fastest when `current` was not measured; `current` when none was. */
+int vk_tune_pick(const double *secs, int n, int current, double margin);
 
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
  * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant,

@@ -1,0 +1,69 @@
+/* The Vulkan backend's state, shared by vk_backend.c (steps, slots, set-up) and vk_tune.c (timing
+ * the stage's own matrix products: the bench's profile and the kernel tuning). Private. */
+#ifndef BATON_VK_BACKEND_IMPL_H
+#define BATON_VK_BACKEND_IMPL_H
+
+#include "vk_backend.h"
+#include "vk_context.h"
+#include "vk_upload.h"
+
+enum { SAMPLE_PARAM_WORDS = 8 }; /* per sequence in the step info */
+
+/* Per layer, the float offsets of its vectors in the params buffer. */
+enum {
+    P_LN1_W, P_LN1_B, P_MIX_K, P_MIX_V, P_MIX_R, P_FIRST, P_DECAY, P_LN2_W, P_LN2_B, P_FMIX_K,
+    P_FMIX_R, P_LAYER_VECTORS
+};
+enum { P_LN0_W, P_LN0_B, P_LNOUT_W, P_LNOUT_B, P_GLOBAL_VECTORS };
+
+typedef struct {
+    vk_matrix att_kvr;   /* key, value, receptance stacked: one dispatch */
+    vk_matrix att_output;
+    vk_matrix ffn_kr;    /* key, receptance stacked */
+    vk_matrix ffn_value;
+    vk_buffer state;     /* [n_slots][5][C] */
+} vk_layer;
+
+typedef struct {
+    baton_backend base;
+    char name[320];
+    vk_context ctx;
+    int C, F, V, n_layers;
+    int max_tokens, max_seqs, n_slots;
+    vk_layer *layers;   /* [n_layers] */
+    vk_matrix head;
+    vk_buffer params;   /* float vectors */
+    /* Activations, device-local, [max_tokens][C] each unless said. A "region" is act_stride
+     * floats (a multiple of 64, so each region starts on 256 bytes and can be bound alone). */
+    vk_buffer x, xx, att;
+    vk_buffer xs;       /* regions xk, xv, xr (channel mix: xk, xr) */
+    vk_buffer kvr;      /* regions k, v, sigmoid(r) */
+    vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
+    uint32_t act_stride, kf_stride;
+    uint32_t dispatches, barriers; /* recorded by the last step */
+    bool replayed;                 /* the last step's command buffer was recorded before */
+    double rec_t0;                 /* when the current command buffer began recording */
+    double step_gpu_s, step_record_s; /* the last step: device time (timestamps; < 0: unknown)
+                                       * and host time spent recording, over its command buffers */
+    vk_buffer logits;   /* [head_rows][V] */
+    vk_buffer scratch;  /* [max_seqs][V] sampling probabilities */
+    vk_buffer counts;   /* [n_slots][V] generated-token counts */
+    vk_buffer tokens;   /* [max_seqs] sampled ids */
+    vk_buffer info;     /* the step information, device-local copy */
+    vk_buffer up;       /* host-visible: step information, then hidden states in */
+    vk_buffer down;     /* host-visible: hidden states or logits out, then tokens */
+    vk_buffer io;       /* host-visible: one slot's state (slot_read / slot_write) */
+    int head_rows;      /* logits rows per head pass (the binding range allows) */
+    /* Word offsets in the step information. */
+    uint32_t o_tok_seq, o_seq_slot, o_seq_first, o_seq_len, o_last_map, o_all_map, o_params;
+    uint32_t info_words;
+    VkDeviceSize up_x_off, down_tok_off;
+    char tuning[400];   /* what vk_backend_tune chose, or why it did not run */
+} vk_backend;
+
+/* Chooses the fastest matmul configurations for this stage on this device (BATON_VK_TUNE), timing
+ * each on the stage's first layer, and makes them the ones vk_kernels_reset returns to; writes
+ * what it chose into b->tuning. Overwrites the activations (call it before any step). */
+baton_status vk_backend_tune(vk_backend *b, baton_error *err);
+
+#endif

@@ -1,0 +1,253 @@
+/* Timing the stage's own matrix products on its device: the bench's per-matrix profile of the
+ * one-token matmul, and the kernel tuning a backend runs once it has its weights.
+ *
+ * Tuning is safe to do by measurement because every configuration of a kind sums in the same
+ * order (vk_kernels.h): which one runs changes the speed, never a bit of the results. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "vk_backend_impl.h"
+#include "vk_kernels.h"
+
+static const char *const profile_names[BATON_VK_PROFILE_MATRICES] = {
+    "att.kvr", "att.output", "ffn.kr", "ffn.value", "head",
+};
+
+const char *baton_vk_profile_name(int i) {
+    return i >= 0 && i < BATON_VK_PROFILE_MATRICES ? profile_names[i] : "?";
+}
+
+/* Profile matrix i (0..3: the stage's first layer's att.kvr, att.output, ffn.kr and ffn.value,
+ * stacked as the engine runs them; 4: the head) with the parts, input and output a step uses,
+ * every epilogue plain (nothing accumulates); NULL when the stage lacks it. */
+static const vk_matrix *profile_matrix(const vk_backend *b, int i, vk_matmul_part parts[3],
+                                       const vk_buffer **x, const vk_buffer **y) {
+    uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride;
+    const vk_matrix *w = NULL;
+    if (i < 4 && b->n_layers > 0) {
+        const vk_layer *ly = &b->layers[0];
+        const vk_matrix *ws[4] = {&ly->att_kvr, &ly->att_output, &ly->ffn_kr, &ly->ffn_value};
+        w = ws[i];
+    } else if (i == 4 && b->base.config.with_head) {
+        w = &b->head;
+    }
+    for (int p = 0; p < 3; p++)
+        parts[p] = (vk_matmul_part){.x_off = p * S, .y_off = p * S, .y_stride = C};
+    *x = &b->xs;
+    *y = &b->kvr;
+    if (i == 1) {
+        *x = &b->att;
+        *y = &b->x;
+    } else if (i == 2) {
+        parts[0].y_stride = F;
+        parts[1].y_off = b->kf_stride;
+        *y = &b->kfr;
+    } else if (i == 3) {
+        *x = &b->kfr;
+        *y = &b->x;
+    } else if (i == 4) {
+        *x = &b->xx;
+        *y = &b->logits;
+        parts[0].y_stride = (uint32_t)b->V;
+    }
+    return w;
+}
+
+baton_status baton_vk_matvec_profile(baton_backend *base, int reps, double *bytes_per_s,
+                                     baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    vk_context *ctx = &b->ctx;
+    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) bytes_per_s[i] = 0.0;
+    if (ctx->queries == VK_NULL_HANDLE) return BATON_OK; /* no timestamps: nothing to say */
+    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) {
+        vk_matmul_part parts[3];
+        const vk_buffer *x, *y;
+        const vk_matrix *w = profile_matrix(b, i, parts, &x, &y);
+        if (w == NULL) continue;
+        baton_status st = vk_begin(ctx, err);
+        if (st != BATON_OK) return st;
+        vk_timestamp(ctx, 0);
+        for (int r = 0; r < reps; r++) {
+            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, 1);
+            vk_barrier(ctx);
+        }
+        vk_timestamp(ctx, 1);
+        st = vk_submit_wait(ctx, err);
+        if (st != BATON_OK) return st;
+        double t = vk_elapsed_s(ctx);
+        if (t > 0.0) bytes_per_s[i] = (double)w->rows * (double)w->cols * 2.0 * reps / t;
+    }
+    return BATON_OK;
+}
+
+/* The device time of one layer's four products at T tokens (T <= max_tokens), the mean of `reps`
+ * in a row: each rep runs the four in the step's order with a barrier after each, so a matrix is
+ * read from memory, not from a cache that held it a moment ago. */
+static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    baton_status st = vk_begin(ctx, err);
+    if (st != BATON_OK) return st;
+    vk_timestamp(ctx, 0);
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < 4; i++) {
+            vk_matmul_part parts[3];
+            const vk_buffer *x, *y;
+            const vk_matrix *w = profile_matrix(b, i, parts, &x, &y);
+            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, T);
+            vk_barrier(ctx);
+        }
+    vk_timestamp(ctx, 1);
+    st = vk_submit_wait(ctx, err);
+    *secs = vk_elapsed_s(ctx) / reps;
+    return st;
+}
+
+/* The kinds of matmul configuration tuning chooses, each timed at its own token count. */
+enum { K_MATVEC, K_B8, K_B32, K_COOP_FEW, K_COOP_MANY, K_KINDS };
+#define TUNE_CONFIGS_MAX 16
+_Static_assert((int)VK_MATVEC_CONFIGS <= TUNE_CONFIGS_MAX && (int)VK_BATCHED_CONFIGS <= TUNE_CONFIGS_MAX &&
+               (int)VK_COOP_CONFIGS <= TUNE_CONFIGS_MAX, "tuning's table of times");
+
+static const char *const kind_names[K_KINDS] = {
+    "matvec", "8-token", "32-token", "tensor-core few-token", "tensor-core many-token",
+};
+
+static int kind_size(int kind) {
+    return kind == K_MATVEC ? VK_MATVEC_CONFIGS
+         : kind <= K_B32    ? VK_BATCHED_CONFIGS
+                            : VK_COOP_CONFIGS;
+}
+
+/* Whether configuration i of the kind's table is one of the kind. */
+static bool kind_has(int kind, int i) {
+    switch (kind) {
+    case K_B8: return vk_batched_configs[i].cb == 8;
+    case K_B32: return vk_batched_configs[i].cb != 8;
+    case K_COOP_FEW: return vk_coop_configs[i].tn == 8;
+    case K_COOP_MANY: return vk_coop_configs[i].tn != 8;
+    default: return true;
+    }
+}
+
+static const char *kind_config_name(int kind, int i) {
+    return kind == K_MATVEC ? vk_matvec_configs[i].name
+         : kind <= K_B32    ? vk_batched_configs[i].name
+                            : vk_coop_configs[i].name;
+}
+
+static int *kind_start(vk_context *ctx, int kind) {
+    int *const starts[K_KINDS] = {&ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32,
+                                  &ctx->start.coop_few, &ctx->start.coop_many};
+    return starts[kind];
+}
+
+static baton_status kind_select(vk_context *ctx, int kind, int i, baton_error *err) {
+    switch (kind) {
+    case K_MATVEC: return vk_matvec_select(ctx, i, err);
+    case K_B8:
+    case K_B32: return vk_batched_select(ctx, i, err);
+    case K_COOP_FEW: return vk_coop_select(ctx, i, ctx->coop_many, err);
+    default: return vk_coop_select(ctx, ctx->coop_few, i, err);
+    }
+}
+
+/* The tokens a kind is timed at (0: this stage never runs it): 1, 8, and 64 for the many-token
+ * kinds (the batch the goals name; prefill chunks run the same kernel), within max_tokens. */
+static uint32_t kind_tokens(const vk_backend *b, int kind) {
+    uint32_t most = (uint32_t)b->max_tokens;
+    bool coop = b->ctx.coopmat;
+    if ((kind >= K_COOP_FEW) != coop) return 0; /* the other path's kernels never run */
+    if (kind == K_MATVEC || kind == K_COOP_FEW) return 1;
+    if (kind == K_B8) return most >= 2 ? (most < 8 ? most : 8) : 0;
+    return most > 8 ? (most < 64 ? most : 64) : 0;
+}
+
+enum { TUNE_ROUNDS = 3 };
+static const double TUNE_REP_S = 0.004;   /* a timing lasts about this long (reps of a layer) */
+static const double TUNE_KIND_S = 2.0;    /* a kind's rounds beyond this: one round */
+static const double TUNE_MARGIN = 0.97;   /* the default gives way to one at least 3% faster */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Times every configuration of one kind (the fastest of up to TUNE_ROUNDS rounds, the
+ * configurations interleaved so that a clock change hits them alike) and makes the pick its
+ * start; appends what it chose to out. */
+static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, size_t size,
+                              baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    int n = kind_size(kind), members = 0, *start = kind_start(ctx, kind), def = *start;
+    for (int i = 0; i < n; i++) members += kind_has(kind, i);
+    double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0;
+    baton_status st = kind_select(ctx, kind, def, err);
+    if (st == BATON_OK) st = time_layer(b, T, 1, &one, err); /* builds caches and clocks up */
+    if (st == BATON_OK) st = time_layer(b, T, 1, &one, err);
+    if (st != BATON_OK) return st;
+    size_t len = strlen(out);
+    if (!(one > 0.0) || members * one > 2 * TUNE_KIND_S) {
+        snprintf(out + len, size - len, "%s%s %s (kept: %.3f s a layer is too slow to time "
+                 "each)", len ? "; " : "", kind_names[kind], kind_config_name(kind, def), one);
+        return BATON_OK;
+    }
+    int reps = one >= TUNE_REP_S ? 1 : (int)(TUNE_REP_S / one) + 1;
+    if (reps > 16) reps = 16;
+    int rounds = members * reps * one * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < n; i++) {
+            if (!kind_has(kind, i) || secs[i] < 0.0) continue;
+            baton_error why = {0};
+            if (kind_select(ctx, kind, i, &why) != BATON_OK) {
+                secs[i] = -1.0; /* the device cannot run it (shared memory, workgroup size) */
+                continue;
+            }
+            double t = 0.0;
+            st = time_layer(b, T, reps, &t, err);
+            if (st != BATON_OK) return st;
+            if (t > 0.0 && (secs[i] == 0.0 || t < secs[i])) secs[i] = t;
+        }
+    int pick = vk_tune_pick(secs, n, def, TUNE_MARGIN);
+    *start = pick;
+    st = kind_select(ctx, kind, pick, err);
+    if (pick == def)
+        snprintf(out + len, size - len, "%s%s %s (the default)", len ? "; " : "", kind_names[kind],
+                 kind_config_name(kind, pick));
+    else
+        snprintf(out + len, size - len, "%s%s %s (%.2fx as fast as %s)", len ? "; " : "",
+                 kind_names[kind], kind_config_name(kind, pick), secs[def] / secs[pick],
+                 kind_config_name(kind, def));
+    return st;
+}
+
+baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    if (ctx->queries == VK_NULL_HANDLE) {
+        snprintf(b->tuning, sizeof b->tuning, "not tuned: the device's queue has no timestamps");
+        return BATON_OK;
+    }
+    if (b->n_layers == 0) {
+        snprintf(b->tuning, sizeof b->tuning, "not tuned: the stage has no layers");
+        return BATON_OK;
+    }
+    double t0 = now_s();
+    /* Zeros in the inputs, so no timing depends on leftover bits (NaN, subnormals). */
+    baton_status st = vk_begin(ctx, err);
+    if (st != BATON_OK) return st;
+    const vk_buffer *ins[] = {&b->xs, &b->att, &b->kfr};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+        vkCmdFillBuffer(ctx->cmd, ins[i]->buffer, 0, VK_WHOLE_SIZE, 0);
+    vk_barrier(ctx);
+    st = vk_submit_wait(ctx, err);
+    char chose[sizeof b->tuning] = "";
+    for (int kind = 0; kind < K_KINDS && st == BATON_OK; kind++) {
+        uint32_t T = kind_tokens(b, kind);
+        if (T > 0) st = tune_kind(b, kind, T, chose, sizeof chose, err);
+    }
+    if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
+    if (st != BATON_OK) return st;
+    snprintf(b->tuning, sizeof b->tuning, "tuned in %.2f s: %s", now_s() - t0, chose);
+    return BATON_OK;
+}
