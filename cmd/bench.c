@@ -27,8 +27,9 @@ static const char *usage_text =
     "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
     "                the same weights, each checked bitwise against the first's logits; then\n"
-    "                the 8- and 32-token matmuls under each configuration (rows per thread) at\n"
-    "                batch 8, the largest batch and the prefill, each checked bitwise; then,\n"
+    "                the batched matmuls under each configuration (8, 32 or 64 tokens and rows\n"
+    "                per thread per workgroup) at batch 8, the largest batch and the prefill,\n"
+    "                each checked bitwise; then,\n"
     "                where the device has VK_NV_cooperative_matrix, every matmul on the tensor\n"
     "                cores (BATON_VK_COOPMAT) under each of their configurations: batch 1 for\n"
     "                the few-token ones, the largest batch and the prefill for the others, each\n"
@@ -116,14 +117,16 @@ typedef struct {
     baton_sampling *sampling;
 } sweep_ctx;
 
-enum { PROBE_SEQS = 9 }; /* one more than the 8-token (and few-token) configurations take */
+/* Probe steps of 9 sequences run the 32-token matmul tier (and the tensor-core many-token
+ * configurations), of 33 the 64-token tier. */
+enum { PROBE_SEQS = 9, PROBE_SEQS_64 = 33 };
 
-/* One step of n sequences (n <= PROBE_SEQS) in slots 0..n-1, each the token `token` from a fresh
+/* One step of n sequences (n <= PROBE_SEQS_64) in slots 0..n-1, each the token `token` from a fresh
  * slot: their logits [n][V]. */
 static baton_status probe_step(baton_backend *be, int n, int32_t token, float *logits,
                                baton_error *err) {
-    int32_t toks[PROBE_SEQS];
-    baton_seq seqs[PROBE_SEQS];
+    int32_t toks[PROBE_SEQS_64];
+    baton_seq seqs[PROBE_SEQS_64];
     for (int i = 0; i < n; i++) {
         baton_status s = be->ops->slot_reset(be, i, err);
         if (s != BATON_OK) return s;
@@ -161,26 +164,28 @@ static double sweep_time(const sweep_ctx *cb, const char *what, const char *name
     return t;
 }
 
-/* The 8- and 32-token matmul configurations: each first checked bitwise (the probe as the first
- * of 2 sequences in a step for an 8-token one, of 9 for a 32-token one, against the default
- * path's logits of it alone), then timed: 8-token ones at batch 8 (or the largest batch below
- * it), 32-token ones at the largest batch above 8 and the prefill. */
+/* The batched matmul configurations: each first checked bitwise (the probe as the first of 2
+ * sequences in a step for an 8-token one, of 9 for a 32-token one, of 33 for a 64-token one,
+ * against the default path's logits of it alone), then timed: 8-token ones at batch 8 (or the
+ * largest batch below it), the others at the largest batch and the prefill (where those are
+ * steps they serve: above 8 tokens for 32, above 32 for 64). */
 static int bench_batched(const sweep_ctx *cb) {
     baton_backend *be = cb->be;
     baton_error err = {0};
     int V = cb->V, rc = BATON_EXIT_OK, n = baton_vk_batched_count();
-    float *got = malloc((size_t)PROBE_SEQS * V * sizeof *got);
+    float *got = malloc((size_t)PROBE_SEQS_64 * V * sizeof *got);
     if (got == NULL) {
         fprintf(stderr, "baton bench: out of memory\n");
         return BATON_EXIT_FAIL;
     }
-    printf("sweep batched: the 8- and 32-token matmuls under each configuration (wr: lanes, rt: "
-           "rows per thread)\n");
+    printf("sweep batched: the batched matmuls under each configuration (b: tokens, wr: lanes, "
+           "rt: rows per thread)\n");
     int b8 = cb->tps[3] > 0.0 ? 8 : cb->largest < 8 ? cb->largest : 8;
     for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
         const char *name = baton_vk_batched_name(i);
-        bool eight = baton_vk_batched_tokens(i) == 8;
-        int probe_seqs = eight ? 2 : PROBE_SEQS;
+        int tokens = baton_vk_batched_tokens(i), least = tokens == 64 ? 32 : 8;
+        bool eight = tokens == 8;
+        int probe_seqs = eight ? 2 : tokens == 64 ? PROBE_SEQS_64 : PROBE_SEQS;
         if (baton_vk_batched_select(be, i, &err) != BATON_OK) {
             printf("sweep batched %-28s: skipped (%s)\n", name, err.msg);
             continue;
@@ -202,10 +207,10 @@ static int bench_batched(const sweep_ctx *cb) {
         }
         if (eight && b8 >= 2 && sweep_time(cb, "batched", name, b8, 1, cb->tps[3]) < 0)
             rc = BATON_EXIT_FAIL;
-        if (!eight && cb->largest > 8 && cb->tps[1] > 0.0 &&
+        if (!eight && cb->largest > least && cb->tps[1] > 0.0 &&
             sweep_time(cb, "batched", name, cb->largest, 1, cb->tps[1]) < 0)
             rc = BATON_EXIT_FAIL;
-        if (!eight && cb->prefill > 8 && cb->tps[2] > 0.0 &&
+        if (!eight && cb->prefill > least && cb->tps[2] > 0.0 &&
             sweep_time(cb, "batched", name, 1, cb->prefill, cb->tps[2]) < 0)
             rc = BATON_EXIT_FAIL;
     }

@@ -3,7 +3,7 @@
 // [T][K], accumulation fp32. A workgroup computes WR rows for CB tokens; its SEGS thread rows
 // each sum one fixed K segment sequentially (one fma per product, in k order), and the segments
 // are then added in order 0..SEGS-1. That order depends on K alone, never on T, CB, WR or the
-// token's place in the step, so every variant (CB = 1, 8, 32) gives bitwise the same y (batch
+// token's place in the step, so every variant (CB = 1, 8, 32, 64) gives bitwise the same y (batch
 // invariance). Each weight is loaded once per workgroup and used for all CB tokens.
 //
 // W may stack up to 3 matrices (groups) that share K, each starting on a row block: one dispatch

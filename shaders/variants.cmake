@@ -41,6 +41,8 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b8_rt4|matmul.comp|CB=8 WR=8u RT=4"
   "matmul_f16_f32_b32_rt2|matmul.comp|CB=32 WR=16u RT=2"
   "matmul_f16_f32_b32_rt4|matmul.comp|CB=32 WR=8u RT=4"
+  # 64 tokens per workgroup for steps of more than 32: each weight read half as often as at 32.
+  "matmul_f16_f32_b64_rt2|matmul.comp|CB=64 WR=16u RT=2"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
   # hi + lo), opt-in with BATON_VK_COOPMAT on a device that has them; built only there. ROWS and
   # TOKENS per workgroup, ROUND chunks of x staged per round; every one sums in the same order.

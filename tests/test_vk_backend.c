@@ -135,17 +135,18 @@ static void test_replay_stale(const fixture_case *fc) {
     baton_model_free(m);
 }
 
-/* The last logits of three steps in slot 0 from a fresh state: a prefill of n (<= 16) tokens
- * (more than 8: the many-token matmul), then 5 tokens (the 8-token one), then 1 (the matvec),
- * every id made up: out[3][V]. */
-static void three_kinds(baton_backend *b, int n, float *out) {
+/* The last logits of four steps in slot 0 from a fresh state, one for each kind of matmul
+ * configuration: 40 tokens (the 64-token tier), 20 (the 32-token one), 5 (the 8-token one), 1
+ * (the matvec), every id made up: out[KINDS][V]. Needs max_tokens >= 40. */
+enum { KINDS = 4, KIND_TOKENS = 66 };
+static void every_kind(baton_backend *b, float *out) {
     baton_error err = {0};
     int V = b->model->n_vocab;
-    int32_t tokens[16 + 6];
-    for (int i = 0; i < n + 6; i++) tokens[i] = (int32_t)((i * 7919 + 13) % V);
+    int32_t tokens[KIND_TOKENS];
+    for (int i = 0; i < KIND_TOKENS; i++) tokens[i] = (int32_t)((i * 7919 + 13) % V);
     slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
-    const int counts[3] = {n, 5, 1};
-    for (int i = 0, at = 0; i < 3; at += counts[i], i++) {
+    const int counts[KINDS] = {40, 20, 5, 1};
+    for (int i = 0, at = 0; i < KINDS; at += counts[i], i++) {
         baton_seq q = {.slot = 0, .n_tokens = counts[i]};
         baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = tokens + at, .logits = out + (size_t)i * V};
         step_ok(b, &s);
@@ -160,43 +161,44 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     baton_model *m = NULL;
     baton_error err = {0};
     REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
-    int V = m->n_vocab, n = 10;
-    float *want = malloc((size_t)3 * V * 4), *got = malloc((size_t)3 * V * 4);
+    int V = m->n_vocab, n = 40;
+    float *want = malloc((size_t)KINDS * V * 4), *got = malloc((size_t)KINDS * V * 4);
     REQUIRE(want && got);
     setenv("BATON_VK_TUNE", "0", 1);
     baton_backend *b = open_backend(m, 0, m->n_layer, n);
     CHECK_MSG(strncmp(baton_vk_tuning(b), "not tuned", 9) == 0, "BATON_VK_TUNE=0: %s",
               baton_vk_tuning(b));
-    three_kinds(b, n, want);
+    every_kind(b, want);
     baton_backend_free(b);
 
     setenv("BATON_VK_TUNE", "1", 1);
     b = open_backend(m, 0, m->n_layer, n);
     const char *t = baton_vk_tuning(b);
     printf("%s%s: %s\n", fc->name, coop ? " (tensor-core path)" : "", t);
-    const char *kinds[3] = {"matvec ", "8-token ", "32-token "};
+    const char *kinds[4] = {"matvec ", "8-token ", "32-token ", "64-token "};
     if (coop) {
         kinds[0] = "tensor-core few-token ";
         kinds[1] = "tensor-core many-token ";
-        kinds[2] = NULL;
+        kinds[2] = kinds[3] = NULL;
     }
     CHECK_MSG(strncmp(t, "tuned in ", 9) == 0, "tuning did not run: %s", t);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (kinds[i] != NULL) CHECK_MSG(strstr(t, kinds[i]) != NULL, "no %s in: %s", kinds[i], t);
     CHECK_MSG(coop == (strstr(t, "matvec") == NULL), "the other path tuned too: %s", t);
-    three_kinds(b, n, got);
-    CHECK_MSG(memcmp(got, want, (size_t)3 * V * 4) == 0, "%s: tuned logits differ", fc->name);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, want, (size_t)KINDS * V * 4) == 0, "%s: tuned logits differ", fc->name);
     /* Back to the tuned choice after trying another: still the same bits. */
     if (!coop) REQUIRE(baton_vk_matvec_select(b, 1, &err) == BATON_OK);
     REQUIRE(baton_vk_kernels_reset(b, &err) == BATON_OK);
-    three_kinds(b, n, got);
-    CHECK_MSG(memcmp(got, want, (size_t)3 * V * 4) == 0, "%s: logits differ after the reset", fc->name);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, want, (size_t)KINDS * V * 4) == 0, "%s: logits differ after the reset", fc->name);
     baton_backend_free(b);
 
     /* A stage of at most 4 tokens a step never runs the many-token kernels: not timed. */
     b = open_backend(m, 0, m->n_layer, 4);
     t = baton_vk_tuning(b);
-    CHECK_MSG(strstr(t, coop ? "many-token" : "32-token") == NULL, "max_tokens 4 tuned: %s", t);
+    CHECK_MSG(strstr(t, coop ? "many-token" : "32-token") == NULL && strstr(t, "64-token") == NULL,
+              "max_tokens 4 tuned: %s", t);
     CHECK_MSG(strstr(t, coop ? "few-token" : "8-token") != NULL, "max_tokens 4 tuned: %s", t);
     baton_backend_free(b);
 

@@ -629,21 +629,28 @@ static void test_tune_pick(void) {
     CHECK(vk_tune_pick(c, 3, 0, 0.97) == 1);  /* the current one not measured */
     CHECK(vk_tune_pick(none, 2, 1, 0.97) == 1);
     baton_error err = {0};
-    int mv = ctx.start.matvec, b8 = ctx.start.mm8, b32 = ctx.start.mm32;
+    int mv = ctx.start.matvec, b8 = ctx.start.mm8, b32 = ctx.start.mm32, b64 = ctx.start.mm64;
     ctx.start.matvec = VK_MATVEC_FALLBACK;
     ctx.start.mm8 = 1;
     ctx.start.mm32 = 4;
+    ctx.start.mm64 = 6;
     REQUIRE(vk_matvec_select(&ctx, 4, &err) == BATON_OK);
     REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
-    CHECK(ctx.matvec == VK_MATVEC_FALLBACK && ctx.mm8 == 1 && ctx.mm32 == 4);
+    CHECK(ctx.matvec == VK_MATVEC_FALLBACK && ctx.mm8 == 1 && ctx.mm32 == 4 && ctx.mm64 == 6);
+    /* A tier takes only configurations that fit it; selecting one sets every tier it fits. */
+    CHECK(vk_batched_set(&ctx, VK_TIER_32, 6, &err) == BATON_ERR_ARG && ctx.mm32 == 4);
+    CHECK(vk_batched_set(&ctx, VK_TIER_8, 3, &err) == BATON_ERR_ARG && ctx.mm8 == 1);
+    REQUIRE(vk_batched_select(&ctx, 5, &err) == BATON_OK);
+    CHECK(ctx.mm8 == 1 && ctx.mm32 == 5 && ctx.mm64 == 5);
     ctx.start.matvec = mv;
     ctx.start.mm8 = b8;
     ctx.start.mm32 = b32;
+    ctx.start.mm64 = b64;
     REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
-    int d_mv, d_b8, d_b32;
-    vk_kernel_defaults(&ctx, &d_mv, &d_b8, &d_b32);
-    CHECK(ctx.matvec == d_mv && ctx.mm8 == d_b8 && ctx.mm32 == d_b32);
-    printf("tuning's pick and the reset to the start configurations\n");
+    int d_mv, d_b8, d_b32, d_b64;
+    vk_kernel_defaults(&ctx, &d_mv, &d_b8, &d_b32, &d_b64);
+    CHECK(ctx.matvec == d_mv && ctx.mm8 == d_b8 && ctx.mm32 == d_b32 && ctx.mm64 == d_b64);
+    printf("tuning's pick, the tiers, and the reset to the start configurations\n");
 }
 
 int main(void) {

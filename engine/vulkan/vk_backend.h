@@ -68,9 +68,9 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
 
 /* What the backend's tuning chose, once its weights were on the device: "tuned in 0.41 s: matvec
  * wr16 u8 (1.12x as fast as wr32 u8 xs); 8-token ...", or "not tuned ..." and why. Each kind
- * of matmul configuration (one token, 2 to 8, more; or the tensor-core path's few- and
- * many-token ones when it is in use) is timed on the stage's first layer at 1, 8 and 64 tokens
- * (within max_tokens); the default gives way only to one at least 3% faster. Every
+ * of matmul configuration (steps of one token, 2 to 8, 9 to 32, more; or the tensor-core path's
+ * few- and many-token ones when it is in use) is timed on the stage's first layer at 1, 8, 32
+ * and 64 tokens (within max_tokens); the default gives way only to one at least 3% faster. Every
  * configuration of a kind sums alike, so tuning never changes a result, only the speed;
  * baton_vk_kernels_reset returns to what it chose. */
 const char *baton_vk_tuning(const baton_backend *be);
@@ -124,9 +124,9 @@ const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *a
  * differ from the default path's (another order of sums), so switch only between sequences. */
 baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
 
-/* The 8- and 32-token matmul configurations (steps of 2 to 8 tokens, and of more) the bench
- * sweeps: their count, names, tokens per workgroup (8 or 32), and the choice of one for later
- * steps of its kind. All sum alike: bitwise the same results. */
+/* The batched matmul configurations the bench sweeps: their count, names, tokens per workgroup
+ * (8, 32 or 64), and the choice of one for later steps it can serve (8: steps of 2 to 8 tokens;
+ * 32: steps of more; 64: steps of more than 32). All sum alike: bitwise the same results. */
 int baton_vk_batched_count(void);
 const char *baton_vk_batched_name(int config);
 int baton_vk_batched_tokens(int config);

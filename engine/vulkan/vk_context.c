@@ -801,10 +801,10 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     /* The matmul configurations for this kind of device (vk_kernel_defaults). */
     ctx->matvec = VK_MATVEC_FALLBACK;
     ctx->mm8 = 0;
-    ctx->mm32 = VK_BATCHED_32_DEFAULT;
+    ctx->mm32 = ctx->mm64 = VK_BATCHED_32_DEFAULT;
     ctx->coop_few = 0;
     ctx->coop_many = VK_COOP_MANY_DEFAULT;
-    vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32);
+    vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32, &ctx->start.mm64);
     ctx->start.coop_few = 0;
     ctx->start.coop_many = VK_COOP_MANY_DEFAULT;
     s = vk_kernels_reset(ctx, err);

@@ -81,13 +81,14 @@ typedef struct {
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
-    int mm8, mm32;        /* the 8- and 32-token ones (vk_batched_configs) */
+    int mm8, mm32, mm64;  /* the batched ones (vk_batched_configs) for steps of 2 to 8, 9 to 32
+                           * and more tokens */
     bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
-        int matvec, mm8, mm32, coop_few, coop_many; /* the backend's tuning chose */
+        int matvec, mm8, mm32, mm64, coop_few, coop_many; /* the backend's tuning chose */
     } start;
     char coopmat_why[160];/* why coopmat_ready is false */
     bool lost;            /* a wait timed out or the device was lost: refuse further work */

@@ -48,31 +48,49 @@ const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS] = {
     {"b32 wr32", BATON_SHADER_matmul_f16_f32_b32, 32, 32, 1},
     {"b32 wr16 rt2", BATON_SHADER_matmul_f16_f32_b32_rt2, 32, 16, 2},
     {"b32 wr8 rt4", BATON_SHADER_matmul_f16_f32_b32_rt4, 32, 8, 4},
+    {"b64 wr16 rt2", BATON_SHADER_matmul_f16_f32_b64_rt2, 64, 16, 2},
 };
 
-baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err) {
+bool vk_batched_fits(int i, int tier) {
     assert(i >= 0 && i < VK_BATCHED_CONFIGS);
-    const vk_batched_config *c = &vk_batched_configs[i];
-    baton_status s = vk_pipeline_ensure(ctx, c->shader, err);
+    uint32_t cb = vk_batched_configs[i].cb;
+    return tier == VK_TIER_8 ? cb == 8 : tier == VK_TIER_32 ? cb == 32 : cb == 32 || cb == 64;
+}
+
+baton_status vk_batched_set(vk_context *ctx, int tier, int i, baton_error *err) {
+    assert(i >= 0 && i < VK_BATCHED_CONFIGS && tier >= 0 && tier < VK_TIERS);
+    if (!vk_batched_fits(i, tier))
+        return baton_fail(err, BATON_ERR_ARG, "matmul %s cannot serve steps of %s tokens",
+                          vk_batched_configs[i].name, tier == VK_TIER_8 ? "2 to 8"
+                          : tier == VK_TIER_32 ? "9 to 32" : "more than 32");
+    baton_status s = vk_pipeline_ensure(ctx, vk_batched_configs[i].shader, err);
     if (s != BATON_OK) return s;
-    int *slot = c->cb == 8 ? &ctx->mm8 : &ctx->mm32;
+    int *slot = tier == VK_TIER_8 ? &ctx->mm8 : tier == VK_TIER_32 ? &ctx->mm32 : &ctx->mm64;
     if (*slot != i) vk_replays_invalidate(ctx);
     *slot = i;
     return BATON_OK;
 }
 
-void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32) {
+baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err) {
+    baton_status s = BATON_OK;
+    for (int tier = 0; tier < VK_TIERS && s == BATON_OK; tier++)
+        if (vk_batched_fits(i, tier)) s = vk_batched_set(ctx, tier, i, err);
+    return s;
+}
+
+void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32, int *mm64) {
     bool cpu = strcmp(ctx->info.type, "cpu") == 0;
     *matvec = cpu ? VK_MATVEC_CPU
                   : vk_matvec_shared_bytes(0) <= ctx->info.max_shared_bytes ? 0 : VK_MATVEC_FALLBACK;
     *mm8 = cpu ? VK_BATCHED_8_CPU : 0;
-    *mm32 = cpu ? VK_BATCHED_32_CPU : VK_BATCHED_32_DEFAULT;
+    *mm32 = *mm64 = cpu ? VK_BATCHED_32_CPU : VK_BATCHED_32_DEFAULT;
 }
 
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
     baton_status s = vk_matvec_select(ctx, ctx->start.matvec, err);
-    if (s == BATON_OK) s = vk_batched_select(ctx, ctx->start.mm8, err);
-    if (s == BATON_OK) s = vk_batched_select(ctx, ctx->start.mm32, err);
+    if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_8, ctx->start.mm8, err);
+    if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_32, ctx->start.mm32, err);
+    if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_64, ctx->start.mm64, err);
     if (s == BATON_OK && (ctx->coop_few != ctx->start.coop_few || ctx->coop_many != ctx->start.coop_many))
         s = vk_coop_select(ctx, ctx->start.coop_few, ctx->start.coop_many, err);
     return s;
@@ -96,7 +114,7 @@ void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) 
 }
 
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
-    {"r16 t8 (few-token default)", BATON_SHADER_matmul_coop_r16_t8,
+    {"r16 t8", BATON_SHADER_matmul_coop_r16_t8,
      BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
      BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
@@ -110,7 +128,7 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
     {"r16 t64", BATON_SHADER_matmul_coop_r16_t64,
      BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
-    {"r32 t64 (many-token default)", BATON_SHADER_matmul_coop_r32_t64,
+    {"r32 t64", BATON_SHADER_matmul_coop_r32_t64,
      BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
 };
 
@@ -166,7 +184,8 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         cb = 1;
         wr = mv->wr;
     } else {
-        const vk_batched_config *bc = &vk_batched_configs[T <= 8 ? ctx->mm8 : ctx->mm32];
+        const vk_batched_config *bc =
+            &vk_batched_configs[T <= 8 ? ctx->mm8 : T <= 32 ? ctx->mm32 : ctx->mm64];
         shader = bc->shader;
         cb = bc->cb;
         wr = bc->wr * bc->rt;

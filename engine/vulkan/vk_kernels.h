@@ -62,18 +62,25 @@ uint32_t vk_matvec_shared_bytes(int i);
  * when the device has too little shared memory for it, the context unchanged. */
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
 
-/* The 8- and 32-token matmul configurations (steps of 2 to 8 tokens, and of more): wr lanes and
- * rt rows per thread (wr * rt rows per workgroup: WR and RT in matmul.comp). All sum alike
- * (bitwise the same y). */
+/* The batched matmul configurations: cb tokens, wr lanes and rt rows per thread (wr * rt rows) per
+ * workgroup (CB, WR and RT in matmul.comp). Steps of 2 to 8 tokens run ctx->mm8 (a cb 8 one), of
+ * 9 to 32 ctx->mm32 (cb 32), of more ctx->mm64 (cb 32 or 64): the tiers. All sum alike (bitwise
+ * the same y), so any tier may run any of its configurations. */
 typedef struct {
     const char *name;
     baton_shader_id shader;
     uint32_t cb, wr, rt;
 } vk_batched_config;
-enum { VK_BATCHED_CONFIGS = 6, VK_BATCHED_32_DEFAULT = 3 };
+enum { VK_BATCHED_CONFIGS = 7, VK_BATCHED_32_DEFAULT = 3 };
 extern const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS];
+enum { VK_TIER_8, VK_TIER_32, VK_TIER_64, VK_TIERS };
 
-/* Makes configuration i the context's 8- or 32-token matmul (by its cb), building its pipeline. */
+/* Whether configuration i may serve tier (cb 8: the 8-token tier; cb 32: the 32- and 64-token
+ * tiers; cb 64: the 64-token one). */
+bool vk_batched_fits(int i, int tier);
+/* Makes configuration i the tier's, building its pipeline (BATON_ERR_ARG where it does not fit). */
+baton_status vk_batched_set(vk_context *ctx, int tier, int i, baton_error *err);
+/* Makes configuration i that of every tier it fits. */
 baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err);
 
 /* The configurations a context starts with, by device type. GPUs: matvec [0] ([VK_MATVEC_FALLBACK]
@@ -81,7 +88,7 @@ baton_status vk_batched_select(vk_context *ctx, int i, baton_error *err);
  * sweeps chose. CPU devices (lavapipe): the CPU entries below, which the bench's sweep there
  * found 1.4x to 2.9x faster (docs/PERFORMANCE.md). A backend then tunes them (BATON_VK_TUNE). */
 enum { VK_MATVEC_CPU = 3, VK_BATCHED_8_CPU = 2, VK_BATCHED_32_CPU = 5 };
-void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32);
+void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32, int *mm64);
 /* Selects ctx->start: those defaults, or what the backend's tuning put there. */
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err);
 
@@ -123,7 +130,7 @@ typedef struct {
 
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup: the
- * context's matvec, 8- and 32-token configurations); all agree bitwise. With ctx->coopmat every
+ * context's matvec and its tiers' batched configurations); all agree bitwise. With ctx->coopmat every
  * T runs matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);

@@ -104,26 +104,27 @@ static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs
 }
 
 /* The kinds of matmul configuration tuning chooses, each timed at its own token count. */
-enum { K_MATVEC, K_B8, K_B32, K_COOP_FEW, K_COOP_MANY, K_KINDS };
+enum { K_MATVEC, K_B8, K_B32, K_B64, K_COOP_FEW, K_COOP_MANY, K_KINDS };
 #define TUNE_CONFIGS_MAX 16
 _Static_assert((int)VK_MATVEC_CONFIGS <= TUNE_CONFIGS_MAX && (int)VK_BATCHED_CONFIGS <= TUNE_CONFIGS_MAX &&
                (int)VK_COOP_CONFIGS <= TUNE_CONFIGS_MAX, "tuning's table of times");
 
 static const char *const kind_names[K_KINDS] = {
-    "matvec", "8-token", "32-token", "tensor-core few-token", "tensor-core many-token",
+    "matvec", "8-token", "32-token", "64-token", "tensor-core few-token", "tensor-core many-token",
 };
 
 static int kind_size(int kind) {
     return kind == K_MATVEC ? VK_MATVEC_CONFIGS
-         : kind <= K_B32    ? VK_BATCHED_CONFIGS
+         : kind <= K_B64    ? VK_BATCHED_CONFIGS
                             : VK_COOP_CONFIGS;
 }
 
 /* Whether configuration i of the kind's table is one of the kind. */
 static bool kind_has(int kind, int i) {
     switch (kind) {
-    case K_B8: return vk_batched_configs[i].cb == 8;
-    case K_B32: return vk_batched_configs[i].cb != 8;
+    case K_B8: return vk_batched_fits(i, VK_TIER_8);
+    case K_B32: return vk_batched_fits(i, VK_TIER_32);
+    case K_B64: return vk_batched_fits(i, VK_TIER_64);
     case K_COOP_FEW: return vk_coop_configs[i].tn == 8;
     case K_COOP_MANY: return vk_coop_configs[i].tn != 8;
     default: return true;
@@ -132,34 +133,38 @@ static bool kind_has(int kind, int i) {
 
 static const char *kind_config_name(int kind, int i) {
     return kind == K_MATVEC ? vk_matvec_configs[i].name
-         : kind <= K_B32    ? vk_batched_configs[i].name
+         : kind <= K_B64    ? vk_batched_configs[i].name
                             : vk_coop_configs[i].name;
 }
 
 static int *kind_start(vk_context *ctx, int kind) {
     int *const starts[K_KINDS] = {&ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32,
-                                  &ctx->start.coop_few, &ctx->start.coop_many};
+                                  &ctx->start.mm64, &ctx->start.coop_few, &ctx->start.coop_many};
     return starts[kind];
 }
 
 static baton_status kind_select(vk_context *ctx, int kind, int i, baton_error *err) {
     switch (kind) {
     case K_MATVEC: return vk_matvec_select(ctx, i, err);
-    case K_B8:
-    case K_B32: return vk_batched_select(ctx, i, err);
+    case K_B8: return vk_batched_set(ctx, VK_TIER_8, i, err);
+    case K_B32: return vk_batched_set(ctx, VK_TIER_32, i, err);
+    case K_B64: return vk_batched_set(ctx, VK_TIER_64, i, err);
     case K_COOP_FEW: return vk_coop_select(ctx, i, ctx->coop_many, err);
     default: return vk_coop_select(ctx, ctx->coop_few, i, err);
     }
 }
 
-/* The tokens a kind is timed at (0: this stage never runs it): 1, 8, and 64 for the many-token
- * kinds (the batch the goals name; prefill chunks run the same kernel), within max_tokens. */
+/* The tokens a kind is timed at (0: this stage never runs it): 1, 8, 32, and 64 for the 64-token
+ * tier and the tensor-core many-token kind (the batch the goals name; a prefill runs the same
+ * kernel), within max_tokens. */
 static uint32_t kind_tokens(const vk_backend *b, int kind) {
     uint32_t most = (uint32_t)b->max_tokens;
     bool coop = b->ctx.coopmat;
     if ((kind >= K_COOP_FEW) != coop) return 0; /* the other path's kernels never run */
     if (kind == K_MATVEC || kind == K_COOP_FEW) return 1;
     if (kind == K_B8) return most >= 2 ? (most < 8 ? most : 8) : 0;
+    if (kind == K_B32) return most > 8 ? (most < 32 ? most : 32) : 0;
+    if (kind == K_B64) return most > 32 ? (most < 64 ? most : 64) : 0;
     return most > 8 ? (most < 64 ? most : 64) : 0;
 }
 
