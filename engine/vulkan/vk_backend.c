@@ -12,7 +12,6 @@
 #include "vk_backend_impl.h"
 #include "vk_kernels.h"
 
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
