@@ -185,7 +185,8 @@ static double now_s(void) {
 static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, size_t size,
                               baton_error *err) {
     vk_context *ctx = &b->ctx;
-    int n = kind_size(kind), members = 0, *start = kind_start(ctx, kind), def = *start;
+    int *start = kind_start(ctx, kind);
+    int n = kind_size(kind), def = *start, members = 0;
     for (int i = 0; i < n; i++) members += kind_has(kind, i);
     double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0;
     baton_status st = kind_select(ctx, kind, def, err);
@@ -220,6 +221,9 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, si
     if (pick == def)
         snprintf(out + len, size - len, "%s%s %s (the default)", len ? "; " : "", kind_names[kind],
                  kind_config_name(kind, pick));
+    else if (!(secs[def] > 0.0)) /* the default gave no time: no ratio to print */
+        snprintf(out + len, size - len, "%s%s %s (the default, %s, gave no time)", len ? "; " : "",
+                 kind_names[kind], kind_config_name(kind, pick), kind_config_name(kind, def));
     else
         snprintf(out + len, size - len, "%s%s %s (%.2fx as fast as %s)", len ? "; " : "",
                  kind_names[kind], kind_config_name(kind, pick), secs[def] / secs[pick],
