@@ -13,10 +13,11 @@
 #        bash .gpu/run.sh          (with the device tool: carry [".gpu", ".gl"])
 #      It unpacks the loader (only when the machine has none), points the loader at NVIDIA's ICD
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
-#      the NVIDIA device, then `baton bench --shape 14b --batch 1,8,64 --prefill 512 --sweep`
-#      (the sweep: batch-1 decode under each one-token matmul configuration, each checked bitwise
-#      against the default, then each tensor-core matmul configuration where the device has
-#      VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
+#      the NVIDIA device (kernel tuning off but in its own test), then `baton bench --shape 14b
+#      --batch 1,8,64 --prefill 512 --sweep`, tuned as a served model is (the sweep: batch-1
+#      decode under each one-token matmul configuration, each checked bitwise against the
+#      default, then the batched ones, then each tensor-core matmul configuration where the
+#      device has VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
 #      $OUT/gpu-check.log (.gpu/out/ when OUT is unset). test_vk_backend also runs the fixture
 #      cases with BATON_VK_COOPMAT=1 there, held to the same bounds and batch invariance.
 #
@@ -95,6 +96,10 @@ echo "device under test: ${dev} (-1: the best)"
 export BATON_TEST_VK_DEVICE=$dev BATON_FIXTURES=$PWD/.gpu/fixtures
 # Every fence wait bounded at 30 s (the default is 120): a hung kernel costs one wait, not the run.
 export BATON_VK_TIMEOUT_S=${BATON_VK_TIMEOUT_S:-30}
+# The tests' many backends keep the defaults (tuning each would cost its pipelines' builds and
+# timings, about a second apiece); test_vk_backend's tuning test turns it on itself, and the
+# bench below tunes as a served model does.
+export BATON_VK_TUNE=0
 
 status=0
 for t in test_vk_ops test_vk_backend test_vk_sample test_vk_big; do
@@ -114,7 +119,7 @@ shape=${BATON_BENCH_SHAPE:-14b}
 prefill=${BATON_BENCH_PREFILL:-512}
 echo "== baton bench --device $bench_dev --shape $shape --batch 1,8,64 --prefill $prefill --sweep"
 start=$(date +%s)
-timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill" --sweep
+BATON_VK_TUNE= timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill" --sweep
 rc=$?
 echo "== bench: exit $rc ($(( $(date +%s) - start )) s)"
 if [ "$rc" -ne 0 ]; then status=1; fi

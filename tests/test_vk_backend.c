@@ -175,6 +175,10 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     int V = m->n_vocab, n = 40;
     float *want = malloc((size_t)KINDS * V * 4), *got = malloc((size_t)KINDS * V * 4);
     REQUIRE(want && got);
+    const char *env = getenv("BATON_VK_TUNE");
+    char before[8] = "";
+    bool had = env != NULL;
+    if (had) snprintf(before, sizeof before, "%s", env);
     setenv("BATON_VK_TUNE", "0", 1);
     baton_backend *b = open_backend(m, 0, m->n_layer, n);
     CHECK_MSG(strncmp(baton_vk_tuning(b), "not tuned", 9) == 0, "BATON_VK_TUNE=0: %s",
@@ -226,7 +230,10 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_TUNE=yes") != NULL,
               "BATON_VK_TUNE=yes: status %d, %s", (int)st, err.msg);
     if (b != NULL) baton_backend_free(b);
-    unsetenv("BATON_VK_TUNE");
+    if (had)
+        setenv("BATON_VK_TUNE", before, 1);
+    else
+        unsetenv("BATON_VK_TUNE");
     printf("%s: tuned logits bitwise equal to untuned ones\n", fc->name);
     free(want);
     free(got);
