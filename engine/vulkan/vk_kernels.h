@@ -129,9 +129,9 @@ typedef struct {
 } vk_matmul_part;
 
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
- * gate or NULL), W one matrix. The variant follows T (1, <= 8, else 32 per workgroup: the
- * context's matvec and its tiers' batched configurations); all agree bitwise. With ctx->coopmat every
- * T runs matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
+ * gate or NULL), W one matrix. The variant follows T (1: the context's matvec; 2 to 8, 9 to 32,
+ * more: its tiers' batched configurations); all agree bitwise. With ctx->coopmat every T runs
+ * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
