@@ -171,6 +171,7 @@ static uint32_t kind_tokens(const vk_backend *b, int kind) {
 enum { TUNE_ROUNDS = 3 };
 static const double TUNE_REP_S = 0.004;   /* a timing lasts about this long (reps of a layer) */
 static const double TUNE_KIND_S = 2.0;    /* a kind's rounds beyond this: one round */
+static const double TUNE_TOTAL_S = 6.0;   /* past this, the kinds left keep their defaults */
 static const double TUNE_MARGIN = 0.97;   /* the default gives way to one at least 3% faster */
 
 static double now_s(void) {
@@ -191,7 +192,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, si
     double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0;
     baton_status st = kind_select(ctx, kind, def, err);
     if (st == BATON_OK) st = time_layer(b, T, 1, &one, err); /* builds caches and clocks up */
-    if (st == BATON_OK) st = time_layer(b, T, 1, &one, err);
+    if (st == BATON_OK && one < 0.1) st = time_layer(b, T, 1, &one, err); /* then steady */
     if (st != BATON_OK) return st;
     size_t len = strlen(out);
     if (!(one > 0.0) || members * one > 2 * TUNE_KIND_S) {
@@ -253,7 +254,14 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     char chose[sizeof b->tuning] = "";
     for (int kind = 0; kind < K_KINDS && st == BATON_OK; kind++) {
         uint32_t T = kind_tokens(b, kind);
-        if (T > 0) st = tune_kind(b, kind, T, chose, sizeof chose, err);
+        if (T == 0) continue;
+        if (now_s() - t0 > TUNE_TOTAL_S) {
+            size_t len = strlen(chose);
+            snprintf(chose + len, sizeof chose - len, "%s%s %s (kept: out of tuning time)",
+                     len ? "; " : "", kind_names[kind], kind_config_name(kind, *kind_start(ctx, kind)));
+            continue;
+        }
+        st = tune_kind(b, kind, T, chose, sizeof chose, err);
     }
     if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
     if (st != BATON_OK) return st;
