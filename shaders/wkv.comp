@@ -21,6 +21,34 @@ layout(push_constant) uniform Push {
     uint seq_slot_off, seq_first_off, seq_len_off;
 } pc;
 
+// Tokens whose k, v and r are loaded before their steps of the recurrence: in a prefill the loads
+// of the next tokens are in flight while the (sequential) recurrence runs, instead of each step
+// waiting on its own loads.
+#define WU 8u
+
+// One token of the recurrence: out = r * wkv, then the state. Every operation precise, so the
+// unrolled steps and the tail's compute bitwise the same (no contraction chosen per site).
+void wkv_step(inout float aa, inout float bb, inout float pp, float u, float w, float kk, float vv,
+              float rr, uint i) {
+    precise float ww = u + kk;              // ww = u + k
+    precise float qq = max(pp, ww);         // qq = max(pp, ww)
+    precise float e1 = exp(pp - qq);        // e1 = exp(pp - qq)
+    precise float e2 = exp(ww - qq);        // e2 = exp(ww - qq)
+    precise float a = e1 * aa + e2 * vv;    // a = e1 * aa + e2 * v
+    precise float b = e1 * bb + e2;         // b = e1 * bb + e2
+    precise float out_i = rr * (a / b);     // r * wkv
+    o[i] = out_i;
+    ww = pp + w;                            // ww = pp + w
+    qq = max(ww, kk);                       // qq = max(ww, k)
+    e1 = exp(ww - qq);
+    e2 = exp(kk - qq);
+    precise float aa2 = e1 * aa + e2 * vv;  // aa = e1 * aa + e2 * v
+    precise float bb2 = e1 * bb + e2;       // bb = e1 * bb + e2
+    aa = aa2;
+    bb = bb2;
+    pp = qq;                                // pp = qq
+}
+
 void main() {
     uint c = gl_GlobalInvocationID.x;
     uint s = gl_WorkGroupID.y;
@@ -34,23 +62,21 @@ void main() {
     float pp = state[sb + ROW_ATT_PP * pc.C];
     float u = params[pc.u_off + c];
     float w = params[pc.w_off + c];
-    for (uint t = first; t < first + n; t++) {
+    uint t = first, end = first + n;
+    for (; t + WU <= end; t += WU) {
+        float ks[WU], vs[WU], rs[WU];
+        [[unroll]] for (uint j = 0u; j < WU; j++) {
+            uint i = (t + j) * pc.C + c;
+            ks[j] = k[i];
+            vs[j] = v[i];
+            rs[j] = r[i];
+        }
+        [[unroll]] for (uint j = 0u; j < WU; j++)
+            wkv_step(aa, bb, pp, u, w, ks[j], vs[j], rs[j], (t + j) * pc.C + c);
+    }
+    for (; t < end; t++) {
         uint i = t * pc.C + c;
-        float kk = k[i], vv = v[i];
-        float ww = u + kk;                  // ww = u + k
-        float qq = max(pp, ww);             // qq = max(pp, ww)
-        float e1 = exp(pp - qq);            // e1 = exp(pp - qq)
-        float e2 = exp(ww - qq);            // e2 = exp(ww - qq)
-        float a = e1 * aa + e2 * vv;        // a = e1 * aa + e2 * v
-        float b = e1 * bb + e2;             // b = e1 * bb + e2
-        o[i] = r[i] * (a / b);              // r * wkv
-        ww = pp + w;                        // ww = pp + w
-        qq = max(ww, kk);                   // qq = max(ww, k)
-        e1 = exp(ww - qq);
-        e2 = exp(kk - qq);
-        aa = e1 * aa + e2 * vv;             // aa = e1 * aa + e2 * v
-        bb = e1 * bb + e2;                  // bb = e1 * bb + e2
-        pp = qq;                            // pp = qq
+        wkv_step(aa, bb, pp, u, w, k[i], v[i], r[i], i);
     }
     state[sb + ROW_ATT_AA * pc.C] = aa;
     state[sb + ROW_ATT_BB * pc.C] = bb;

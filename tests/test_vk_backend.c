@@ -79,9 +79,11 @@ static void test_case(const fixture_case *fc, int n_tokens) {
     baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = fc->tokens, .logits = prefill, .logits_all_tokens = true};
     step_ok(b, &s);
     d = max_abs_diff(prefill, ref, (size_t)n_tokens * V);
+    bool same = memcmp(prefill, logits, (size_t)n_tokens * V * 4) == 0;
     printf("%s: prefill: max |logit - ref| %.2e; %s token by token\n", fc->name, d,
-           memcmp(prefill, logits, (size_t)n_tokens * V * 4) == 0 ? "bitwise equal to" : "differs from");
+           same ? "bitwise equal to" : "differs from");
     CHECK_MSG(d <= bound, "%s: prefill logits off by %g", fc->name, d);
+    CHECK_MSG(same, "%s: prefill differs from token by token", fc->name);
     slot_op_ok(b->ops->slot_read(b, 1, state2, &err), &err);
     if (n_tokens == fc->n_tokens) {
         double ds = state_diff(state2, ref_state, L, C);

@@ -445,8 +445,9 @@ static void test_layernorm(int C, int rows) {
 /* Two sequences (3 tokens in slot 1, 1 token in slot 0): LayerNorm with the token shift, WKV and
  * state save. */
 static void test_shift_wkv(int C) {
-    enum { T = 4, S = 2, SLOTS = 2 };
-    const uint32_t slot_of[S] = {1, 0}, first[S] = {0, 3}, len[S] = {3, 1};
+    /* 11 tokens: wkv.comp's loads 8 tokens ahead, then a tail of 3; and a sequence of one */
+    enum { T = 12, S = 2, SLOTS = 2 };
+    const uint32_t slot_of[S] = {1, 0}, first[S] = {0, 11}, len[S] = {11, 1};
     uint64_t seed = 5;
     size_t TC = (size_t)T * C;
     vk_buffer xin = host_buffer(TC * 4), xx = host_buffer(TC * 4), outs = host_buffer(3 * TC * 4),
@@ -459,12 +460,12 @@ static void test_shift_wkv(int C) {
     double *X = malloc(TC * sizeof *X); /* LN(x), the reference's xx */
     REQUIRE(X);
     uint32_t *info = ib.mapped;
-    /* info: tok_seq at 0, seq_slot at 8, seq_first at 16, seq_len at 24 */
-    for (int t = 0; t < T; t++) info[t] = t < 3 ? 0 : 1;
+    /* info: tok_seq at 0, seq_slot at 16, seq_first at 24, seq_len at 32 */
+    for (int t = 0; t < T; t++) info[t] = t < 11 ? 0 : 1;
     for (int s = 0; s < S; s++) {
-        info[8 + s] = slot_of[s];
-        info[16 + s] = first[s];
-        info[24 + s] = len[s];
+        info[16 + s] = slot_of[s];
+        info[24 + s] = first[s];
+        info[32 + s] = len[s];
     }
     for (size_t i = 0; i < TC; i++) {
         xi[i] = vk_test_rand(&seed) * 3.0f + 1.0f;
@@ -504,16 +505,16 @@ static void test_shift_wkv(int C) {
 
     pc_ln_shift ts = {.C = (uint32_t)C, .w_off = 5u * (uint32_t)C, .b_off = 6u * (uint32_t)C,
                       .state_row = 0, .n_out = 3, .mix0_off = 0, .mix1_off = (uint32_t)C,
-                      .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0, .seq_slot_off = 8,
-                      .seq_first_off = 16, .out_stride = (uint32_t)TC, .chans = (uint32_t)C};
+                      .mix2_off = 2u * (uint32_t)C, .tok_seq_off = 0, .seq_slot_off = 16,
+                      .seq_first_off = 24, .out_stride = (uint32_t)TC, .chans = (uint32_t)C};
     vk_bind tsb[6] = {{.buf = &xin}, {.buf = &xx}, {.buf = &st}, {.buf = &pb}, {.buf = &ib},
                       {.buf = &outs}};
     pc_wkv wk = {.C = (uint32_t)C, .u_off = 3u * (uint32_t)C, .w_off = 4u * (uint32_t)C,
-                 .seq_slot_off = 8, .seq_first_off = 16, .seq_len_off = 24};
+                 .seq_slot_off = 16, .seq_first_off = 24, .seq_len_off = 32};
     vk_bind wb[8] = {{.buf = &kb}, {.buf = &vb}, {.buf = &rb}, {.buf = &ob},
                      {.buf = &st}, {.buf = &pb}, {.buf = &ib}, {.buf = &xx}};
-    pc_state_save ss = {.C = (uint32_t)C, .state_row = 4, .seq_slot_off = 8, .seq_first_off = 16,
-                        .seq_len_off = 24};
+    pc_state_save ss = {.C = (uint32_t)C, .state_row = 4, .seq_slot_off = 16, .seq_first_off = 24,
+                        .seq_len_off = 32};
     vk_bind sb[4] = {{.buf = &xx}, {.buf = &st}, {.buf = &ctx.dummy}, {.buf = &ib}};
     uint32_t gc = (uint32_t)(C + 63) / 64;
     begin();
@@ -585,9 +586,9 @@ static void test_shift_wkv(int C) {
      * shift state as the state save after it does, and the rest as it was. */
     info[0] = 0;
     info[1] = 1;
-    info[16] = 0;
-    info[17] = 1;
-    info[24] = info[25] = 1;
+    info[24] = 0;
+    info[25] = 1;
+    info[32] = info[33] = 1;
     ts.state_row = ss.state_row = 4;
     memcpy(state, before, (size_t)SLOTS * 5 * C * 4);
     ts.chans = (uint32_t)C;
