@@ -442,8 +442,8 @@ static void test_layernorm(int C, int rows) {
     vk_buffer_destroy(&ctx, &xb);
 }
 
-/* Two sequences (3 tokens in slot 1, 1 token in slot 0): LayerNorm with the token shift, WKV and
- * state save. */
+/* Two sequences (11 tokens in slot 1, 1 token in slot 0): LayerNorm with the token shift, WKV
+ * and state save. */
 static void test_shift_wkv(int C) {
     /* 11 tokens: wkv.comp's loads 8 tokens ahead, then a tail of 3; and a sequence of one */
     enum { T = 12, S = 2, SLOTS = 2 };
