@@ -151,6 +151,7 @@ typedef struct {
     int i;
     uint64_t epoch;
     bool ok;
+    uint64_t checksum;     /* what the node loaded (when ok) */
     char why[WHY_MAX];
     char device[128];
 } load_job;
@@ -182,25 +183,43 @@ static void *load_stage(void *arg) {
         return NULL;
     }
     Baton__V1__LoadResponse *l = (Baton__V1__LoadResponse *)resp;
-    if (l->header_fingerprint != r->header || l->checksum != s->checksum) {
-        snprintf(j->why, sizeof j->why,
-                 "stage %d at %s loaded different data for layers [%d, %d): checksum %016llx, "
-                 "ours %016llx (not the same model file)",
-                 j->i, target, s->plan.layer_begin, s->plan.layer_end,
-                 (unsigned long long)l->checksum, (unsigned long long)s->checksum);
+    if (l->header_fingerprint != r->header) {
+        snprintf(j->why, sizeof j->why, "stage %d at %s loaded another model (header fingerprint "
+                 "%016llx, ours %016llx)", j->i, target,
+                 (unsigned long long)l->header_fingerprint, (unsigned long long)r->header);
     } else {
         snprintf(j->device, sizeof j->device, "%s", l->device);
+        j->checksum = l->checksum;
         j->ok = true;
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return NULL;
 }
 
-/* Loads every stage at once (a node loads from its own disk, so they overlap). */
-static bool load_all(baton_remote *r, uint64_t epoch, char *why, size_t n) {
+/* The coordinator's checksum of a stage's range, from its own copy of the model file. */
+typedef struct {
+    const baton_tensor_set *set;
+    remote_stage *s;
+} hash_job;
+
+static void *hash_stage(void *arg) {
+    hash_job *h = arg;
+    const baton_plan_stage *p = &h->s->plan;
+    h->s->checksum = baton_fingerprint_range(h->set, p->layer_begin, p->layer_end,
+                                             p->with_embedding, p->with_head);
+    return NULL;
+}
+
+/* Loads every stage at once (a node loads from its own disk, so they overlap). With set (the
+ * first load), the coordinator reads its own copy of each stage's range meanwhile, a thread per
+ * stage, for the checksums every load is compared with: the start takes the longer of the two,
+ * not their sum (reading 28 GB costs seconds to minutes). */
+static bool load_all(baton_remote *r, uint64_t epoch, const baton_tensor_set *set, char *why,
+                     size_t n) {
     load_job jobs[BATON_PLAN_STAGES_MAX];
-    pthread_t threads[BATON_PLAN_STAGES_MAX];
-    bool started[BATON_PLAN_STAGES_MAX];
+    hash_job hashes[BATON_PLAN_STAGES_MAX];
+    pthread_t threads[BATON_PLAN_STAGES_MAX], hashers[BATON_PLAN_STAGES_MAX];
+    bool started[BATON_PLAN_STAGES_MAX], hashing[BATON_PLAN_STAGES_MAX];
     for (int i = 0; i < r->n_stages; i++) {
         memset(&jobs[i], 0, sizeof jobs[i]);
         jobs[i].r = r;
@@ -209,9 +228,26 @@ static bool load_all(baton_remote *r, uint64_t epoch, char *why, size_t n) {
         started[i] = pthread_create(&threads[i], NULL, load_stage, &jobs[i]) == 0;
         if (!started[i]) load_stage(&jobs[i]);
     }
+    for (int i = 0; i < r->n_stages; i++) {
+        hashing[i] = false;
+        if (set == NULL) continue;
+        hashes[i] = (hash_job){.set = set, .s = &r->stages[i]};
+        hashing[i] = pthread_create(&hashers[i], NULL, hash_stage, &hashes[i]) == 0;
+        if (!hashing[i]) hash_stage(&hashes[i]);
+    }
     bool ok = true;
     for (int i = 0; i < r->n_stages; i++) {
         if (started[i]) pthread_join(threads[i], NULL);
+        if (hashing[i]) pthread_join(hashers[i], NULL);
+        const remote_stage *s = &r->stages[i];
+        if (jobs[i].ok && jobs[i].checksum != s->checksum) {
+            snprintf(jobs[i].why, sizeof jobs[i].why,
+                     "stage %d at %s loaded different data for layers [%d, %d): checksum %016llx, "
+                     "ours %016llx (not the same model file)",
+                     i, r->nodes[s->node].target, s->plan.layer_begin, s->plan.layer_end,
+                     (unsigned long long)jobs[i].checksum, (unsigned long long)s->checksum);
+            jobs[i].ok = false;
+        }
         if (!jobs[i].ok && ok) {
             snprintf(why, n, "%s", jobs[i].why);
             ok = false;
@@ -238,7 +274,7 @@ static bool restore(baton_remote *r, char *why, size_t n) {
     pthread_mutex_lock(&r->mu);
     uint64_t epoch = r->epoch + 1;
     pthread_mutex_unlock(&r->mu);
-    if (!load_all(r, epoch, why, n)) return false;
+    if (!load_all(r, epoch, NULL, why, n)) return false;
     for (int i = 0; i < r->cfg.n_nodes; i++) r->nodes[i].instance = instances[i];
     pthread_mutex_lock(&r->mu);
     r->epoch = epoch;
@@ -548,8 +584,6 @@ baton_status baton_remote_start(baton_remote *r, const baton_plan *plan, const b
         if (s->node < 0)
             return baton_fail(err, BATON_ERR_ARG, "stage %d's host %s is not a node", i,
                               s->plan.device.host);
-        s->checksum = baton_fingerprint_range(set, s->plan.layer_begin, s->plan.layer_end,
-                                              s->plan.with_embedding, s->plan.with_head);
     }
     r->slot_epoch = calloc((size_t)n_slots, sizeof *r->slot_epoch);
     r->pending_reset = calloc((size_t)n_slots, sizeof *r->pending_reset);
@@ -558,7 +592,7 @@ baton_status baton_remote_start(baton_remote *r, const baton_plan *plan, const b
         return baton_fail(err, BATON_ERR_NOMEM, "out of memory for the pipeline");
     char why[WHY_MAX];
     r->epoch = 1;
-    if (!load_all(r, r->epoch, why, sizeof why))
+    if (!load_all(r, r->epoch, set, why, sizeof why))
         return baton_fail(err, BATON_ERR_UNAVAILABLE, "%s", why);
     r->up = true;
     if (pthread_create(&r->monitor, NULL, monitor_thread, r) != 0)

@@ -47,9 +47,10 @@ baton_status baton_remote_describe(baton_remote *r, const baton_model *model, ui
                                    baton_plan_device *devices, int max_devices, int *n_devices,
                                    baton_error *err);
 
-/* Computes each stage's checksum from set (the coordinator's own mapping), loads every stage of
- * plan with those limits, refuses a node whose loaded data differs, and starts the monitor.
- * model (the shape) and set outlive r. Then baton_remote_backend is usable. */
+/* Loads every stage of plan with those limits while computing each stage's checksum from set
+ * (the coordinator's own mapping; a thread per stage, read only during this call), refuses a
+ * node whose loaded data differs, and starts the monitor. model (the shape) outlives r. Then
+ * baton_remote_backend is usable. */
 baton_status baton_remote_start(baton_remote *r, const baton_plan *plan, const baton_model *model,
                                 const baton_tensor_set *set, int n_slots, int max_seqs,
                                 int max_tokens, baton_error *err);
