@@ -155,20 +155,10 @@ static void every_kind(baton_backend *b, float *out) {
     }
 }
 
-/* Whether the backend runs on a CPU device (its name is "vulkan:N (...)"). */
-static bool on_cpu_device(const baton_backend *b) {
-    baton_vk_device_info *infos = NULL;
-    int n = 0, index = atoi(b->name + strlen("vulkan:"));
-    baton_error err = {0};
-    REQUIRE(baton_vk_devices_list(&infos, &n, &err) == BATON_OK);
-    bool cpu = index >= 0 && index < n && strcmp(infos[index].type, "cpu") == 0;
-    free(infos);
-    return cpu;
-}
-
 /* Tuning (BATON_VK_TUNE=1) times each kind of matmul configuration the stage runs and keeps the
- * fastest: what it reports names the kinds max_tokens allows and no other, and the tuned
- * backend's logits are bitwise the untuned one's. A bad value is refused up front. coop: the
+ * fastest, checking each one's results against the default's: what it reports names the kinds
+ * max_tokens allows and no other, rejects nothing, and the tuned backend's logits are bitwise the
+ * untuned one's. A bad value is refused up front. coop: the
  * caller set BATON_VK_COOPMAT, so the tensor-core path's kinds are tuned instead. */
 static void test_tuning(const fixture_case *fc, bool coop) {
     baton_model *m = NULL;
@@ -202,11 +192,9 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     for (int i = 0; i < 4; i++)
         if (kinds[i] != NULL) CHECK_MSG(strstr(t, kinds[i]) != NULL, "no %s in: %s", kinds[i], t);
     CHECK_MSG(coop == (strstr(t, "matvec") == NULL), "the other path tuned too: %s", t);
-    /* On a CPU device one row per thread is 2.4x slower than four (docs/PERFORMANCE.md): timing
-     * that works never picks it. */
-    if (!coop && on_cpu_device(b))
-        CHECK_MSG(strstr(t, "-token b8 wr32 (") == NULL && strstr(t, "-token b32 wr32 (") == NULL,
-                  "tuning chose a configuration the sweeps measured at 0.4x: %s", t);
+    /* Tuning compares each configuration's results with the default's (test_vk_ops shows them
+     * all bitwise equal here), so it may reject none. */
+    CHECK_MSG(strstr(t, "NOT BITWISE") == NULL, "tuning found configurations that differ: %s", t);
     every_kind(b, got);
     CHECK_MSG(memcmp(got, want, (size_t)KINDS * V * 4) == 0, "%s: tuned logits differ", fc->name);
     /* Back to the tuned choice after trying another: still the same bits. */

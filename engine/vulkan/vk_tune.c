@@ -4,6 +4,7 @@
  * Tuning is safe to do by measurement because every configuration of a kind sums in the same
  * order (vk_kernels.h): which one runs changes the speed, never a bit of the results. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -180,19 +181,38 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* What the last timing left in x (T tokens: the ffn.value product of the ffn.kr product of the
+ * inputs), through the host-visible probe: floats [T][C] into out. */
+static baton_status read_x(vk_backend *b, uint32_t T, const vk_buffer *probe, float *out,
+                           baton_error *err) {
+    size_t bytes = (size_t)T * (size_t)b->C * sizeof(float);
+    baton_status st = vk_begin(&b->ctx, err);
+    if (st != BATON_OK) return st;
+    vk_copy(&b->ctx, &b->x, 0, probe, 0, bytes);
+    st = vk_submit_wait(&b->ctx, err);
+    if (st == BATON_OK) memcpy(out, probe->mapped, bytes);
+    return st;
+}
+
 /* Times every configuration of one kind (the fastest of up to TUNE_ROUNDS rounds, the
  * configurations interleaved so that a clock change hits them alike) and makes the pick its
- * start; appends what it chose to out. */
-static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, size_t size,
-                              baton_error *err) {
+ * start; appends what it chose to out. A configuration whose results after its first timing
+ * are not bitwise the default's (a driver that compiles one variant's sums differently) is
+ * never chosen, and named: on such a device tuning must not trade batch invariance for speed.
+ * ref and got: [T][C] floats each; probe: a host-visible buffer of as many. */
+static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buffer *probe,
+                              float *ref, float *got, char *out, size_t size, baton_error *err) {
     vk_context *ctx = &b->ctx;
     int *start = kind_start(ctx, kind);
     int n = kind_size(kind), def = *start, members = 0;
     for (int i = 0; i < n; i++) members += kind_has(kind, i);
     double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0;
+    bool differs[TUNE_CONFIGS_MAX] = {false};
+    size_t bytes = (size_t)T * (size_t)b->C * sizeof(float);
     baton_status st = kind_select(ctx, kind, def, err);
     if (st == BATON_OK) st = time_layer(b, T, 1, &one, err); /* builds caches and clocks up */
     if (st == BATON_OK && one < 0.1) st = time_layer(b, T, 1, &one, err); /* then steady */
+    if (st == BATON_OK) st = read_x(b, T, probe, ref, err);
     if (st != BATON_OK) return st;
     size_t len = strlen(out);
     if (!(one > 0.0) || members * one > 2 * TUNE_KIND_S) {
@@ -213,7 +233,13 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, si
             }
             double t = 0.0;
             st = time_layer(b, T, reps, &t, err);
+            if (st == BATON_OK && r == 0) st = read_x(b, T, probe, got, err);
             if (st != BATON_OK) return st;
+            if (r == 0 && memcmp(got, ref, bytes) != 0) {
+                differs[i] = true;
+                secs[i] = -1.0;
+                continue;
+            }
             if (t > 0.0 && (secs[i] == 0.0 || t < secs[i])) secs[i] = t;
         }
     int pick = vk_tune_pick(secs, n, def, TUNE_MARGIN);
@@ -229,6 +255,12 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, char *out, si
         snprintf(out + len, size - len, "%s%s %s (%.2fx as fast as %s)", len ? "; " : "",
                  kind_names[kind], kind_config_name(kind, pick), secs[def] / secs[pick],
                  kind_config_name(kind, def));
+    for (int i = 0; i < n; i++) {
+        len = strlen(out);
+        if (differs[i])
+            snprintf(out + len, size - len, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used",
+                     kind_names[kind], kind_config_name(kind, i));
+    }
     return st;
 }
 
@@ -243,14 +275,30 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
         return BATON_OK;
     }
     double t0 = now_s();
-    /* Zeros in the inputs, so no timing depends on leftover bits (NaN, subnormals). */
-    baton_status st = vk_begin(ctx, err);
-    if (st != BATON_OK) return st;
-    const vk_buffer *ins[] = {&b->xs, &b->att, &b->kfr};
-    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
-        vkCmdFillBuffer(ctx->cmd, ins[i]->buffer, 0, VK_WHOLE_SIZE, 0);
-    vk_barrier(ctx);
-    st = vk_submit_wait(ctx, err);
+    /* The same made-up inputs for every configuration (xk, xv, xr and the time mix's output:
+     * no timing depends on leftover bits, and results can be compared), and room to read the
+     * results back. */
+    uint32_t most = (uint32_t)b->max_tokens < 64 ? (uint32_t)b->max_tokens : 64;
+    size_t bytes = (size_t)most * (size_t)b->C * sizeof(float);
+    vk_buffer probe = {0};
+    float *ref = malloc(bytes), *got = malloc(bytes);
+    baton_status st = ref && got ? vk_buffer_create(ctx, bytes, true, &probe, err)
+                                 : baton_fail(err, BATON_ERR_NOMEM, "out of memory for tuning");
+    if (st == BATON_OK) {
+        float *in = probe.mapped;
+        uint64_t seed = 0x9e3779b97f4a7c15ull;
+        for (size_t i = 0; i < bytes / sizeof(float); i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            in[i] = (float)(seed >> 40) * 0x1.0p-23f - 1.0f; /* [-1, 1) */
+        }
+        st = vk_begin(ctx, err);
+    }
+    if (st == BATON_OK) {
+        for (uint32_t p = 0; p < 3; p++) vk_copy(ctx, &probe, 0, &b->xs, (VkDeviceSize)p * b->act_stride * 4, bytes);
+        vk_copy(ctx, &probe, 0, &b->att, 0, bytes);
+        vk_barrier(ctx);
+        st = vk_submit_wait(ctx, err);
+    }
     char chose[sizeof b->tuning] = "";
     for (int kind = 0; kind < K_KINDS && st == BATON_OK; kind++) {
         uint32_t T = kind_tokens(b, kind);
@@ -261,9 +309,12 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
                      len ? "; " : "", kind_names[kind], kind_config_name(kind, *kind_start(ctx, kind)));
             continue;
         }
-        st = tune_kind(b, kind, T, chose, sizeof chose, err);
+        st = tune_kind(b, kind, T, &probe, ref, got, chose, sizeof chose, err);
     }
     if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
+    vk_buffer_destroy(ctx, &probe);
+    free(ref);
+    free(got);
     if (st != BATON_OK) return st;
     snprintf(b->tuning, sizeof b->tuning, "tuned in %.2f s: %s", now_s() - t0, chose);
     return BATON_OK;
