@@ -71,8 +71,9 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * of matmul configuration (steps of one token, 2 to 8, 9 to 32, more; or the tensor-core path's
  * few- and many-token ones when it is in use) is timed on the stage's first layer at 1, 8, 32
  * and 64 tokens (within max_tokens); the default gives way only to one at least 3% faster. Every
- * configuration of a kind sums alike, so tuning never changes a result, only the speed;
- * baton_vk_kernels_reset returns to what it chose. */
+ * configuration of a kind sums alike, so tuning never changes a result, only the speed; one
+ * whose results on this device are not bitwise the default's is named ("NOT BITWISE ...") and
+ * never chosen. baton_vk_kernels_reset returns to what it chose. */
 const char *baton_vk_tuning(const baton_backend *be);
 
 /* The compute dispatches and barriers the last step of a Vulkan backend recorded (the bench's
