@@ -173,6 +173,7 @@ static void *load_stage(void *arg) {
     req.max_tokens = (uint32_t)r->base.config.max_tokens;
     req.next_target = next != NULL ? r->nodes[next->node].target : "";
     req.next_stage = next != NULL ? (uint32_t)next->plan.device.node_stage : 0;
+    req.next_same_node = next != NULL && next->node == s->node;
     ProtobufCMessage *resp = NULL;
     rpc_status rs;
     const char *target = r->nodes[s->node].target;

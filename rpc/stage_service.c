@@ -26,10 +26,18 @@ enum { FORWARDERS = 4, BATON_STAGE_TIMES_MAX = 64 };
 
 typedef enum { JOB_LOAD, JOB_STEP } job_kind;
 
+/* The compute times of the stages a step went through on this node before it reached this one
+ * (handed over in process): they go in front of this stage's in the answer. */
+typedef struct {
+    uint32_t us[BATON_STAGE_DEVICES_MAX];
+    uint32_t n;
+} stage_times;
+
 typedef struct {
     job_kind kind;
     rpc_call *call;
     ProtobufCMessage *msg; /* LoadRequest or StepRequest, the worker frees it */
+    stage_times before;    /* a step from the stage before on this node: its times */
 } job;
 
 /* A computed step on its way to the next stage. */
@@ -38,10 +46,10 @@ typedef struct {
     Baton__V1__StepRequest *msg; /* the request as it came; its header goes on */
     uint8_t *hidden;             /* this stage's output, malloc'ed */
     size_t hidden_len;
-    uint32_t us;                 /* this stage's compute time */
+    stage_times times;           /* the stages' on this node so far, this one's last */
 } forward;
 
-typedef struct {
+typedef struct stage {
     baton_stage_service *svc;
     int index;
     pthread_t forwarders[FORWARDERS];
@@ -68,6 +76,7 @@ typedef struct {
     uint64_t checksum;
     rpc_channel *next;
     uint32_t next_stage;
+    struct stage *next_local; /* the next stage when it is on this node (no channel then) */
     float *x_in, *x_out;   /* [max_tokens][n_embd] */
     baton_seq *seqs;       /* [max_seqs] */
     baton_sampling *sampling;
@@ -97,6 +106,7 @@ static void stage_unload(stage *s) {
     s->backend = NULL;
     s->model = NULL;
     s->next = NULL;
+    s->next_local = NULL;
     s->x_in = s->x_out = NULL;
     s->seqs = NULL;
     s->sampling = NULL;
@@ -163,6 +173,7 @@ static void do_load(stage *s, rpc_call *call, const Baton__V1__LoadRequest *m) {
             if (s->backend->ops->slot_reset(s->backend, (int)i, &err) != BATON_OK) break;
         rpc_channel_free(s->next);
         s->next = NULL;
+        s->next_local = NULL;
     } else {
         stage_unload(s);
         baton_model_options opt = {.layer_begin = (int)m->layer_begin, .layer_end = (int)m->layer_end,
@@ -191,13 +202,23 @@ static void do_load(stage *s, rpc_call *call, const Baton__V1__LoadRequest *m) {
         }
         if (err.status != BATON_OK) stage_unload(s);
     }
-    if (err.status == BATON_OK && m->next_target[0] != '\0' &&
-        rpc_channel_open(m->next_target, &svc->cfg.limits, &s->next, &err) != BATON_OK)
+    if (err.status == BATON_OK && m->next_same_node) {
+        /* The next stage is in this process: steps go straight into its queue. */
+        if (m->next_stage < (uint32_t)svc->cfg.n_devices && m->next_stage != (uint32_t)s->index)
+            s->next_local = &svc->stages[m->next_stage];
+        else
+            baton_fail(&err, BATON_ERR_ARG, "next stage %u is not another stage of this node",
+                       m->next_stage);
+        if (err.status != BATON_OK) stage_unload(s);
+    } else if (err.status == BATON_OK && m->next_target[0] != '\0' &&
+               rpc_channel_open(m->next_target, &svc->cfg.limits, &s->next, &err) != BATON_OK) {
         stage_unload(s);
+    }
     if (err.status != BATON_OK) {
         rpc_call_reply(call, NULL,
-                       err.status == BATON_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
-                                                     : GRPC_STATUS_FAILED_PRECONDITION,
+                       err.status == BATON_ERR_NOMEM  ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                       : err.status == BATON_ERR_ARG ? GRPC_STATUS_INVALID_ARGUMENT
+                                                      : GRPC_STATUS_FAILED_PRECONDITION,
                        err.msg);
         return;
     }
@@ -209,6 +230,11 @@ static void do_load(stage *s, rpc_call *call, const Baton__V1__LoadRequest *m) {
     fprintf(stderr, "baton node: stage %d: layers [%u, %u)%s%s on %s, epoch %llu\n", s->index,
             m->layer_begin, m->layer_end, m->with_embedding ? " +embedding" : "",
             m->with_head ? " +head" : "", s->backend->name, (unsigned long long)m->epoch);
+    if (s->next_local != NULL) {
+        printf("baton node: stage %d hands its steps to stage %u in this process\n", s->index,
+               m->next_stage);
+        fflush(stdout);
+    }
     Baton__V1__LoadResponse resp = BATON__V1__LOAD_RESPONSE__INIT;
     resp.header_fingerprint = svc->header;
     resp.checksum = s->checksum;
@@ -291,8 +317,8 @@ static void forward_free(forward *f) {
     free(f->hidden);
 }
 
-/* Calls the next stage with f's hidden states and answers f's call with what comes back, this
- * stage's time in front of the later stages' times. On a forwarder thread. */
+/* Calls the next stage with f's hidden states and answers f's call with what comes back, the
+ * times of this node's stages in front of the later stages' times. On a forwarder thread. */
 static void forward_run(stage *s, forward *f) {
     char why[RPC_DETAILS_MAX];
     Baton__V1__StepRequest next = *f->msg;
@@ -318,7 +344,7 @@ static void forward_run(stage *s, forward *f) {
     Baton__V1__StepResponse *later = (Baton__V1__StepResponse *)resp;
     uint32_t us[BATON_STAGE_TIMES_MAX];
     size_t n_us = 0;
-    us[n_us++] = f->us;
+    for (uint32_t i = 0; i < f->times.n && n_us < BATON_STAGE_TIMES_MAX; i++) us[n_us++] = f->times.us[i];
     for (size_t i = 0; i < later->n_stage_us && n_us < BATON_STAGE_TIMES_MAX; i++)
         us[n_us++] = later->stage_us[i];
     Baton__V1__StepResponse out = BATON__V1__STEP_RESPONSE__INIT;
@@ -352,9 +378,44 @@ static void *forward_thread(void *arg) {
     return NULL;
 }
 
-/* Computes a step; the last stage answers, the others hand it to a forwarder. Returns true
- * when m went with it (the forwarder frees it). */
-static bool do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m) {
+static grpc_status_code queue_job(stage *s, const job *j, const char **why);
+
+/* Hands the computed step to the next stage of this node: the same header, the hidden states as
+ * its input, into that stage's queue (a copy of the request it owns, as if it had come over
+ * gRPC), the times so far with it; the call is answered there. */
+static void hand_over(stage *s, rpc_call *call, const Baton__V1__StepRequest *m, size_t hidden_len,
+                      const stage_times *times) {
+    Baton__V1__StepRequest next = *m;
+    next.stage = s->next_stage;
+    next.n_tokens = 0;
+    next.tokens = NULL;
+    next.hidden.data = (uint8_t *)s->x_out;
+    next.hidden.len = hidden_len;
+    size_t size = baton__v1__step_request__get_packed_size(&next);
+    uint8_t *buf = malloc(size);
+    Baton__V1__StepRequest *copy = NULL;
+    if (buf != NULL) {
+        baton__v1__step_request__pack(&next, buf);
+        copy = baton__v1__step_request__unpack(NULL, size, buf);
+        free(buf);
+    }
+    if (copy == NULL) {
+        rpc_call_reply(call, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the step");
+        return;
+    }
+    job j = {.kind = JOB_STEP, .call = call, .msg = &copy->base, .before = *times};
+    const char *why = NULL;
+    grpc_status_code code = queue_job(s->next_local, &j, &why);
+    if (code != GRPC_STATUS_OK) {
+        protobuf_c_message_free_unpacked(&copy->base, NULL);
+        rpc_call_reply(call, NULL, code, why);
+    }
+}
+
+/* Computes a step; the last stage answers, the others hand it to the next stage of this node or
+ * to a forwarder. Returns true when m went with it (the forwarder frees it). before: the times of
+ * the stages of this node it went through already. */
+static bool do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m, const stage_times *before) {
     char why[RPC_DETAILS_MAX];
     if (!s->loaded || m->epoch != s->epoch) {
         snprintf(why, sizeof why, "stage %d is not loaded for epoch %llu", s->index,
@@ -394,19 +455,25 @@ static bool do_step(stage *s, rpc_call *call, Baton__V1__StepRequest *m) {
         rpc_call_reply(call, NULL, status_code(st), err.msg);
         return false;
     }
-    uint32_t us = elapsed_us(&t0);
+    stage_times times = *before;
+    if (times.n < BATON_STAGE_DEVICES_MAX) times.us[times.n++] = elapsed_us(&t0);
+    size_t hidden_len = (size_t)total * (size_t)s->svc->n_embd * sizeof(float);
     if (last) {
         Baton__V1__StepResponse resp = BATON__V1__STEP_RESPONSE__INIT;
         resp.n_tokens_out = step.tokens_out != NULL ? m->n_slots : 0;
         resp.tokens_out = s->tokens_out;
-        resp.n_stage_us = 1;
-        resp.stage_us = &us;
+        resp.n_stage_us = times.n;
+        resp.stage_us = times.us;
         rpc_call_reply(call, &resp.base, GRPC_STATUS_OK, "");
         return false;
     }
+    if (s->next_local != NULL) {
+        hand_over(s, call, m, hidden_len, &times);
+        return false;
+    }
     /* Forward: the same header, this stage's hidden states instead of the input. */
-    forward f = {.call = call, .msg = m, .us = us};
-    f.hidden_len = (size_t)total * (size_t)s->svc->n_embd * sizeof(float);
+    forward f = {.call = call, .msg = m, .times = times};
+    f.hidden_len = hidden_len;
     f.hidden = malloc(f.hidden_len);
     if (f.hidden == NULL) {
         rpc_call_reply(call, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the step");
@@ -451,7 +518,7 @@ static void *stage_thread(void *arg) {
         pthread_mutex_unlock(&s->mu);
         bool kept = false;
         if (j.kind == JOB_LOAD) do_load(s, j.call, (Baton__V1__LoadRequest *)j.msg);
-        else kept = do_step(s, j.call, (Baton__V1__StepRequest *)j.msg);
+        else kept = do_step(s, j.call, (Baton__V1__StepRequest *)j.msg, &j.before);
         if (!kept) protobuf_c_message_free_unpacked(j.msg, NULL);
     }
     /* Stopping: whatever still waits is refused. */
@@ -465,6 +532,26 @@ static void *stage_thread(void *arg) {
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+/* Puts a job in the stage's queue: GRPC_STATUS_OK, or the status to answer its call with and
+ * *why (the caller answers, and frees the message). */
+static grpc_status_code queue_job(stage *s, const job *j, const char **why) {
+    pthread_mutex_lock(&s->mu);
+    grpc_status_code code = GRPC_STATUS_OK;
+    if (s->stopping) {
+        code = GRPC_STATUS_UNAVAILABLE;
+        *why = "the node is shutting down";
+    } else if (s->len == s->svc->cfg.queue_max) {
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        *why = "the stage's queue is full";
+    } else {
+        s->queue[(s->head + s->len) % s->svc->cfg.queue_max] = *j;
+        s->len++;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return code;
 }
 
 /* Queues a Load or Step for its stage, or answers the call when it cannot. */
@@ -486,21 +573,12 @@ static void enqueue(baton_stage_service *svc, rpc_call *call, job_kind kind,
         return;
     }
     stage *s = &svc->stages[index];
-    pthread_mutex_lock(&s->mu);
-    const char *refusal = s->stopping                          ? "the node is shutting down"
-                          : s->len == svc->cfg.queue_max       ? "the stage's queue is full"
-                                                               : NULL;
-    if (refusal == NULL) {
-        s->queue[(s->head + s->len) % svc->cfg.queue_max] = (job){kind, call, m};
-        s->len++;
-        pthread_cond_signal(&s->cond);
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (refusal != NULL) {
+    job j = {.kind = kind, .call = call, .msg = m};
+    const char *why = NULL;
+    grpc_status_code code = queue_job(s, &j, &why);
+    if (code != GRPC_STATUS_OK) {
         protobuf_c_message_free_unpacked(m, NULL);
-        rpc_call_reply(call, NULL,
-                       s->stopping ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
-                       refusal);
+        rpc_call_reply(call, NULL, code, why);
     }
 }
 

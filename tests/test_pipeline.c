@@ -3,6 +3,8 @@
  *     equal `baton run` byte for byte; Info lists the three stages on their nodes;
  *   - the embedded default with two stages on one device (--split 3,3, and --devices cpu,cpu):
  *     the same equality;
+ *   - two stages on one node and one on another: the node passes steps between its stages in
+ *     process, and the same equality;
  *   - a node with another model is refused: other data (same shapes) by the range checksum,
  *     another shape by the header fingerprint;
  *   - a node killed mid-generation: its stream ends UNAVAILABLE within 5 s, Health says
@@ -40,12 +42,17 @@ static void pause_ms(int ms) { /* polling, not synchronizing */
     nanosleep(&t, NULL);
 }
 
-/* Starts `baton node --listen LISTEN --model PATH` and reads the address it prints. */
-static void node_start(test_server *n, const char *listen, const char *path) {
+/* Starts `baton node --listen LISTEN --model PATH [EXTRA]` and reads the address it prints. */
+static void node_start_with(test_server *n, const char *listen, const char *path, const char *extra) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "exec '%s' node --listen %s --model '%s'", cli_bin(), listen, path);
+    snprintf(cmd, sizeof cmd, "exec '%s' node --listen %s --model '%s' %s", cli_bin(), listen, path,
+             extra);
     test_spawn(n, cmd, "baton node");
     remember(n->pid);
+}
+
+static void node_start(test_server *n, const char *listen, const char *path) {
+    node_start_with(n, listen, path, "");
 }
 
 static void node_kill(test_server *n) {
@@ -235,6 +242,36 @@ static void check_embedded(const char *args_extra, int n_stages) {
     CHECK(coordinator_stop(&s) == 0);
 }
 
+/* Two stages on one node (--devices cpu,cpu) and the third on another: the first node hands
+ * its steps from its first stage to its second in process (it says so), and the output is still
+ * `baton run`'s. */
+static void check_same_node(void) {
+    test_server a, b;
+    node_start_with(&a, "127.0.0.1:0", model, "--devices cpu,cpu");
+    node_start(&b, "127.0.0.1:0", model);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "--model '%s' --tokenizer bytes --nodes %s,%s --split 2,2,2 --step-timeout-ms 5000",
+             model, a.addr, b.addr);
+    test_server s;
+    coordinator_start(&s, args);
+    char rest[256];
+    CHECK_MSG(serve_read_line(&a, "baton node: stage 0 hands its steps to stage ", rest, sizeof rest,
+                              5000) &&
+                  strncmp(rest, "1 in this process", 17) == 0,
+              "node %s did not pass stage 0's steps to stage 1 in process", a.addr);
+    Baton__V1__InfoResponse *in = info(&s);
+    CHECK(in->n_stages == 3);
+    for (size_t i = 0; i < in->n_stages && i < 3; i++)
+        CHECK_MSG(strcmp(in->stages[i]->host, i < 2 ? a.addr : b.addr) == 0, "stage %zu on %s", i,
+                  in->stages[i]->host);
+    protobuf_c_message_free_unpacked(&in->base, NULL);
+    check_prompts(&s);
+    CHECK(coordinator_stop(&s) == 0);
+    CHECK(node_stop(&a) == 0);
+    CHECK(node_stop(&b) == 0);
+}
+
 /* A coordinator over one node with path: it must refuse, naming why. */
 static void check_refused(const char *path, const char *why) {
     test_server n;
@@ -265,6 +302,7 @@ int main(void) {
     check_embedded("--devices cpu,cpu", 2);
     check_refused(model_other, "loaded different data");
     check_refused(model_shape, "different model");
+    check_same_node();
     check_nodes();
     return test_result();
 }
