@@ -385,6 +385,13 @@ static grpc_status_code queue_job(stage *s, const job *j, const char **why);
  * gRPC), the times so far with it; the call is answered there. */
 static void hand_over(stage *s, rpc_call *call, const Baton__V1__StepRequest *m, size_t hidden_len,
                       const stage_times *times) {
+    /* A chain inside one node passes each of its stages once: more hops than stages is a loop
+     * that the Loads made (no deadline would end it, as one does over gRPC). */
+    if (times->n >= (uint32_t)s->svc->cfg.n_devices) {
+        rpc_call_reply(call, NULL, GRPC_STATUS_FAILED_PRECONDITION,
+                       "the stages of this node were loaded into a loop");
+        return;
+    }
     Baton__V1__StepRequest next = *m;
     next.stage = s->next_stage;
     next.n_tokens = 0;

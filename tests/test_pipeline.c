@@ -4,7 +4,7 @@
  *   - the embedded default with two stages on one device (--split 3,3, and --devices cpu,cpu):
  *     the same equality;
  *   - two stages on one node and one on another: the node passes steps between its stages in
- *     process, and the same equality;
+ *     process, and the same equality; a node's stages Loaded into a loop end a step, not spin;
  *   - a node with another model is refused: other data (same shapes) by the range checksum,
  *     another shape by the header fingerprint;
  *   - a node killed mid-generation: its stream ends UNAVAILABLE within 5 s, Health says
@@ -12,6 +12,7 @@
  *     (SERVING, equal output again); a stalled node (SIGSTOP) the same, within the step timeout;
  *     the coordinator never exits and stops cleanly. */
 #include "baton/v1/inference.pb-c.h"
+#include "baton/v1/stage.pb-c.h"
 #include "test_serve_harness.h"
 
 enum { NODES = 3, PIDS_MAX = 16, RECOVER_MS = 30000 };
@@ -272,6 +273,50 @@ static void check_same_node(void) {
     CHECK(node_stop(&b) == 0);
 }
 
+/* A node's two stages Loaded into a loop (0 hands to 1, 1 to 0, both middle stages): a step
+ * ends with FAILED_PRECONDITION instead of going round for ever. */
+static void check_loop(void) {
+    test_server n;
+    node_start_with(&n, "127.0.0.1:0", model, "--devices cpu,cpu");
+    rpc_limits limits = rpc_limits_default();
+    rpc_channel *ch = NULL;
+    REQUIRE(rpc_channel_open(n.addr, &limits, &ch, NULL) == BATON_OK);
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    for (uint32_t i = 0; i < 2; i++) {
+        Baton__V1__LoadRequest load = BATON__V1__LOAD_REQUEST__INIT;
+        load.stage = i;
+        load.epoch = 1;
+        load.layer_begin = 2;
+        load.layer_end = 4;
+        load.n_slots = load.max_seqs = load.max_tokens = 1;
+        load.next_target = n.addr;
+        load.next_stage = 1 - i;
+        load.next_same_node = true;
+        bool ok = rpc_call_unary(ch, "/baton.v1.Stage/Load", &load.base,
+                                 &baton__v1__load_response__descriptor, 20000, &resp, &st);
+        CHECK_MSG(ok, "Load of stage %u: %s", i, ok ? "" : st.message);
+        if (ok) protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    Baton__V1__StepRequest step = BATON__V1__STEP_REQUEST__INIT;
+    int32_t slot = 0, count = 1;
+    float hidden[64] = {0}; /* the model's n_embd */
+    step.epoch = 1;
+    step.n_slots = step.n_seq_tokens = 1;
+    step.slots = &slot;
+    step.seq_tokens = &count;
+    step.hidden.data = (uint8_t *)hidden;
+    step.hidden.len = sizeof hidden;
+    bool ok = rpc_call_unary(ch, "/baton.v1.Stage/Step", &step.base,
+                             &baton__v1__step_response__descriptor, 10000, &resp, &st);
+    CHECK_MSG(!ok && st.code == GRPC_STATUS_FAILED_PRECONDITION && strstr(st.message, "loop"),
+              "a step through a loop: %s (%s)", ok ? "answered" : rpc_status_name(st.code),
+              ok ? "" : st.message);
+    if (ok) protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_channel_free(ch);
+    CHECK(node_stop(&n) == 0);
+}
+
 /* A coordinator over one node with path: it must refuse, naming why. */
 static void check_refused(const char *path, const char *why) {
     test_server n;
@@ -303,6 +348,7 @@ int main(void) {
     check_refused(model_other, "loaded different data");
     check_refused(model_shape, "different model");
     check_same_node();
+    check_loop();
     check_nodes();
     return test_result();
 }
