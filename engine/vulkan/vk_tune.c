@@ -249,7 +249,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         snprintf(out + len, size - len, "%s%s %s (the default)", len ? "; " : "", kind_names[kind],
                  kind_config_name(kind, pick));
     else if (!(secs[def] > 0.0)) /* the default gave no time: no ratio to print */
-        snprintf(out + len, size - len, "%s%s %s (the default, %s, gave no time)", len ? "; " : "",
+        snprintf(out + len, size - len, "%s%s %s (the default %s gave no time)", len ? "; " : "",
                  kind_names[kind], kind_config_name(kind, pick), kind_config_name(kind, def));
     else
         snprintf(out + len, size - len, "%s%s %s (%.2fx as fast as %s)", len ? "; " : "",
