@@ -111,16 +111,6 @@ static void check_prompts(const test_server *s) {
     check_same(s, opts); /* two prefill chunks */
 }
 
-/* The stages Info reports. */
-static Baton__V1__InfoResponse *info(const test_server *s) {
-    Baton__V1__InfoRequest req = BATON__V1__INFO_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    rpc_status st;
-    REQUIRE(rpc_call_unary(s->channel, "/baton.v1.Inference/Info", &req.base,
-                           &baton__v1__info_response__descriptor, 5000, &resp, &st));
-    return (Baton__V1__InfoResponse *)resp;
-}
-
 static bool wait_health(const test_server *s, int want, int ms) {
     long long until = test_now_ms() + ms;
     while (test_now_ms() < until) {
@@ -184,7 +174,7 @@ static void check_nodes(void) {
     coordinator_start(&s, args);
     check_prompts(&s);
 
-    Baton__V1__InfoResponse *in = info(&s);
+    Baton__V1__InfoResponse *in = serve_info(&s);
     CHECK(in->n_stages == NODES);
     for (size_t i = 0; i < in->n_stages && i < NODES; i++) {
         const Baton__V1__StageInfo *st = in->stages[i];
@@ -233,7 +223,7 @@ static void check_embedded(const char *args_extra, int n_stages) {
     snprintf(args, sizeof args, "--model '%s' --tokenizer bytes %s", model, args_extra);
     test_server s;
     coordinator_start(&s, args);
-    Baton__V1__InfoResponse *in = info(&s);
+    Baton__V1__InfoResponse *in = serve_info(&s);
     CHECK_MSG(in->n_stages == (size_t)n_stages, "%s: %zu stages", args_extra, in->n_stages);
     if (in->n_stages == 2)
         CHECK(in->stages[0]->layer_end == 3 && in->stages[1]->layer_begin == 3 &&
@@ -261,7 +251,7 @@ static void check_same_node(void) {
                               5000) &&
                   strncmp(rest, "1 in this process", 17) == 0,
               "node %s did not pass stage 0's steps to stage 1 in process", a.addr);
-    Baton__V1__InfoResponse *in = info(&s);
+    Baton__V1__InfoResponse *in = serve_info(&s);
     CHECK(in->n_stages == 3);
     for (size_t i = 0; i < in->n_stages && i < 3; i++)
         CHECK_MSG(strcmp(in->stages[i]->host, i < 2 ? a.addr : b.addr) == 0, "stage %zu on %s", i,

@@ -227,17 +227,14 @@ static void check_invalid(const test_server *s) {
 static void check_unary(const test_server *s) {
     rpc_status rs;
     ProtobufCMessage *resp = NULL;
-    Baton__V1__InfoRequest info_req = BATON__V1__INFO_REQUEST__INIT;
-    REQUIRE(rpc_call_unary(s->channel, "/baton.v1.Inference/Info", &info_req.base,
-                           &baton__v1__info_response__descriptor, 5000, &resp, &rs));
-    Baton__V1__InfoResponse *info = (Baton__V1__InfoResponse *)resp;
+    Baton__V1__InfoResponse *info = serve_info(s);
     CHECK(info->model != NULL && info->model->n_layer == 4 && info->model->n_embd == 64 &&
           info->model->n_vocab == 256 && strcmp(info->model->dtype, "fp16") == 0);
     CHECK(info->n_stages == 1 && info->stages[0]->layer_begin == 0 &&
           info->stages[0]->layer_end == 4 && info->stages[0]->with_head);
     CHECK(info->limits != NULL && info->limits->max_streams == 4 &&
           info->limits->max_prompt_tokens == 1500);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
 
     Baton__V1__TokenizeRequest tok_req = BATON__V1__TOKENIZE_REQUEST__INIT;
     tok_req.text = "AB";

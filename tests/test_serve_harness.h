@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "baton/v1/inference.pb-c.h"
 #include "cli.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc_client.h"
@@ -75,6 +76,16 @@ static inline int serve_health(rpc_channel *ch, const char *service) {
 
 /* Runs cmd through the shell with its stdout on a pipe, reads the line "<what>: listening on
  * 127.0.0.1:PORT" it prints (bounded), and sets s->pid, s->out_fd and s->addr. */
+/* The server's Info (the caller frees it with protobuf_c_message_free_unpacked). */
+static inline Baton__V1__InfoResponse *serve_info(const test_server *s) {
+    Baton__V1__InfoRequest req = BATON__V1__INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rpc_status st;
+    REQUIRE(rpc_call_unary(s->channel, "/baton.v1.Inference/Info", &req.base,
+                           &baton__v1__info_response__descriptor, 5000, &resp, &st));
+    return (Baton__V1__InfoResponse *)resp;
+}
+
 static inline void test_spawn(test_server *s, const char *cmd, const char *what) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
