@@ -1,6 +1,7 @@
 #version 450
-// y = W x on the tensor cores (GL_NV_cooperative_matrix), opt-in (BATON_VK_COOPMAT): W fp16 as
-// uploaded for matmul.comp (interleaved row blocks), x split into two fp16 halves, x = hi + lo
+// y = W x on the tensor cores (GL_NV_cooperative_matrix), where the backend's tuning chooses
+// them or BATON_VK_COOPMAT=1 asks: W fp16 as uploaded for matmul.comp (interleaved row blocks),
+// x split into two fp16 halves, x = hi + lo
 // (hi = fp16(x), lo = fp16(x - hi): about 22 bits of x, where fp16 alone keeps 11), products
 // accumulated in fp32 by 16x8x8 matrix products.
 //

@@ -671,8 +671,9 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (tune)
         s = vk_backend_tune(b, err);
     else
-        snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults",
-                 tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it");
+        snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults; "
+                 "path: %s", tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it",
+                 vk_backend_path(b));
     if (s != BATON_OK) goto out_backend;
     *out = &b->base;
     return BATON_OK;

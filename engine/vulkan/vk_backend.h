@@ -12,8 +12,9 @@
  *
  * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
  * (baton_vk_validation_messages); BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
- * BATON_VK_COOPMAT=1 runs every matmul on the tensor cores where the device has
- * VK_NV_cooperative_matrix (another order of sums, so other bits; see baton_vk_coopmat_state);
+ * BATON_VK_COOPMAT: whether every matmul runs on the tensor cores where the device has
+ * VK_NV_cooperative_matrix (another order of sums, so other bits): unset, tuning chooses; 1
+ * always; 0 never (see baton_vk_coopmat_state);
  * BATON_VK_TUNE=1 or 0: whether a new backend times its matmul configurations on its own weights
  * and keeps the fastest (unset: on GPUs, not on CPU devices; see baton_vk_tuning). */
 #ifndef BATON_VK_BACKEND_H
@@ -113,11 +114,20 @@ const char *baton_vk_profile_name(int i);
 
 /* The tensor-core matmul (shaders/matmul_coop.comp: GL_NV_cooperative_matrix 16x8x8 products,
  * activations split into fp16 hi + lo, fp32 sums), for every matrix and token count. The device
- * is set up for it only when BATON_VK_COOPMAT is set at backend creation and the device has
- * VK_NV_cooperative_matrix with the 16x8x8 fp16/fp32 product: BATON_VK_COOPMAT=1 then uses it
- * from the start, any other value (e.g. "ready") only prepares it for baton_vk_coopmat_use.
- * "emulate" and "emulate-ready" do the same with its EMULATE variants (the same sums in plain
- * fp32) on any device: tests.
+ * is set up for it where it has VK_NV_cooperative_matrix with the 16x8x8 fp16/fp32 product,
+ * unless BATON_VK_COOPMAT=0. What runs, by BATON_VK_COOPMAT at backend creation:
+ *   unset, "" or "auto": the backend's tuning chooses (BATON_VK_TUNE; baton_vk_tuning says
+ *       what and why): once the default path is tuned it holds the tensor cores' results on
+ *       made-up inputs to the default path's (within 1e-4 of each product's largest output),
+ *       tunes their configurations, and runs every matmul on them when vk_tune_coop_wins
+ *       (engine/vulkan/vk_kernels.h) finds them clearly faster; untuned, the default path;
+ *   "1": the tensor cores from the start;  "0": never;
+ *   "ready": set up, used only when baton_vk_coopmat_use asks.
+ * "emulate", "emulate-ready" and "emulate-auto" do the same with its EMULATE variants (the same
+ * sums in plain fp32) on any device: tests. Any other value is refused (BATON_ERR_ARG).
+ * The two paths' results differ in the last bits, so the choice holds for the backend's life
+ * (batch invariance holds on each); pin "0" or "1" where logits must be bitwise the same across
+ * restarts or devices.
  * *ready: set up; *active: in use. Returns why it is not ready ("" when it is). */
 const char *baton_vk_coopmat_state(const baton_backend *be, bool *ready, bool *active);
 /* Switches it on or off for later steps; on builds its pipelines first (BATON_ERR_UNSUPPORTED

@@ -58,8 +58,11 @@ typedef struct {
     uint32_t o_tok_seq, o_seq_slot, o_seq_first, o_seq_len, o_last_map, o_all_map, o_params;
     uint32_t info_words;
     VkDeviceSize up_x_off, down_tok_off;
-    char tuning[400];   /* what vk_backend_tune chose, or why it did not run */
+    char tuning[800];   /* what vk_backend_tune chose, or why it did not run */
 } vk_backend;
+
+/* Which matmul path the backend runs and why, in a few words: "fp32 (no tensor cores)". */
+const char *vk_backend_path(const vk_backend *b);
 
 /* Chooses the fastest matmul configurations for this stage on this device (BATON_VK_TUNE), timing
  * each on the stage's first layer, and makes them the ones vk_kernels_reset returns to; writes

@@ -582,8 +582,34 @@ baton_status vk_pipeline_ensure(vk_context *ctx, baton_shader_id shader, baton_e
     return BATON_OK;
 }
 
+bool vk_coop_mode_parse(const char *env, vk_coop_mode *mode, bool *emulate) {
+    static const struct {
+        const char *value;
+        vk_coop_mode mode;
+        bool emulate;
+    } values[] = {
+        {"", VK_COOP_AUTO, false},         {"auto", VK_COOP_AUTO, false},
+        {"0", VK_COOP_OFF, false},         {"1", VK_COOP_ON, false},
+        {"ready", VK_COOP_READY, false},   {"emulate", VK_COOP_ON, true},
+        {"emulate-ready", VK_COOP_READY, true}, {"emulate-auto", VK_COOP_AUTO, true},
+    };
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        if (strcmp(env != NULL ? env : "", values[i].value) == 0) {
+            *mode = values[i].mode;
+            *emulate = values[i].emulate;
+            return true;
+        }
+    return false;
+}
+
 baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err) {
     memset(ctx, 0, sizeof *ctx);
+    const char *coop_env = getenv("BATON_VK_COOPMAT");
+    bool coop_emulate = false;
+    if (!vk_coop_mode_parse(coop_env, &ctx->coop_mode, &coop_emulate))
+        return baton_fail(err, BATON_ERR_ARG, "BATON_VK_COOPMAT=%.60s: expected auto (or unset: "
+                          "the tensor cores where the device has them and tuning finds them "
+                          "faster), 1 (always), 0 (never) or ready (set up, not used)", coop_env);
     ctx->queue_family = UINT32_MAX;
     double timeout_s = 120.0;
     const char *t = getenv("BATON_VK_TIMEOUT_S");
@@ -646,14 +672,10 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qi,
     };
-    /* The tensor-core matmul, only when asked for (BATON_VK_COOPMAT) and the device has it:
-     * otherwise the device is created exactly as without it. */
-    const char *coop_env = getenv("BATON_VK_COOPMAT");
-    bool coop_asked = coop_env != NULL && coop_env[0] != '\0' && strcmp(coop_env, "0") != 0;
-    /* "emulate" (in use from the start) or "emulate-ready": the tensor-core path's EMULATE
-     * variants, on any device (tests). */
-    bool coop_emulate = coop_asked && strncmp(coop_env, "emulate", 7) == 0;
-    if (coop_emulate) coop_asked = false;
+    /* The tensor-core matmul where the device has it, unless BATON_VK_COOPMAT=0 (or its
+     * emulation, which needs nothing of the device): otherwise the device is created exactly as
+     * without it. */
+    bool coop_asked = ctx->coop_mode != VK_COOP_OFF && !coop_emulate;
     VkPhysicalDeviceCooperativeMatrixFeaturesNV coop_on = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
@@ -670,7 +692,7 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         .storageBuffer16BitAccess = VK_TRUE, /* the weights' fragments load as float16_t */
     };
     const char *coop_ext = "VK_NV_cooperative_matrix";
-    snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "BATON_VK_COOPMAT is not set");
+    snprintf(ctx->coopmat_why, sizeof ctx->coopmat_why, "BATON_VK_COOPMAT=0");
     if (coop_asked && coopmat_supported(ctx->instance, ctx->phys, &ctx->info, ctx->coopmat_why,
                                         sizeof ctx->coopmat_why)) {
         di.pNext = &f11_on;
@@ -810,11 +832,10 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     s = vk_kernels_reset(ctx, err);
     if (s != BATON_OK) goto out_dummy;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it
-     * does not, the engine goes on without it). Any other value builds it at first use
-     * (vk_coopmat_use), after whatever the caller measures without it. */
+     * does not, the engine goes on without it). Otherwise it builds at first use
+     * (vk_coopmat_use): the backend's tuning (auto) or the caller's choice (ready). */
     if (coop_emulate) ctx->coopmat_ready = ctx->coopmat_emulated = true;
-    if (ctx->coopmat_ready && (strcmp(coop_env, "1") == 0 || strcmp(coop_env, "emulate") == 0))
-        vk_coopmat_use(ctx, true, NULL);
+    if (ctx->coopmat_ready && ctx->coop_mode == VK_COOP_ON) vk_coopmat_use(ctx, true, NULL);
     return BATON_OK;
 
 out_dummy:

@@ -36,6 +36,19 @@ typedef struct {
     bool used;
 } vk_dset_entry;
 
+/* What BATON_VK_COOPMAT asks of the tensor-core path (vk_coop_mode_parse). */
+typedef enum {
+    VK_COOP_AUTO,  /* unset, "" or "auto": set up where the device has it; tuning decides */
+    VK_COOP_OFF,   /* "0": the device is created without it */
+    VK_COOP_ON,    /* "1": every matmul on it from the start */
+    VK_COOP_READY, /* "ready": set up, used only when asked (baton_vk_coopmat_use) */
+} vk_coop_mode;
+
+/* Reads a BATON_VK_COOPMAT value (NULL: unset); "emulate", "emulate-ready" and "emulate-auto"
+ * are ON, READY and AUTO on the EMULATE variants (*emulate), which any device runs. False for
+ * anything else. */
+bool vk_coop_mode_parse(const char *env, vk_coop_mode *mode, bool *emulate);
+
 /* A command buffer recorded for a step of a given shape, submitted again for every later step
  * of that shape (the step's data lives in buffers the host fills before each submit). */
 enum { VK_REPLAYS = 8, VK_REPLAY_KEY = 6 };
@@ -83,8 +96,9 @@ typedef struct {
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
     int mm8, mm32, mm64;  /* the batched ones (vk_batched_configs) for steps of 2 to 8, 9 to 32
                            * and more tokens */
-    bool coopmat_ready;   /* BATON_VK_COOPMAT set and the device runs matmul_coop.comp */
-    bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or selected) */
+    vk_coop_mode coop_mode; /* what BATON_VK_COOPMAT asked for */
+    bool coopmat_ready;   /* the device runs matmul_coop.comp (set up for it) */
+    bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or chosen) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */

@@ -105,6 +105,14 @@ int vk_tune_pick(const double *secs, int n, int current, double margin) {
     return secs[fastest] < margin * secs[current] ? fastest : current;
 }
 
+bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, double many_coop) {
+    if (!(one_fp32 > 0.0 && one_coop > 0.0)) return false;
+    bool many = many_fp32 > 0.0 || many_coop > 0.0;
+    if (many && !(many_fp32 > 0.0 && many_coop > 0.0)) return false;
+    if (!many) return one_coop <= VK_COOP_GAIN * one_fp32;
+    return many_coop <= VK_COOP_GAIN * many_fp32 && one_coop <= VK_COOP_SLACK * one_fp32;
+}
+
 void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) {
     uint32_t most = (C + 255) / 256, g = (32 + rows - 1) / rows;
     if (g > most) g = most;

@@ -98,6 +98,18 @@ baton_status vk_kernels_reset(vk_context *ctx, baton_error *err);
  * the fastest when `current` was not measured; `current` when none was. */
 int vk_tune_pick(const double *secs, int n, int current, double margin);
 
+/* Whether a stage should run every matmul on the tensor cores (BATON_VK_COOPMAT unset or auto),
+ * from tuning's best times of the two paths' kernels on its first layer (seconds; <= 0: not
+ * timed): at one token (one_*) and at the most tokens the stage runs in a step, up to 64
+ * (many_*; <= 0 for both where it runs at most 8). Yes when the tensor cores are at least
+ * 1/VK_COOP_GAIN times as fast at the most tokens (at one token where there are no more) and
+ * take at most VK_COOP_SLACK times as long at one. The two paths give different bits, so the
+ * choice must be clear-cut, not noise: a stage started again on the same device should choose
+ * the same. */
+#define VK_COOP_GAIN 0.8
+#define VK_COOP_SLACK 1.1
+bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, double many_coop);
+
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
  * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant,
  * sized for lavapipe's 32 KiB of shared memory).

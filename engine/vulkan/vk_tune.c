@@ -3,6 +3,8 @@
  *
  * Tuning is safe to do by measurement because every configuration of a kind sums in the same
  * order (vk_kernels.h): which one runs changes the speed, never a bit of the results. */
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,9 +201,11 @@ static baton_status read_x(vk_backend *b, uint32_t T, const vk_buffer *probe, fl
  * start; appends what it chose to out. A configuration whose results after its first timing
  * are not bitwise the default's (a driver that compiles one variant's sums differently) is
  * never chosen, and named: on such a device tuning must not trade batch invariance for speed.
- * ref and got: [T][C] floats each; probe: a host-visible buffer of as many. */
+ * ref and got: [T][C] floats each; probe: a host-visible buffer of as many. *best: the
+ * pick's time (0: none was timed). */
 static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buffer *probe,
-                              float *ref, float *got, char *out, size_t size, baton_error *err) {
+                              float *ref, float *got, char *out, size_t size, double *best,
+                              baton_error *err) {
     vk_context *ctx = &b->ctx;
     int *start = kind_start(ctx, kind);
     int n = kind_size(kind), def = *start, members = 0;
@@ -244,6 +248,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         }
     int pick = vk_tune_pick(secs, n, def, TUNE_MARGIN);
     *start = pick;
+    *best = secs[pick] > 0.0 ? secs[pick] : 0.0;
     st = kind_select(ctx, kind, pick, err);
     if (pick == def)
         snprintf(out + len, size - len, "%s%s %s (the default)", len ? "; " : "", kind_names[kind],
@@ -264,14 +269,215 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     return st;
 }
 
+const char *vk_backend_path(const vk_backend *b) {
+    const vk_context *ctx = &b->ctx;
+    if (ctx->coopmat) return "tensor cores (BATON_VK_COOPMAT=1)";
+    switch (ctx->coop_mode) {
+    case VK_COOP_OFF: return "fp32 (BATON_VK_COOPMAT=0)";
+    case VK_COOP_READY: return "fp32 (BATON_VK_COOPMAT=ready: the tensor cores only when asked)";
+    case VK_COOP_ON: return "fp32 (BATON_VK_COOPMAT=1, but no tensor cores here)";
+    default: return ctx->coopmat_ready ? "fp32 (tuning chooses the tensor cores)" : "fp32 (no tensor cores)";
+    }
+}
+
+/* n made-up floats in [-1, 1), the same every time. */
+static void fill_noise(float *out, size_t n) {
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        out[i] = (float)(seed >> 40) * 0x1.0p-23f - 1.0f;
+    }
+}
+
+/* What tuning has timed so far: when it began, and each kind's tokens and best time. */
+typedef struct {
+    double t0;
+    uint32_t tokens[K_KINDS];
+    double best[K_KINDS];
+} tune_times;
+
+static void append(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *out, size_t size, const char *fmt, ...) {
+    size_t len = strlen(out);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + len, size - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Tunes every kind the stage runs on the path in use (kind_tokens), within the time left. */
+static baton_status tune_path(vk_backend *b, const vk_buffer *probe, float *ref, float *got,
+                              char *out, size_t size, tune_times *tt, baton_error *err) {
+    for (int kind = 0; kind < K_KINDS; kind++) {
+        uint32_t T = kind_tokens(b, kind);
+        if (T == 0) continue;
+        tt->tokens[kind] = T;
+        if (now_s() - tt->t0 > TUNE_TOTAL_S) {
+            append(out, size, "%s%s %s (kept: out of tuning time)", out[0] ? "; " : "",
+                   kind_names[kind], kind_config_name(kind, *kind_start(&b->ctx, kind)));
+            continue;
+        }
+        baton_status st = tune_kind(b, kind, T, probe, ref, got, out, size, &tt->best[kind], err);
+        if (st != BATON_OK) return st;
+    }
+    return BATON_OK;
+}
+
+/* The tensor cores' results on the guard's inputs must be within this much of the fp32 path's,
+ * relative to the largest of each product's outputs. Their products of fp16 halves are exact,
+ * so with fp32 sums they differ from it by the order of sums and x's 22 bits: 2e-7 to 5e-7
+ * emulated on lavapipe. Tensor cores that truncate their fp32 sums (a bias toward zero of up to
+ * about half an ulp of the running sum per 8-term product, some 2e-5 over a segment's 2560
+ * terms) pass; x rounded to fp16 alone (about 2e-4, past the fixtures' bounds in runs C and D),
+ * fp16 sums or garbage do not. The fixture tests hold the path to the references themselves. */
+static const double COOP_TOLERANCE = 1e-4;
+
+/* The floats guard_outputs reads back at T tokens: the ffn.value product's [T][C], att.kvr's
+ * three [T][C], att.output's [T][C], ffn.kr's [T][F] and [T][C]. */
+enum { GUARD_PARTS = 7 };
+static void guard_layout(const vk_backend *b, uint32_t T, size_t at[GUARD_PARTS + 1]) {
+    size_t tc = (size_t)T * (size_t)b->C, tf = (size_t)T * (size_t)b->F;
+    const size_t sizes[GUARD_PARTS] = {tc, tc, tc, tc, tc, tf, tc};
+    at[0] = 0;
+    for (int i = 0; i < GUARD_PARTS; i++) at[i + 1] = at[i] + sizes[i];
+}
+
+/* The stage's first layer's four products at T tokens, each on made-up inputs of its own (none
+ * reads another's output, so no product's error feeds the next and every input is well inside
+ * fp16's normal range, where the tensor cores' hi + lo halves keep 22 bits), every epilogue
+ * plain, their outputs read back into out (guard_layout). noise: host-visible, [-1, 1) floats,
+ * T x max(C, F) of them; back: host-visible, as large as out. */
+static baton_status guard_outputs(vk_backend *b, uint32_t T, const vk_buffer *noise,
+                                  const vk_buffer *back, float *out, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    VkDeviceSize tc = (VkDeviceSize)T * (VkDeviceSize)b->C * 4, tf = (VkDeviceSize)T * (VkDeviceSize)b->F * 4;
+    VkDeviceSize S = (VkDeviceSize)b->act_stride * 4, KF = (VkDeviceSize)b->kf_stride * 4;
+    size_t at[GUARD_PARTS + 1];
+    guard_layout(b, T, at);
+    baton_status st = vk_begin(ctx, err);
+    if (st != BATON_OK) return st;
+    for (VkDeviceSize p = 0; p < 3; p++) vk_copy(ctx, noise, 0, &b->xs, p * S, tc);
+    vk_copy(ctx, noise, 0, &b->att, 0, tc);
+    vk_copy(ctx, noise, 0, &b->kfr, 0, tf);
+    vk_barrier(ctx);
+    const int order[4] = {3, 0, 1, 2}; /* ffn.value first: ffn.kr then writes its input */
+    for (int o = 0; o < 4; o++) {
+        vk_matmul_part parts[3];
+        const vk_buffer *x, *y;
+        const vk_matrix *w = profile_matrix(b, order[o], parts, &x, &y);
+        vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, T);
+        vk_barrier(ctx);
+        if (o == 0) {
+            vk_copy(ctx, &b->x, 0, back, at[0] * 4, tc);
+            vk_barrier(ctx);
+        }
+    }
+    for (VkDeviceSize p = 0; p < 3; p++) vk_copy(ctx, &b->kvr, p * S, back, at[1 + p] * 4, tc);
+    vk_copy(ctx, &b->x, 0, back, at[4] * 4, tc);
+    vk_copy(ctx, &b->kfr, 0, back, at[5] * 4, tf);
+    vk_copy(ctx, &b->kfr, KF, back, at[6] * 4, tc);
+    st = vk_submit_wait(ctx, err);
+    if (st == BATON_OK) memcpy(out, back->mapped, at[GUARD_PARTS] * sizeof *out);
+    return st;
+}
+
+/* The largest of each part's max |got - ref| / max |ref| (NaN where anything is NaN). */
+static double guard_diff(const vk_backend *b, uint32_t T, const float *ref, const float *got) {
+    size_t at[GUARD_PARTS + 1];
+    guard_layout(b, T, at);
+    double worst = 0.0;
+    for (int p = 0; p < GUARD_PARTS; p++) {
+        double diff = 0.0, big = 0.0;
+        for (size_t i = at[p]; i < at[p + 1]; i++) {
+            double d = fabs((double)got[i] - (double)ref[i]);
+            if (!(d <= diff)) diff = d; /* a NaN stays */
+            if (fabs((double)ref[i]) > big) big = fabs((double)ref[i]);
+        }
+        double rel = big > 0.0 ? diff / big : diff;
+        if (!(rel <= worst)) worst = rel;
+    }
+    return worst;
+}
+
+/* Holds the tensor cores to the fp32 path at T tokens (guard_outputs on both); the relative
+ * difference into *rel. The tensor cores are in use after it. */
+static baton_status guard_coop(vk_backend *b, uint32_t T, double *rel, baton_error *err) {
+    size_t at[GUARD_PARTS + 1];
+    guard_layout(b, T, at);
+    size_t n = at[GUARD_PARTS], n_noise = (size_t)T * (size_t)(b->F > b->C ? b->F : b->C);
+    vk_buffer noise = {0}, back = {0};
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    baton_status st = ref && got ? vk_buffer_create(&b->ctx, n_noise * 4, true, &noise, err)
+                                 : baton_fail(err, BATON_ERR_NOMEM, "out of memory for tuning");
+    if (st == BATON_OK) st = vk_buffer_create(&b->ctx, n * 4, true, &back, err);
+    if (st == BATON_OK) {
+        fill_noise(noise.mapped, n_noise);
+        st = guard_outputs(b, T, &noise, &back, ref, err);
+    }
+    if (st == BATON_OK && !vk_coopmat_use(&b->ctx, true, err)) st = BATON_ERR_UNSUPPORTED;
+    if (st == BATON_OK) st = guard_outputs(b, T, &noise, &back, got, err);
+    if (st == BATON_OK) *rel = guard_diff(b, T, ref, got);
+    vk_buffer_destroy(&b->ctx, &back);
+    vk_buffer_destroy(&b->ctx, &noise);
+    free(ref);
+    free(got);
+    return st;
+}
+
+/* BATON_VK_COOPMAT auto, on a device with the tensor-core path, after the fp32 path's tuning:
+ * holds the tensor cores' results to the fp32 path's (guard_coop), tunes their kinds, and keeps
+ * them for every matmul when vk_tune_coop_wins says so (else goes back to the fp32 path). */
+static baton_status choose_path(vk_backend *b, const vk_buffer *probe, float *ref, float *got,
+                                char *out, size_t size, tune_times *tt, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    int fp_many = -1; /* the fp32 kind timed at the most tokens, beyond 8 */
+    for (int kind = K_B8; kind <= K_B64; kind++)
+        if (tt->tokens[kind] > 8 && (fp_many < 0 || tt->tokens[kind] > tt->tokens[fp_many])) fp_many = kind;
+    uint32_t T = fp_many >= 0 ? tt->tokens[fp_many] : 1;
+    double rel = 0.0;
+    baton_error why = {0};
+    baton_status st = guard_coop(b, T, &rel, &why);
+    if (st == BATON_ERR_UNSUPPORTED) { /* its pipelines did not build: the fp32 path it is */
+        append(out, size, "; path: fp32 (%.150s)", why.msg);
+        return BATON_OK;
+    }
+    if (st != BATON_OK) {
+        *err = why;
+        return st;
+    }
+    if (!(rel <= COOP_TOLERANCE)) {
+        vk_coopmat_use(ctx, false, NULL);
+        append(out, size, "; path: fp32 (the tensor cores' results differ from it by %.2g of the "
+               "largest, beyond %.0e)", rel, COOP_TOLERANCE);
+        return BATON_OK;
+    }
+    append(out, size, "; tensor cores within %.1g of fp32", rel);
+    st = tune_path(b, probe, ref, got, out, size, tt, err);
+    if (st != BATON_OK) return st;
+    double one = tt->best[K_MATVEC], one_coop = tt->best[K_COOP_FEW];
+    double many = fp_many >= 0 ? tt->best[fp_many] : 0.0, many_coop = fp_many >= 0 ? tt->best[K_COOP_MANY] : 0.0;
+    bool wins = vk_tune_coop_wins(one, one_coop, many, many_coop);
+    if (!wins) vk_coopmat_use(ctx, false, NULL);
+    append(out, size, "; path: %s (the tensor cores ", wins ? "tensor cores" : "fp32");
+    if (fp_many >= 0 && many > 0.0 && many_coop > 0.0)
+        append(out, size, "%.2fx as fast at %u tokens, ", many / many_coop, T);
+    if (one > 0.0 && one_coop > 0.0)
+        append(out, size, "%.2fx at one)", one / one_coop);
+    else
+        append(out, size, "not timed at one)");
+    return BATON_OK;
+}
+
 baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     vk_context *ctx = &b->ctx;
     if (ctx->queries == VK_NULL_HANDLE) {
-        snprintf(b->tuning, sizeof b->tuning, "not tuned: the device's queue has no timestamps");
+        snprintf(b->tuning, sizeof b->tuning, "not tuned: the device's queue has no timestamps; "
+                 "path: %s", vk_backend_path(b));
         return BATON_OK;
     }
     if (b->n_layers == 0) {
-        snprintf(b->tuning, sizeof b->tuning, "not tuned: the stage has no layers");
+        snprintf(b->tuning, sizeof b->tuning, "not tuned: the stage has no layers; path: %s",
+                 vk_backend_path(b));
         return BATON_OK;
     }
     double t0 = now_s();
@@ -285,12 +491,7 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     baton_status st = ref && got ? vk_buffer_create(ctx, bytes, true, &probe, err)
                                  : baton_fail(err, BATON_ERR_NOMEM, "out of memory for tuning");
     if (st == BATON_OK) {
-        float *in = probe.mapped;
-        uint64_t seed = 0x9e3779b97f4a7c15ull;
-        for (size_t i = 0; i < bytes / sizeof(float); i++) {
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            in[i] = (float)(seed >> 40) * 0x1.0p-23f - 1.0f; /* [-1, 1) */
-        }
+        fill_noise(probe.mapped, bytes / sizeof(float));
         st = vk_begin(ctx, err);
     }
     if (st == BATON_OK) {
@@ -300,17 +501,12 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
         st = vk_submit_wait(ctx, err);
     }
     char chose[sizeof b->tuning] = "";
-    for (int kind = 0; kind < K_KINDS && st == BATON_OK; kind++) {
-        uint32_t T = kind_tokens(b, kind);
-        if (T == 0) continue;
-        if (now_s() - t0 > TUNE_TOTAL_S) {
-            size_t len = strlen(chose);
-            snprintf(chose + len, sizeof chose - len, "%s%s %s (kept: out of tuning time)",
-                     len ? "; " : "", kind_names[kind], kind_config_name(kind, *kind_start(ctx, kind)));
-            continue;
-        }
-        st = tune_kind(b, kind, T, &probe, ref, got, chose, sizeof chose, err);
-    }
+    tune_times tt = {.t0 = t0};
+    st = st == BATON_OK ? tune_path(b, &probe, ref, got, chose, sizeof chose, &tt, err) : st;
+    if (st == BATON_OK && !ctx->coopmat && ctx->coopmat_ready && ctx->coop_mode == VK_COOP_AUTO)
+        st = choose_path(b, &probe, ref, got, chose, sizeof chose, &tt, err);
+    else if (st == BATON_OK)
+        append(chose, sizeof chose, "; path: %s", vk_backend_path(b));
     if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
     vk_buffer_destroy(ctx, &probe);
     free(ref);
