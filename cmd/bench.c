@@ -18,6 +18,9 @@ static const char *usage_text =
     "beside the device's copy bandwidth (a compute-shader copy, bytes read + written, and\n"
     "vkCmdCopyBuffer; timestamps), and the ratios. Each step line also gives the device's busy\n"
     "time (timestamps; -1000 when the queue has none) and the host's recording time per step.\n"
+    "The figures are the engine as it chose to run on the device: its kernel tuning (BATON_VK_TUNE)\n"
+    "and, where the device has tensor cores, fp32 or tensor-core matmuls (BATON_VK_COOPMAT): the\n"
+    "`kernels:` line says which.\n"
     "  --shape S     14b = 40 layers C 5120, 7b = 32/4096, 3b = 32/2560, 1b5 = 24/2048 (V 50277),\n"
     "                or L,C,V explicitly (default 1b5)\n"
     "  --layers N    use N layers instead of the shape's (quick runs)\n"
@@ -141,8 +144,9 @@ static baton_status probe_logits(const sweep_ctx *cb, int n, float *logits, bato
     return probe_step(cb->be, n, cb->probe, logits, err);
 }
 
-/* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the default path's
- * (what: "coopmat" or "batched"). */
+/* Decode at batch B (prefill of T tokens when T > 1): tokens/s, printed beside the engine's own
+ * figure (base: the bench's measurement above, with the kernels and path tuning chose; what:
+ * "coopmat" or "batched"). */
 static double sweep_time(const sweep_ctx *cb, const char *what, const char *name, int B, int T,
                          double base) {
     baton_error err = {0};
@@ -159,7 +163,7 @@ static double sweep_time(const sweep_ctx *cb, const char *what, const char *name
     if (B == 1 && T == 1)
         printf(", weights at %.1f GB/s, %.2f of copy", cb->weight_bytes / dt * 1e-9,
                cb->weight_bytes / dt / cb->copy_bw);
-    printf("; %.2fx the default path)\n", base > 0 ? t / base : 0.0);
+    printf("; %.2fx the engine's own)\n", base > 0 ? t / base : 0.0);
     fflush(stdout);
     return t;
 }
@@ -341,6 +345,16 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         free(got);
         return BATON_EXIT_FAIL;
     }
+    /* The fp32 path's configurations first, whichever path the backend chose; then the
+     * tensor cores' (bench_coopmat); then the backend's own choice again. */
+    bool ready = false, coop_chosen = false;
+    baton_vk_coopmat_state(be, &ready, &coop_chosen);
+    if (coop_chosen && baton_vk_coopmat_use(be, false, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: sweep: %s\n", err.msg);
+        free(want);
+        free(got);
+        return BATON_EXIT_FAIL;
+    }
     printf("sweep: batch-1 decode under each one-token matmul configuration (wr: rows per "
            "workgroup, u: weight loads in flight per thread, xs: x staged in shared memory), "
            "%.2f s each\n", seconds);
@@ -392,7 +406,7 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
                best_dt * 1e3, base_dt / best_dt);
     if (baton_vk_kernels_reset(be, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
     fflush(stdout);
-    /* Then the batched configurations, and last the opt-in tensor-core path (a failure there
+    /* Then the batched configurations, and last the tensor-core path (a failure there
      * must not hide the lines above). */
     const sweep_ctx sc = {
         .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
@@ -400,6 +414,7 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling};
     if (rc == BATON_EXIT_OK) rc = bench_batched(&sc);
     if (rc == BATON_EXIT_OK) rc = bench_coopmat(&sc);
+    if (baton_vk_coopmat_use(be, coop_chosen, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
     free(want);
     free(got);
     return rc;
@@ -438,9 +453,6 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         .n_slots = max_batch, .max_seqs = max_batch,
         .max_tokens = prefill > max_batch ? prefill : max_batch,
     };
-    /* The sweep also measures the tensor-core matmul: the device is set up for it (not used)
-     * unless BATON_VK_COOPMAT already says otherwise. */
-    if (sweep && getenv("BATON_VK_COOPMAT") == NULL) setenv("BATON_VK_COOPMAT", "ready", 1);
     t0 = now_s();
     baton_backend *be = NULL;
     int rc = BATON_EXIT_FAIL;

@@ -4,7 +4,8 @@
  * consecutive layer slices (the same device twice) bitwise equal to one run; slot round trips.
  * Then the cases and streams again on the tensor-core path: BATON_VK_COOPMAT=1 where the device
  * has cooperative matrices, else its EMULATE variants (BATON_VK_COOPMAT=emulate), within the same
- * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either. */
+ * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either, and where
+ * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one. */
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
@@ -155,6 +156,28 @@ static void every_kind(baton_backend *b, float *out) {
     }
 }
 
+/* An environment variable as it was, to put back. */
+typedef struct {
+    const char *name;
+    char value[64];
+    bool set;
+} env_saved;
+
+static env_saved env_save(const char *name) {
+    env_saved e = {.name = name};
+    const char *v = getenv(name);
+    e.set = v != NULL;
+    if (e.set) snprintf(e.value, sizeof e.value, "%s", v);
+    return e;
+}
+
+static void env_restore(const env_saved *e) {
+    if (e->set)
+        setenv(e->name, e->value, 1);
+    else
+        unsetenv(e->name);
+}
+
 /* Tuning (BATON_VK_TUNE=1) times each kind of matmul configuration the stage runs and keeps the
  * fastest, checking each one's results against the default's: what it reports names the kinds
  * max_tokens allows and no other, rejects nothing, and the tuned backend's logits are bitwise the
@@ -167,10 +190,10 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     int V = m->n_vocab, n = 40;
     float *want = malloc((size_t)KINDS * V * 4), *got = malloc((size_t)KINDS * V * 4);
     REQUIRE(want && got);
-    const char *env = getenv("BATON_VK_TUNE");
-    char before[8] = "";
-    bool had = env != NULL;
-    if (had) snprintf(before, sizeof before, "%s", env);
+    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT");
+    /* The default path alone: where tensor cores exist, tuning could otherwise choose them
+     * (test_coop_auto). */
+    if (!coop) setenv("BATON_VK_COOPMAT", "0", 1);
     setenv("BATON_VK_TUNE", "0", 1);
     baton_backend *b = open_backend(m, 0, m->n_layer, n);
     CHECK_MSG(strncmp(baton_vk_tuning(b), "not tuned", 9) == 0, "BATON_VK_TUNE=0: %s",
@@ -220,12 +243,77 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_TUNE=yes") != NULL,
               "BATON_VK_TUNE=yes: status %d, %s", (int)st, err.msg);
     if (b != NULL) baton_backend_free(b);
-    if (had)
-        setenv("BATON_VK_TUNE", before, 1);
-    else
-        unsetenv("BATON_VK_TUNE");
+    env_restore(&tune);
+    env_restore(&path);
     printf("%s: tuned logits bitwise equal to untuned ones\n", fc->name);
     free(want);
+    free(got);
+    baton_model_free(m);
+}
+
+/* every_kind's logits from a new backend under BATON_VK_COOPMAT=path, untuned; *active: whether
+ * it runs the tensor cores. */
+static void path_logits(const baton_model *m, const char *path, float *out, bool *active) {
+    setenv("BATON_VK_TUNE", "0", 1);
+    setenv("BATON_VK_COOPMAT", path, 1);
+    baton_backend *b = open_backend(m, 0, m->n_layer, 40);
+    bool ready = false;
+    baton_vk_coopmat_state(b, &ready, active);
+    every_kind(b, out);
+    baton_backend_free(b);
+}
+
+/* BATON_VK_COOPMAT unset (or auto): once the fp32 path is tuned, tuning holds the tensor cores'
+ * results to it and times them, and runs every matmul on them when they are clearly faster.
+ * The choice is whole and said: every kind of step then runs on the path the tuning names, so
+ * the logits are bitwise that path's untuned ones. With the emulated variants (emulate-auto)
+ * where the device has no tensor cores. A bad value is refused before anything is uploaded. */
+static void test_coop_auto(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    size_t bytes = (size_t)KINDS * m->n_vocab * 4;
+    float *fp32 = malloc(bytes), *coop = malloc(bytes), *got = malloc(bytes);
+    REQUIRE(fp32 && coop && got);
+    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT");
+    bool active = false, real = false;
+    path_logits(m, "0", fp32, &active);
+    CHECK(!active);
+    path_logits(m, "1", coop, &real);
+    if (!real) path_logits(m, "emulate", coop, &active);
+    CHECK_MSG(memcmp(fp32, coop, bytes) != 0, "the two paths gave the same bits: nothing to tell apart");
+
+    setenv("BATON_VK_TUNE", "1", 1);
+    setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
+    baton_backend *b = open_backend(m, 0, m->n_layer, 40);
+    const char *t = baton_vk_tuning(b);
+    bool ready = false;
+    baton_vk_coopmat_state(b, &ready, &active);
+    printf("%s (%s): %s\n", fc->name, real ? "auto" : "emulate-auto", t);
+    CHECK_MSG(strstr(t, "tensor cores within ") != NULL, "the tensor cores not held to fp32: %s", t);
+    CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "64-token ") != NULL,
+              "both paths not tuned: %s", t);
+    CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores " : "path: fp32 (the tensor cores ")
+              != NULL, "the path in use (%s) is not the one named: %s", active ? "tensor cores" : "fp32", t);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "%s: logits are not bitwise those of "
+              "the %s path", fc->name, active ? "tensor-core" : "fp32");
+    baton_backend_free(b);
+
+    setenv("BATON_VK_COOPMAT", "yes", 1);
+    baton_stage_config cfg = {.layer_begin = 0, .layer_end = m->n_layer, .with_embedding = true,
+                              .with_head = true, .n_slots = 1, .max_seqs = 1, .max_tokens = 1};
+    b = NULL;
+    baton_status st = baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err);
+    CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_COOPMAT=yes") != NULL,
+              "BATON_VK_COOPMAT=yes: status %d, %s", (int)st, err.msg);
+    if (b != NULL) baton_backend_free(b);
+    env_restore(&tune);
+    env_restore(&path);
+    printf("%s: auto chose the %s path, logits bitwise its own\n", fc->name,
+           active ? "tensor-core" : "fp32");
+    free(fp32);
+    free(coop);
     free(got);
     baton_model_free(m);
 }
@@ -396,6 +484,7 @@ int main(void) {
         test_case(fc, nt);
         if (i == 0) test_replay_stale(fc);
         if (i == 0) test_tuning(fc, false);
+        if (i == 0) test_coop_auto(fc);
         if (first_of_model) {
             test_streams(fc, small ? 8 : 24);
             test_slices(fc, small ? 3 : 8);

@@ -619,7 +619,7 @@ static void test_shift_wkv(int C) {
 }
 
 /* Tuning's choice: the fastest, unless within the margin of the current one; unmeasured entries
- * (<= 0) never chosen. And vk_kernels_reset goes back to what ctx->start holds. */
+ * (<= 0) never chosen. Its choice of path (vk_tune_coop_wins). And vk_kernels_reset goes back to what ctx->start holds. */
 static void test_tune_pick(void) {
     const double a[4] = {1.0, 0.98, 0.5, 0.0}, b[3] = {1.0, 0.98, -1.0}, c[3] = {0.0, 2.0, 3.0};
     const double none[2] = {0.0, -1.0};
@@ -629,6 +629,16 @@ static void test_tune_pick(void) {
     CHECK(vk_tune_pick(b, 3, 0, 0.99) == 1);
     CHECK(vk_tune_pick(c, 3, 0, 0.97) == 1);  /* the current one not measured */
     CHECK(vk_tune_pick(none, 2, 1, 0.97) == 1);
+    /* The tensor cores for every matmul: clearly faster at the most tokens (or at one where a
+     * stage runs no more) and not much slower at one; never on a time that is missing. */
+    CHECK(vk_tune_coop_wins(1.0, 1.05, 10.0, 4.0));
+    CHECK(vk_tune_coop_wins(1.0, 0.5, 10.0, 8.0));
+    CHECK(!vk_tune_coop_wins(1.0, 1.2, 10.0, 4.0));   /* one token 20% slower */
+    CHECK(!vk_tune_coop_wins(1.0, 0.5, 10.0, 8.5));   /* 1.18x at many: not clear-cut */
+    CHECK(!vk_tune_coop_wins(1.0, 1.0, 10.0, 0.0));   /* many not timed on the tensor cores */
+    CHECK(!vk_tune_coop_wins(0.0, 1.0, 10.0, 4.0));   /* one not timed on fp32 */
+    CHECK(vk_tune_coop_wins(1.0, 0.75, 0.0, 0.0));    /* at most 8 tokens: one decides */
+    CHECK(!vk_tune_coop_wins(1.0, 0.9, 0.0, 0.0));
     baton_error err = {0};
     int mv = ctx.start.matvec, b8 = ctx.start.mm8, b32 = ctx.start.mm32, b64 = ctx.start.mm64;
     ctx.start.matvec = VK_MATVEC_FALLBACK;
