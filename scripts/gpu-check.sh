@@ -14,7 +14,8 @@
 #      It unpacks the loader (only when the machine has none), points the loader at NVIDIA's ICD
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
 #      the NVIDIA device (kernel tuning off but in its own test), then `baton bench --shape 14b
-#      --batch 1,8,64 --prefill 512 --sweep`, tuned as a served model is (the sweep: batch-1
+#      --batch 1,8,64 --prefill 512 --sweep`, tuned as a served model is, the tensor cores
+#      included where tuning finds them faster (its `kernels:` line says; the sweep: batch-1
 #      decode under each one-token matmul configuration, each checked bitwise against the
 #      default, then the batched ones, then each tensor-core matmul configuration where the
 #      device has VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
