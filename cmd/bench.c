@@ -71,16 +71,19 @@ typedef struct {
     double gpu_s, record_s;
 } step_split;
 
-/* Runs steps of n_seqs sequences of n_tokens each (greedy sampling) for about `seconds`;
- * returns seconds per step, or a negative value on error (err filled), and *split. */
-static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds, int32_t *tokens,
-                         baton_seq *seqs, baton_sampling *sampling, int32_t *out, step_split *split,
-                         baton_error *err) {
+/* Runs steps of n_seqs sequences of n_tokens each, sampled as `how` says (NULL: greedy), for
+ * about `seconds`; returns seconds per step, or a negative value on error (err filled), and
+ * *split. */
+static double time_steps_sampled(baton_backend *be, int n_seqs, int n_tokens, double seconds,
+                                 int32_t *tokens, baton_seq *seqs, baton_sampling *sampling,
+                                 int32_t *out, step_split *split, const baton_sampling *how,
+                                 baton_error *err) {
     *split = (step_split){0};
     for (int i = 0; i < n_seqs; i++) {
         if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
         seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
-        sampling[i] = (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
+        sampling[i] = how != NULL ? *how : (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
+        sampling[i].uniform = (float)(i * 7 % 10) / 10.0f + 0.05f;
     }
     baton_step step = {
         .n_seqs = n_seqs, .seqs = seqs, .tokens = tokens, .sampling = sampling, .tokens_out = out,
@@ -103,6 +106,13 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
     if (split->gpu_s > 0.0) split->gpu_s /= steps;
     split->record_s /= steps;
     return (t - t0) / steps;
+}
+
+static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds, int32_t *tokens,
+                         baton_seq *seqs, baton_sampling *sampling, int32_t *out, step_split *split,
+                         baton_error *err) {
+    return time_steps_sampled(be, n_seqs, n_tokens, seconds, tokens, seqs, sampling, out, split,
+                              NULL, err);
 }
 
 
@@ -420,6 +430,36 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
     return rc;
 }
 
+/* Decode at batch B again with sampling on the device: as `baton run` samples by default
+ * (temperature 1, top-p 0.85; the random model's logits are nearly flat, so the top-p cut keeps
+ * thousands of tokens), with top-k 40 as well, and at temperature 0.2 (a distribution as peaked
+ * as a trained model's: few tokens kept). What the sampler's cuts cost a step beyond greedy
+ * (greedy_dt: the greedy step just measured). */
+static int sample_lines(baton_backend *be, int B, double greedy_dt, double seconds, int32_t *tokens,
+                        baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+    static const baton_sampling hows[3] = {
+        {.temperature = 1.0f, .top_p = 0.85f},
+        {.temperature = 1.0f, .top_k = 40, .top_p = 0.85f},
+        {.temperature = 0.2f, .top_p = 0.85f},
+    };
+    static const char *const names[3] = {"top-p 0.85", "top-p 0.85, top-k 40", "top-p 0.85, T 0.2"};
+    for (int h = 0; h < 3; h++) {
+        baton_error err = {0};
+        step_split sp;
+        double dt = time_steps_sampled(be, B, 1, seconds, tokens, seqs, sampling, out, &sp,
+                                       &hows[h], &err);
+        if (dt < 0) {
+            fprintf(stderr, "baton bench: sampled decode batch %d: %s\n", B, err.msg);
+            return BATON_EXIT_FAIL;
+        }
+        printf("decode batch %3d sampled (%s): %9.1f tokens/s  (%.2f ms/step, %.2fx greedy's step "
+               "time; device busy %.2f ms)\n", B, names[h], B / dt, dt * 1e3, dt / greedy_dt,
+               sp.gpu_s * 1e3);
+        fflush(stdout);
+    }
+    return BATON_EXIT_OK;
+}
+
 static int bench_run(int device, int L, int C, int V, const int32_t *batches, int n_batches,
                      int prefill, double seconds, bool sweep) {
     baton_error err = {0};
@@ -495,6 +535,9 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
             tps1 = tps;
             step1 = dt;
         }
+        if ((B == 1 || bi + 1 == n_batches) && sample_lines(be, B, dt, seconds, tokens, seqs,
+                                                             sampling, out) != BATON_EXIT_OK)
+            goto out_buffers;
         if (B == 8) tps8 = tps;
         if (B >= largest) {
             largest = B;
