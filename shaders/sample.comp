@@ -4,12 +4,22 @@
 //   2. temperature 0: argmax of l, lowest id on ties (bitwise what the CPU picks)
 //   3. p_i = exp((l_i - max l) / temperature)
 //   4. rank by (p desc, id asc); keep the first top_k; then the shortest prefix whose mass is
-//      >= top_p * (mass kept). The ranking is never materialized: each cut is a threshold on the
-//      64-bit key (bits of p, V - 1 - id), found bit by bit with parallel counts and sums.
+//      >= top_p * (mass kept).
 //   5. target = uniform * (kept mass); walk the kept tokens in id order summing p; the first whose
 //      running sum exceeds target wins (the last kept one if rounding leaves none).
-// Sums run in a fixed parallel order rather than the CPU's sequential one and exp is the
-// device's, so a draw may differ from the CPU's only when it falls within rounding of a boundary.
+// Steps 4 and 5 go one of two ways:
+//   - Few candidates (the usual case: a model's distribution is peaked). Seven counting passes
+//     over V find the highest power of two c such that the tokens with p >= c already hold the
+//     top_k (top-k) or a mass of at least top_p * (total mass) (top-p alone). When at most CAND
+//     tokens do, they are copied to shared memory in id order and ranked there, and one thread
+//     makes the cuts and the draw on them sequentially, in the CPU's own order of sums.
+//     (CAND is the shared arrays' size; pc.few_max may lower it, 0 for tests of the other way.)
+//   - Otherwise (a flat distribution, a high temperature, top_k > CAND): the ranking is never
+//     materialized; each cut is a threshold on the 64-bit key (bits of p, V - 1 - id), found bit
+//     by bit with parallel counts and sums over all of V (48 passes a cut).
+// Some sums run in a fixed parallel order rather than the CPU's sequential one (the total mass;
+// every sum of the second way) and exp is the device's, so a draw may differ from the CPU's only
+// when it falls within rounding of a boundary. Both ways are deterministic.
 // The chosen token is counted in the slot (counts[slot][token]++) and written to tokens[seq].
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -26,10 +36,20 @@ layout(push_constant) uniform Push {
     uint all_rows;      // 1: logits hold every token's row, else one row per sequence
     uint seq_slot_off, seq_first_off, seq_len_off;
     uint params_off;    // 8 words per sequence: temperature, top_k, top_p, presence, frequency, uniform
+    uint few_max;       // the most candidates the few-candidates way takes (<= CAND; 0: never)
 } pc;
 
 shared float red_f[256];
 shared uint red_u[256];
+
+// The few-candidates way: the candidates in id order (id, p), order[r] = the candidate of rank r,
+// a bit per kept candidate, and what thread 0 decided.
+const uint CAND = 512u;  // VK_SAMPLE_FEW_MAX (vk_kernels.h)
+shared uint cand_id[CAND];
+shared float cand_p[CAND];
+shared uint order[CAND];
+shared uint kept_bits[CAND / 32u];
+shared uint fast_choice;  // the token drawn, or 0xffffffff: take the other way
 
 float sum_all(float v) {
     uint tid = gl_LocalInvocationID.x;
@@ -61,6 +81,161 @@ uint count_all(uint v) {
 bool key_ge(uint i, float pi, uint h, uint l) {
     uint kh = floatBitsToUint(pi), kl = pc.V - 1u - i;
     return kh > h || (kh == h && kl >= l);
+}
+
+// Steps 4 and 5 on few candidates (see the top): the token drawn, or 0xffffffff when there are
+// more than few_max of them (or rounding leaves the top-p cut outside them). Uniform: every thread
+// gets thread 0's answer.
+uint few_candidates(uint pb, uint V, bool cut_k, uint top_k, bool cut_p, float top_p, float draw) {
+    uint tid = gl_LocalInvocationID.x;
+    // The total mass, for top-p alone (top-k's kept mass is summed below, as the CPU does).
+    float want = 0.0;
+    if (!cut_k) {
+        float m = 0.0;
+        for (uint i = tid; i < V; i += 256u) m += p[pb + i];
+        want = top_p * sum_all(m);
+    }
+    uint most = min(pc.few_max, CAND);
+    if (most == 0u || cut_k && top_k > most) return 0xffffffffu;
+    // The candidates: p's bits >= c << 23 (p >= 2^(c - 127): whole binades), c as high as it can
+    // be while they hold the top k or the wanted mass, from a histogram of the binades (p <= 1,
+    // so 128 of them) counted into four copies (a quarter of the threads each, fewer collisions)
+    // that cand_id holds until the candidates do. Top-k's c follows from the counts. For top-p,
+    // binade b's mass is at least its count n_b times 2^(b - 127) and below twice that: c_lo, the
+    // highest c whose binades surely hold the mass, and c_hi, the highest that may; when they
+    // differ, a pass per binade between them sums the mass above it to choose.
+    for (uint i = tid; i < 4u * 128u; i += 256u) cand_id[i] = 0u;
+    barrier();
+    uint copy = (tid / 64u) * 128u;
+    for (uint i = tid; i < V; i += 256u) atomicAdd(cand_id[copy + (floatBitsToUint(p[pb + i]) >> 23)], 1u);
+    barrier();
+    if (tid < 128u) red_u[tid] = cand_id[tid] + cand_id[128u + tid] + cand_id[256u + tid] + cand_id[384u + tid];
+    barrier();
+    if (tid == 0u) {
+        uint n = 0u, c_lo = 0u, n_lo = V, c_hi = 0u, n_hi = V;
+        bool hi_found = false;
+        float lower = 0.0, upper = 0.0;
+        for (int b = 127; b >= 0; b--) {
+            n += red_u[b];
+            float least = uintBitsToFloat(uint(b) << 23);  // 2^(b - 127); 0 for binade 0
+            lower += float(red_u[b]) * least;               // exact products: counts < 2^24
+            upper += float(red_u[b]) * (b == 0 ? uintBitsToFloat(1u << 23) : 2.0 * least);
+            bool sure = cut_k ? n >= top_k : lower >= want;
+            bool maybe = cut_k ? sure : upper >= want;
+            if (maybe && !hi_found) {
+                hi_found = true;
+                c_hi = uint(b);
+                n_hi = n;
+            }
+            if (sure || b == 0) {
+                c_lo = uint(b);
+                n_lo = n;
+                break;
+            }
+        }
+        red_u[252] = c_lo;
+        red_u[253] = n_lo;
+        red_u[254] = c_hi;
+        red_u[255] = n_hi;
+    }
+    barrier();
+    uint c = red_u[252], n_c = red_u[253], c_hi = red_u[254], n_hi = red_u[255];
+    // Between them, from the top: the first binade whose mass above reaches want (one pass
+    // each; no more than two binades apart but for lopsided histograms).
+    for (uint cc = c_hi, n_cc = n_hi; cc > c; n_cc += red_u[--cc]) {
+        if (n_cc > most) continue;  // too many either way
+        float s = 0.0;
+        for (uint i = tid; i < V; i += 256u) {
+            float pi = p[pb + i];
+            s += floatBitsToUint(pi) >= (cc << 23) ? pi : 0.0;
+        }
+        if (sum_all(s) >= want) {
+            c = cc;
+            n_c = n_cc;
+            break;
+        }
+    }
+    barrier();
+    if (n_c > most) return 0xffffffffu;
+
+    // Copy them in id order: each thread counts its block of ids, thread 0 turns the counts into
+    // offsets, each thread writes its block's.
+    uint low = c << 23, bs = (V + 255u) / 256u;
+    uint i0 = min(tid * bs, V), i1 = min(i0 + bs, V), n = 0u;
+    for (uint i = i0; i < i1; i++) n += floatBitsToUint(p[pb + i]) >= low ? 1u : 0u;
+    red_u[tid] = n;
+    barrier();
+    if (tid == 0u) {
+        uint at = 0u;
+        for (uint t = 0u; t < 256u; t++) {
+            uint k = red_u[t];
+            red_u[t] = at;
+            at += k;
+        }
+    }
+    if (tid < CAND / 32u) kept_bits[tid] = 0u;
+    barrier();
+    uint at = red_u[tid];
+    for (uint i = i0; i < i1; i++) {
+        float pi = p[pb + i];
+        if (floatBitsToUint(pi) >= low) {
+            cand_id[at] = i;
+            cand_p[at] = pi;
+            at++;
+        }
+    }
+    barrier();
+    // Rank by (p desc, id asc): the candidates ahead of each. Ids are distinct, so the ranks are too.
+    for (uint j = tid; j < n_c; j += 256u) {
+        uint kh = floatBitsToUint(cand_p[j]), r = 0u;
+        for (uint m = 0u; m < n_c; m++) {
+            uint mh = floatBitsToUint(cand_p[m]);
+            r += mh > kh || (mh == kh && m < j) ? 1u : 0u;  // in id order: m < j is the lower id
+        }
+        order[r] = j;
+    }
+    barrier();
+    // The cuts and the draw, as engine/sampler.c makes them: in rank order, then in id order.
+    if (tid == 0u) {
+        uint n_kept = cut_k ? top_k : n_c;
+        bool inside = true;
+        if (cut_p) {
+            if (cut_k) {
+                float mass = 0.0;
+                for (uint r = 0u; r < n_kept; r++) mass += cand_p[order[r]];
+                want = top_p * mass;
+            }
+            precise float sum = 0.0;
+            inside = false;
+            for (uint r = 0u; r < n_kept; r++) {
+                sum += cand_p[order[r]];
+                if (sum >= want) {
+                    n_kept = r + 1u;
+                    inside = true;
+                    break;
+                }
+            }
+        }
+        fast_choice = 0xffffffffu;
+        if (inside) {
+            for (uint r = 0u; r < n_kept; r++) kept_bits[order[r] / 32u] |= 1u << (order[r] % 32u);
+            precise float total = 0.0;
+            for (uint j = 0u; j < n_c; j++)
+                if ((kept_bits[j / 32u] & (1u << (j % 32u))) != 0u) total += cand_p[j];
+            float target = draw * total;
+            precise float sum = 0.0;
+            for (uint j = 0u; j < n_c; j++) {
+                if ((kept_bits[j / 32u] & (1u << (j % 32u))) == 0u) continue;
+                sum += cand_p[j];
+                fast_choice = cand_id[j];
+                if (sum > target) break;
+            }
+        }
+    }
+    barrier();
+    uint r = fast_choice;
+    barrier();
+    return r;
 }
 
 void main() {
@@ -120,6 +295,12 @@ void main() {
         barrier();
         memoryBarrierBuffer();
 
+        bool cut_k = top_k > 0u && top_k < V, cut_p = top_p < 1.0;
+        uint fast = 0xffffffffu;
+        if (cut_k || cut_p) fast = few_candidates(pb, V, cut_k, top_k, cut_p, top_p, uniform_draw);
+        if (fast != 0xffffffffu) {
+            chosen = fast;
+        } else {
         // 4. The kept set is {key >= (th, tl)}; (0, 0) keeps everything.
         uint th = 0u, tl = 0u;
         uint lo_bits = 0u;
@@ -211,6 +392,7 @@ void main() {
                 }
             }
             chosen = last;
+        }
         }
     }
     if (tid == 0u) {

@@ -162,6 +162,7 @@ static void record_sample(vk_backend *b, uint32_t n_seqs, bool all_rows) {
     pc_sample pc = {
         .V = (uint32_t)b->V, .all_rows = all_rows, .seq_slot_off = b->o_seq_slot,
         .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len, .params_off = b->o_params,
+        .few_max = b->sample_few,
     };
     vk_bind sb[5] = {bind(&b->logits), bind(&b->scratch), bind(&b->counts), bind(&b->info),
                      bind(&b->tokens)};
@@ -614,8 +615,20 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (tune_set && strcmp(tune_env, "0") != 0 && strcmp(tune_env, "1") != 0)
         return baton_fail(err, BATON_ERR_ARG, "BATON_VK_TUNE=%s: expected 1 (time the matmul "
                           "configurations and run the fastest) or 0 (the defaults)", tune_env);
+    /* BATON_VK_SAMPLE_FEW=N (0 to VK_SAMPLE_FEW_MAX): the most candidates the sampler handles
+     * in shared memory before it works over the whole vocabulary (tests run both ways). */
+    const char *few_env = getenv("BATON_VK_SAMPLE_FEW");
+    long few = VK_SAMPLE_FEW_MAX;
+    if (few_env != NULL && few_env[0] != '\0') {
+        char *end = NULL;
+        few = strtol(few_env, &end, 10);
+        if (*end != '\0' || few < 0 || few > VK_SAMPLE_FEW_MAX)
+            return baton_fail(err, BATON_ERR_ARG, "BATON_VK_SAMPLE_FEW=%.40s: expected 0 to %d",
+                              few_env, VK_SAMPLE_FEW_MAX);
+    }
     vk_backend *b = calloc(1, sizeof *b);
     if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
+    b->sample_few = (uint32_t)few;
     b->C = model->n_embd;
     b->F = model->n_ffn;
     b->V = model->n_vocab;

@@ -16,7 +16,10 @@
  * VK_NV_cooperative_matrix (another order of sums, so other bits): unset, tuning chooses; 1
  * always; 0 never (see baton_vk_coopmat_state);
  * BATON_VK_TUNE=1 or 0: whether a new backend times its matmul configurations on its own weights
- * and keeps the fastest (unset: on GPUs, not on CPU devices; see baton_vk_tuning). */
+ * and keeps the fastest (unset: on GPUs, not on CPU devices; see baton_vk_tuning);
+ * BATON_VK_SAMPLE_FEW=N (0 to 512, default 512): the most candidate tokens the device sampler
+ * cuts and draws from in shared memory before it works over the whole vocabulary (0: always the
+ * whole vocabulary; tests). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 

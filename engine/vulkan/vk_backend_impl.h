@@ -59,6 +59,8 @@ typedef struct {
     uint32_t info_words;
     VkDeviceSize up_x_off, down_tok_off;
     char tuning[800];   /* what vk_backend_tune chose, or why it did not run */
+    uint32_t sample_few;/* the most candidates the sampler's few-candidates way takes
+                         * (BATON_VK_SAMPLE_FEW; VK_SAMPLE_FEW_MAX unless set) */
 } vk_backend;
 
 /* Which matmul path the backend runs and why, in a few words: "fp32 (no tensor cores)". */

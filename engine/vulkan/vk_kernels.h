@@ -29,9 +29,11 @@ typedef struct {
 } pc_matmul;
 _Static_assert(sizeof(pc_matmul) == 92, "matmul.comp push block");
 typedef struct {
-    uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off;
+    uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off, few_max;
 } pc_sample;
-_Static_assert(sizeof(pc_sample) == 24, "sample.comp push block");
+_Static_assert(sizeof(pc_sample) == 28, "sample.comp push block");
+/* The most candidates sample.comp's few-candidates way takes (its shared arrays' size). */
+enum { VK_SAMPLE_FEW_MAX = 512 };
 
 /* Workgroups per row (y) and channels each for the LayerNorm kernels (256 threads, each
  * workgroup computing the row's statistics itself) over rows of C: about 32 workgroups in all
