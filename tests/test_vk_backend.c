@@ -178,6 +178,22 @@ static void env_restore(const env_saved *e) {
         unsetenv(e->name);
 }
 
+/* A backend asked for under name=value is refused before anything is uploaded, the variable
+ * named in the error (the caller puts it back). */
+static void check_refused(const baton_model *m, const char *name, const char *value) {
+    setenv(name, value, 1);
+    baton_stage_config cfg = {.layer_begin = 0, .layer_end = m->n_layer, .with_embedding = true,
+                              .with_head = true, .n_slots = 1, .max_seqs = 1, .max_tokens = 1};
+    baton_backend *b = NULL;
+    baton_error err = {0};
+    baton_status st = baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err);
+    char want[128];
+    snprintf(want, sizeof want, "%s=%s", name, value);
+    CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, want) != NULL, "%s: status %d, %s",
+              want, (int)st, err.msg);
+    if (b != NULL) baton_backend_free(b);
+}
+
 /* Tuning (BATON_VK_TUNE=1) times each kind of matmul configuration the stage runs and keeps the
  * fastest, checking each one's results against the default's: what it reports names the kinds
  * max_tokens allows and no other, rejects nothing, and the tuned backend's logits are bitwise the
@@ -235,14 +251,7 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(strstr(t, coop ? "few-token" : "8-token") != NULL, "max_tokens 4 tuned: %s", t);
     baton_backend_free(b);
 
-    setenv("BATON_VK_TUNE", "yes", 1);
-    baton_stage_config cfg = {.layer_begin = 0, .layer_end = m->n_layer, .with_embedding = true,
-                              .with_head = true, .n_slots = 1, .max_seqs = 1, .max_tokens = 1};
-    b = NULL;
-    baton_status st = baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err);
-    CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_TUNE=yes") != NULL,
-              "BATON_VK_TUNE=yes: status %d, %s", (int)st, err.msg);
-    if (b != NULL) baton_backend_free(b);
+    check_refused(m, "BATON_VK_TUNE", "yes");
     env_restore(&tune);
     env_restore(&path);
     printf("%s: tuned logits bitwise equal to untuned ones\n", fc->name);
@@ -267,7 +276,8 @@ static void path_logits(const baton_model *m, const char *path, float *out, bool
  * results to it and times them, and runs every matmul on them when they are clearly faster.
  * The choice is whole and said: every kind of step then runs on the path the tuning names, so
  * the logits are bitwise that path's untuned ones. With the emulated variants (emulate-auto)
- * where the device has no tensor cores. A bad value is refused before anything is uploaded. */
+ * where the device has no tensor cores. A bad value is refused before anything is uploaded (and
+ * one of BATON_VK_SAMPLE_FEW too). */
 static void test_coop_auto(const fixture_case *fc) {
     baton_model *m = NULL;
     baton_error err = {0};
@@ -300,14 +310,10 @@ static void test_coop_auto(const fixture_case *fc) {
               "the %s path", fc->name, active ? "tensor-core" : "fp32");
     baton_backend_free(b);
 
-    setenv("BATON_VK_COOPMAT", "yes", 1);
-    baton_stage_config cfg = {.layer_begin = 0, .layer_end = m->n_layer, .with_embedding = true,
-                              .with_head = true, .n_slots = 1, .max_seqs = 1, .max_tokens = 1};
-    b = NULL;
-    baton_status st = baton_vulkan_backend_new(m, &cfg, vk_test_device(), &b, &err);
-    CHECK_MSG(st == BATON_ERR_ARG && b == NULL && strstr(err.msg, "BATON_VK_COOPMAT=yes") != NULL,
-              "BATON_VK_COOPMAT=yes: status %d, %s", (int)st, err.msg);
-    if (b != NULL) baton_backend_free(b);
+    check_refused(m, "BATON_VK_COOPMAT", "yes");
+    env_saved few = env_save("BATON_VK_SAMPLE_FEW");
+    check_refused(m, "BATON_VK_SAMPLE_FEW", "513");
+    env_restore(&few);
     env_restore(&tune);
     env_restore(&path);
     printf("%s: auto chose the %s path, logits bitwise its own\n", fc->name,
