@@ -8,11 +8,12 @@
 //   5. target = uniform * (kept mass); walk the kept tokens in id order summing p; the first whose
 //      running sum exceeds target wins (the last kept one if rounding leaves none).
 // Steps 4 and 5 go one of two ways:
-//   - Few candidates (the usual case: a model's distribution is peaked). Seven counting passes
-//     over V find the highest power of two c such that the tokens with p >= c already hold the
-//     top_k (top-k) or a mass of at least top_p * (total mass) (top-p alone). When at most CAND
-//     tokens do, they are copied to shared memory in id order and ranked there, and one thread
-//     makes the cuts and the draw on them sequentially, in the CPU's own order of sums.
+//   - Few candidates (the usual case: a model's distribution is peaked). A histogram of p's
+//     binades (one pass over V, and a pass more per binade its bounds cannot settle) finds the
+//     highest power of two c such that the tokens with p >= c already hold the top_k (top-k) or
+//     a mass of at least top_p * (total mass) (top-p alone). When at most CAND tokens do, they
+//     are copied to shared memory in id order and ranked there, and one thread makes the cuts
+//     and the draw on them sequentially, in the CPU's own order of sums.
 //     (CAND is the shared arrays' size; pc.few_max may lower it, 0 for tests of the other way.)
 //   - Otherwise (a flat distribution, a high temperature, top_k > CAND): the ranking is never
 //     materialized; each cut is a threshold on the 64-bit key (bits of p, V - 1 - id), found bit

@@ -271,12 +271,16 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
 
 const char *vk_backend_path(const vk_backend *b) {
     const vk_context *ctx = &b->ctx;
-    if (ctx->coopmat) return "tensor cores (BATON_VK_COOPMAT=1)";
+    if (ctx->coopmat)
+        return ctx->coopmat_emulated ? "tensor cores, emulated (BATON_VK_COOPMAT=emulate)"
+                                     : "tensor cores (BATON_VK_COOPMAT=1)";
     switch (ctx->coop_mode) {
     case VK_COOP_OFF: return "fp32 (BATON_VK_COOPMAT=0)";
     case VK_COOP_READY: return "fp32 (BATON_VK_COOPMAT=ready: the tensor cores only when asked)";
     case VK_COOP_ON: return "fp32 (BATON_VK_COOPMAT=1, but no tensor cores here)";
-    default: return ctx->coopmat_ready ? "fp32 (tuning chooses the tensor cores)" : "fp32 (no tensor cores)";
+    default:
+        return ctx->coopmat_ready ? "fp32 (the tensor cores only where tuning finds them faster)"
+                                  : "fp32 (no tensor cores)";
     }
 }
 
