@@ -117,6 +117,32 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
 }
 
 
+/* The first layer's matrices and the head, each product alone at T tokens under the kernels
+ * selected now (20 in a row): weight GB/s at one token, TFLOP/s at more (what: "batched " or
+ * "coopmat " before the name, or ""). */
+static int print_profile(baton_backend *be, const char *what, const char *name, int T) {
+    baton_error err = {0};
+    double secs[BATON_VK_PROFILE_MATRICES];
+    if (baton_vk_matmul_profile(be, T, 20, secs, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: sweep %s%s: %s\n", what, name, err.msg);
+        return BATON_EXIT_FAIL;
+    }
+    if (T == 1)
+        printf(what[0] ? "sweep %s%-28s: alone (20 in a row), weights at GB/s:"
+                       : "sweep %s%-18s: alone (20 in a row), weights at GB/s:", what, name);
+    else
+        printf("sweep %s%-28s: alone at %d tokens (20 in a row), TFLOP/s:", what, name, T);
+    for (int m = 0; m < BATON_VK_PROFILE_MATRICES; m++) {
+        uint64_t rows, cols;
+        baton_vk_profile_shape(be, m, &rows, &cols);
+        double per_s = secs[m] > 0.0 ? (double)rows * (double)cols / secs[m] : 0.0;
+        printf(" %s %.3g%s", baton_vk_profile_name(m), T == 1 ? per_s * 2.0 * 1e-9 : per_s * 2.0 * T * 1e-12,
+               m + 1 < BATON_VK_PROFILE_MATRICES ? "," : "\n");
+    }
+    fflush(stdout);
+    return BATON_EXIT_OK;
+}
+
 /* What the batched and tensor-core sweeps measure against: the default path's results and
  * figures. */
 typedef struct {
@@ -223,7 +249,8 @@ static int bench_batched(const sweep_ctx *cb) {
         if (eight && b8 >= 2 && sweep_time(cb, "batched", name, b8, 1, cb->tps[3]) < 0)
             rc = BATON_EXIT_FAIL;
         if (!eight && cb->largest > least && cb->tps[1] > 0.0 &&
-            sweep_time(cb, "batched", name, cb->largest, 1, cb->tps[1]) < 0)
+            (sweep_time(cb, "batched", name, cb->largest, 1, cb->tps[1]) < 0 ||
+             print_profile(be, "batched ", name, cb->largest) != BATON_EXIT_OK))
             rc = BATON_EXIT_FAIL;
         if (!eight && cb->prefill > least && cb->tps[2] > 0.0 &&
             sweep_time(cb, "batched", name, 1, cb->prefill, cb->tps[2]) < 0)
@@ -313,6 +340,10 @@ static int bench_coopmat(const sweep_ctx *cb) {
                 best[which] = t;
                 best_cfg[which] = i;
             }
+            /* Each product alone: at one token for a few-token one, the largest batch else. */
+            if (which != 2 && print_profile(be, "coopmat ", name, which == 1 ? cb->largest : 1) !=
+                                  BATON_EXIT_OK)
+                rc = BATON_EXIT_FAIL;
         }
     }
     if (rc == BATON_EXIT_OK && best[0] > 0.0) {
@@ -399,17 +430,10 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
                i == 0 ? "(the reference)"
                : same ? "bitwise equal to the first's"
                       : "DIFFER FROM THE FIRST'S");
-        double bw[BATON_VK_PROFILE_MATRICES];
-        if (baton_vk_matvec_profile(be, 20, bw, &err) != BATON_OK) {
-            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+        if (print_profile(be, "", name, 1) != BATON_EXIT_OK) {
             rc = BATON_EXIT_FAIL;
             break;
         }
-        printf("sweep %-18s: alone (20 in a row), weights at GB/s:", name);
-        for (int m = 0; m < BATON_VK_PROFILE_MATRICES; m++)
-            printf(" %s %.1f%s", baton_vk_profile_name(m), bw[m] * 1e-9,
-                   m + 1 < BATON_VK_PROFILE_MATRICES ? "," : "\n");
-        fflush(stdout);
         if (!same) rc = BATON_EXIT_FAIL;
     }
     if (rc == BATON_EXIT_OK && best_dt > 0.0)

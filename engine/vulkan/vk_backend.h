@@ -104,15 +104,18 @@ const char *baton_vk_matvec_name(int config);
  * memory or workgroup size it needs (the backend keeps its configuration). */
 baton_status baton_vk_matvec_select(baton_backend *be, int config, baton_error *err);
 
-/* Times the one-token matmul of the selected configuration alone, `reps` dispatches in a row
- * with a barrier between (timestamps), on the stage's first layer's four matrices (att.kvr,
- * att.output, ffn.kr, ffn.value: stacked as the engine runs them) and the head:
- * bytes_per_s[BATON_VK_PROFILE_MATRICES] the weight bytes read per second of each (0: absent, or
+/* Times the matmul the backend runs at `tokens` tokens (1 to max_tokens: the matvec, a batched
+ * tier, or a tensor-core kind) alone, `reps` dispatches in a row with a barrier between
+ * (timestamps), on the stage's first layer's four matrices (att.kvr, att.output, ffn.kr,
+ * ffn.value: stacked as the engine runs them) and the head: secs[BATON_VK_PROFILE_MATRICES] the
+ * seconds of one product of each (0: absent, the head beyond the rows of logits a pass holds, or
  * no timestamps). Overwrites the activations: call it between steps, never inside a sequence's
- * work that needs them (the slots' states are not touched). */
+ * work that needs them (the slots' states are not touched). baton_vk_profile_shape: matrix i's
+ * rows (stacked parts and their padding included) and columns, 0 when absent. */
 enum { BATON_VK_PROFILE_MATRICES = 5 };
-baton_status baton_vk_matvec_profile(baton_backend *be, int reps, double *bytes_per_s,
+baton_status baton_vk_matmul_profile(baton_backend *be, int tokens, int reps, double *secs,
                                      baton_error *err);
+void baton_vk_profile_shape(const baton_backend *be, int i, uint64_t *rows, uint64_t *cols);
 const char *baton_vk_profile_name(int i);
 
 /* The tensor-core matmul (shaders/matmul_coop.comp: GL_NV_cooperative_matrix 16x8x8 products,

@@ -57,31 +57,43 @@ static const vk_matrix *profile_matrix(const vk_backend *b, int i, vk_matmul_par
     return w;
 }
 
-baton_status baton_vk_matvec_profile(baton_backend *base, int reps, double *bytes_per_s,
+baton_status baton_vk_matmul_profile(baton_backend *base, int tokens, int reps, double *secs,
                                      baton_error *err) {
     vk_backend *b = (vk_backend *)base;
     vk_context *ctx = &b->ctx;
-    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) bytes_per_s[i] = 0.0;
+    for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) secs[i] = 0.0;
+    if (tokens < 1 || tokens > b->max_tokens)
+        return baton_fail(err, BATON_ERR_ARG, "profile at %d tokens: the stage runs 1 to %d", tokens,
+                          b->max_tokens);
     if (ctx->queries == VK_NULL_HANDLE) return BATON_OK; /* no timestamps: nothing to say */
     for (int i = 0; i < BATON_VK_PROFILE_MATRICES; i++) {
         vk_matmul_part parts[3];
         const vk_buffer *x, *y;
         const vk_matrix *w = profile_matrix(b, i, parts, &x, &y);
-        if (w == NULL) continue;
+        if (w == NULL || (i == 4 && tokens > b->head_rows)) continue;
         baton_status st = vk_begin(ctx, err);
         if (st != BATON_OK) return st;
         vk_timestamp(ctx, 0);
         for (int r = 0; r < reps; r++) {
-            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, 1);
+            vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, (uint32_t)tokens);
             vk_barrier(ctx);
         }
         vk_timestamp(ctx, 1);
         st = vk_submit_wait(ctx, err);
         if (st != BATON_OK) return st;
         double t = vk_elapsed_s(ctx);
-        if (t > 0.0) bytes_per_s[i] = (double)w->rows * (double)w->cols * 2.0 * reps / t;
+        if (t > 0.0) secs[i] = t / reps;
     }
     return BATON_OK;
+}
+
+void baton_vk_profile_shape(const baton_backend *base, int i, uint64_t *rows, uint64_t *cols) {
+    const vk_backend *b = (const vk_backend *)base;
+    vk_matmul_part parts[3];
+    const vk_buffer *x, *y;
+    const vk_matrix *w = profile_matrix(b, i, parts, &x, &y);
+    *rows = w != NULL ? (uint64_t)w->rows : 0;
+    *cols = w != NULL ? (uint64_t)w->cols : 0;
 }
 
 /* The device time of one layer's four products at T tokens (T <= max_tokens), the mean of `reps`
