@@ -107,6 +107,7 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
             return baton_fail(err, BATON_ERR_SHAPE, "%s: shape (%lld, %lld) is not (rows, 8k) with "
                               "the columns of the matrices stacked with it", name,
                               (long long)m->rows, (long long)m->cols);
+        n_blocks = (n_blocks + VK_TILE_BLOCKS - 1) / VK_TILE_BLOCKS * VK_TILE_BLOCKS;
         out->part_blk[p] = n_blocks;
         out->part_rows[p] = m->rows;
         n_blocks += (m->rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
@@ -122,6 +123,7 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
     if (chunk_env != NULL && strtoull(chunk_env, NULL, 10) > 0 && strtoull(chunk_env, NULL, 10) < limit)
         limit = strtoull(chunk_env, NULL, 10);
     uint64_t blocks_per_chunk = limit / block_bytes;
+    if (blocks_per_chunk >= VK_TILE_BLOCKS) blocks_per_chunk -= blocks_per_chunk % VK_TILE_BLOCKS;
     uint64_t blocks_per_piece = up->staging.size / block_bytes;
     if (blocks_per_chunk == 0 || blocks_per_piece == 0)
         return baton_fail(err, BATON_ERR_NOMEM, "%s: a block of %d rows (%llu bytes) exceeds the "
@@ -183,6 +185,7 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
                 while (p > 0 && gb < out->part_blk[p]) p--;
                 int64_t r0 = (gb - out->part_blk[p]) * VK_ROW_BLOCK;
                 int64_t real = ms[p]->rows - r0 < VK_ROW_BLOCK ? ms[p]->rows - r0 : VK_ROW_BLOCK;
+                if (real < 0) real = 0; /* a block that only pads its part to a tile */
                 bytes_done += (uint64_t)real * (uint64_t)m->cols * baton_dtype_size(ms[p]->dtype);
             }
             baton_progress_add(&up->progress, bytes_done);

@@ -8,12 +8,18 @@
 #include "vk_context.h"
 
 enum { VK_ROW_BLOCK = 32 };  /* rows per interleaved block: RB in matmul.comp */
+/* Each stacked part starts on a tile of this many blocks, and a chunk holds whole tiles (but
+ * where one block is all a binding holds): a workgroup of up to that many blocks' rows
+ * (matmul_coop.comp's RM 64, one staging of x for them all) never spans two parts, whose inputs
+ * differ, nor two chunks. */
+enum { VK_TILE_BLOCKS = 2 };
 
 enum { VK_MATRIX_PARTS = 3 }; /* matrices one vk_matrix may stack (groups in matmul.comp) */
 
 typedef struct {
-    int64_t rows, cols;      /* N, K: the stacked rows, each part but the last padded to a block */
-    int64_t chunk_rows;      /* rows per chunk (a multiple of VK_ROW_BLOCK), the last may be fewer */
+    int64_t rows, cols;      /* N, K: the stacked rows, each part but the last padded to a tile */
+    int64_t chunk_rows;      /* rows per chunk (a multiple of the tile, VK_TILE_BLOCKS blocks, but
+                              * where a binding holds one block), the last may be fewer */
     int n_chunks;
     vk_buffer *chunks;       /* [n_chunks] */
     int n_parts;             /* matrices stacked, 1 to VK_MATRIX_PARTS */
@@ -37,7 +43,7 @@ void vk_uploader_free(vk_context *ctx, vk_uploader *up);
 baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matrix *m,
                               const char *name, vk_matrix *out, baton_error *err);
 /* The same for n (1 to VK_MATRIX_PARTS) matrices of equal cols stacked row-wise, each starting
- * on a row block (zero rows pad the others), so that one dispatch computes all their products. */
+ * on a tile (zero rows pad the others), so that one dispatch computes all their products. */
 baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const baton_matrix *const *ms,
                                     int n, const char *name, vk_matrix *out, baton_error *err);
 void vk_matrix_free(vk_context *ctx, vk_matrix *m);
