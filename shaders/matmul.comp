@@ -96,6 +96,7 @@ layout(push_constant, std430) uniform Push {
     uint y_off_0, y_off_1, y_off_2;
     uint y_stride_0, y_stride_1, y_stride_2;
     uint epi_0, epi_1, epi_2;
+    uint n_blk;    // the chunk's row blocks (matmul_coop.comp's 64-row workgroups need it)
 } pc;
 
 shared float part[SEGS][G][WRT];

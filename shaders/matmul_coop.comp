@@ -12,15 +12,17 @@
 // the 8 segment sums are then added in order 0..7 in plain fp32. The variants differ in how much
 // they compute at once (RM rows, TN tokens, KR chunks of x staged per round), never in that order.
 //
-// A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one or two 16-row
-// fragments of one 32-row block) for TN tokens. Per round, the workgroup stages KR chunks of
+// A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one, two or four
+// 16-row fragments: of one 32-row block, or of the two of a tile, which never spans two stacked
+// parts or chunks; the second block is missing at the end of a chunk of an odd number) for TN
+// tokens. Per round, the workgroup stages KR chunks of
 // every segment's x for its TN tokens in shared memory (hi and lo), then each subgroup multiplies
 // its chunks: the weights' 16x8 fragments come straight from the buffer (16 rows of a chunk are
 // 256 contiguous bytes in the interleaved layout: one coalesced load), each used for TN / 8 token
 // columns twice. The segment sums meet in shared memory, one 8-token column at a time.
 //
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
-// in one 32-row block, so in one group).
+// in one 32-row block or one tile, so in one group).
 //
 // EMULATE=1 (test_vk_ops, on any device): the same staging, rounds, segments, groups and
 // epilogues with each 16x8x8 product done by plain fp32 arithmetic on the same fp16 values (hi
@@ -40,7 +42,7 @@
 
 // ROWS, TOKENS, ROUND: the variant's RM, TN and KR (plain integers for the preprocessor).
 #ifndef ROWS
-#define ROWS 16             // rows per workgroup: 16 or 32
+#define ROWS 16             // rows per workgroup: 16, 32 or 64 (two blocks: a tile, vk_upload.h)
 #endif
 #ifndef TOKENS
 #define TOKENS 8            // tokens per workgroup: a multiple of 8
@@ -84,6 +86,7 @@ layout(push_constant, std430) uniform Push {
     uint y_off_0, y_off_1, y_off_2;
     uint y_stride_0, y_stride_1, y_stride_2;
     uint epi_0, epi_1, epi_2;
+    uint n_blk;    // the chunk's row blocks
 } pc;
 
 // x of the round: [segment][KS columns][TNP tokens].
@@ -95,17 +98,28 @@ shared float16_t xl[SEGS * KS * TNP];
 #endif
 shared float part[SEGS * RM * 8u];  // segment sums of one 8-token column: [segment][row][token]
 
+// Fragment f of a workgroup whose first row is r0 of block blk (within the chunk): whether its
+// block is in the chunk, and the index (in halves) of its 16 rows of chunk c in the interleaved
+// layout ([block][K/8 chunks][32 rows][8 halves]).
+bool frag_in(uint blk, uint r0, uint f) { return blk + (r0 + 16u * f) / RB < pc.n_blk; }
+uint frag_at(uint blk, uint r0, uint f, uint nc, uint c) {
+    uint fr = r0 + 16u * f;
+    return (((blk + fr / RB) * nc + c) * RB + fr % RB) * 8u;
+}
+
 #if !EMULATE
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
 
-// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f and 8-token
+// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
+// (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
 // column j; a holds the chunk's RF weight fragments, xbase its staged x.
-void multiply(fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF], uint xbase) {
+void multiply(fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF], uint xbase, uint fin) {
     [[unroll]] for (uint j = 0u; j < NJ; j++) {
         fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
         coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
         coopMatLoadNV(bl, xl, xbase + 8u * j, TNP, false);
         [[unroll]] for (uint f = 0u; f < RF; f++) {
+            if (f >= fin) break;  // uniform: the workgroup's blocks
             acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
             acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
         }
@@ -129,6 +143,9 @@ void main() {
     uint epilogue = g == 2u ? pc.epi_2 : g == 1u ? pc.epi_1 : pc.epi_0;
 
     uint nc = pc.K / 8u, xrow = pc.K / 4u;
+    // The fragments whose block is in the chunk: all but where a tile's second block is missing.
+    uint fin = 0u;
+    [[unroll]] for (uint f = 0u; f < RF; f++) fin += frag_in(blk, r0, f) ? 1u : 0u;
     // This subgroup's segment: chunks [c_begin, c_end).
     uint c_begin = min(sg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
 
@@ -177,25 +194,25 @@ void main() {
             // A whole round (the common case): every weight fragment of the round is loaded
             // before the first product, so KR * RF loads are in flight at once.
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
-            [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
-                uint wbase = ((blk * nc + c_begin + q0 + cc) * RB + r0) * 8u;
-                [[unroll]] for (uint f = 0u; f < RF; f++)
-                    coopMatLoadNV(a[cc][f], wh, wbase + 16u * 8u * f, 8u, false);
-            }
-            [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP);
+            [[unroll]] for (uint cc = 0u; cc < KR; cc++)
+                [[unroll]] for (uint f = 0u; f < RF; f++) {
+                    if (f >= fin) break;
+                    coopMatLoadNV(a[cc][f], wh, frag_at(blk, r0, f, nc, c_begin + q0 + cc), 8u, false);
+                }
+            [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP, fin);
         } else
 #endif
         // The segment's last, partial round (every round, emulated).
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
             uint c = c_begin + q0 + cc;
             if (c >= c_end) break;  // uniform over the subgroup
-            uint wbase = ((blk * nc + c) * RB + r0) * 8u;  // halves: rows r0.., 8 columns each
             uint xbase = (sg * KS + cc * 8u) * TNP;
 #if EMULATE
             [[unroll]] for (uint f = 0u; f < RF; f++) {
+                if (f >= fin) break;
                 [[unroll]] for (uint e = 0u; e < 4u; e++) {
                     uint el = lane + 32u * e, r = el / 8u, n = el % 8u;
-                    uvec4 qw = w[(wbase + (16u * f + r) * 8u) / 8u];
+                    uvec4 qw = w[(frag_at(blk, r0, f, nc, c) + r * 8u) / 8u];
                     float wr[8];
                     vec2 p0 = unpackHalf2x16(qw.x), p1 = unpackHalf2x16(qw.y);
                     vec2 p2 = unpackHalf2x16(qw.z), p3 = unpackHalf2x16(qw.w);
@@ -213,9 +230,11 @@ void main() {
             }
 #else
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF];
-            [[unroll]] for (uint f = 0u; f < RF; f++)
-                coopMatLoadNV(a[f], wh, wbase + 16u * 8u * f, 8u, false);
-            multiply(a, xbase);
+            [[unroll]] for (uint f = 0u; f < RF; f++) {
+                if (f >= fin) break;
+                coopMatLoadNV(a[f], wh, frag_at(blk, r0, f, nc, c), 8u, false);
+            }
+            multiply(a, xbase, fin);
 #endif
         }
         barrier();
@@ -234,12 +253,12 @@ void main() {
             coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
 #endif
         barrier();
-        if (tid < RM * 8u) {
-            uint r = tid / 8u, n = tid % 8u;
+        for (uint e = tid; e < RM * 8u; e += THREADS) {
+            uint r = e / 8u, n = e % 8u;
             precise float s = part[r * 8u + n];
             [[unroll]] for (uint k = 1u; k < SEGS; k++) s = s + part[(k * RM + r) * 8u + n];
             uint tok = col0 + 8u * j + n, row = (gblk - gblk0) * RB + r0 + r;
-            if (tok < pc.T && row < g_rows) {
+            if (tok < pc.T && row < g_rows && r / 16u < fin) {
                 uint o = tok * y_stride + row;
                 uint yi = y_off + o;
                 if (epilogue == EPI_NONE) {

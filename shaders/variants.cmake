@@ -44,7 +44,7 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # 64 tokens per workgroup for steps of more than 32: each weight read half as often as at 32.
   "matmul_f16_f32_b64_rt2|matmul.comp|CB=64 WR=16u RT=2"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
-  # hi + lo), opt-in with BATON_VK_COOPMAT on a device that has them; built only there. ROWS and
+  # hi + lo), where tuning chooses them or BATON_VK_COOPMAT=1 asks; built only there. ROWS and
   # TOKENS per workgroup, ROUND chunks of x staged per round; every one sums in the same order.
   # t8: steps of up to 8 tokens; t32, t64: larger steps (vk_coop_configs in vk_kernels.c).
   "matmul_coop_r16_t8|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8"
@@ -55,6 +55,9 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t32|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2"
   "matmul_coop_r16_t64|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=2"
   "matmul_coop_r32_t64|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2"
+  # 64 rows: a tile of two blocks (vk_upload.h), one staging of x for twice the rows.
+  "matmul_coop_r64_t32|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2"
+  "matmul_coop_r64_t64_k1|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device;
   # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
   "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
@@ -65,4 +68,6 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t32_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 EMULATE=1"
   "matmul_coop_r16_t64_emulated|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=1 EMULATE=1"
   "matmul_coop_r32_t64_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 EMULATE=1"
+  "matmul_coop_r64_t32_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 EMULATE=1"
+  "matmul_coop_r64_t64_k1_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 EMULATE=1"
 )

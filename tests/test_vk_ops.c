@@ -687,13 +687,17 @@ int main(void) {
      * cooperative-matrix calls themselves need a device that has them). */
     ctx.coopmat = ctx.coopmat_emulated = true;
     printf("matmul_coop.comp, emulated:\n");
-    const int pairs[3][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}};
-    for (int p = 0; p < 3; p++) {
+    /* The 64-row ones (8, 9) also on stacks whose parts end mid-tile and chunks of an odd
+     * number of blocks. */
+    const int pairs[5][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}, {2, 8}, {1, 9}};
+    for (int p = 0; p < 5; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,
                vk_coop_configs[pairs[p][1]].name);
         test_matmul(100, 72, 2 * 32 * 72 * 2);
-        if (p > 0) continue;
+        if (p > 0 && vk_coop_configs[pairs[p][1]].rm != 64) continue;
+        test_matmul(100, 72, 3 * 32 * 72 * 2); /* chunks of 2 blocks (3 rounds down to a tile) */
+        test_matmul(100, 72, 32 * 72 * 2);     /* chunks of 1 block: a tile's second is missing */
         test_matmul(37, 16, 0);
         test_matmul(70, 200, 0); /* K past one round */
         test_matmul_stack(stack_a, 72, 0);

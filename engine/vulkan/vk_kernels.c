@@ -138,6 +138,12 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
     {"r32 t64", BATON_SHADER_matmul_coop_r32_t64,
      BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
+    /* A tile of two blocks: each staged x feeds twice the rows (x staged per weight byte: 1 at
+     * t32, 2 at t64, against 4 for r32 t64). */
+    {"r64 t32", BATON_SHADER_matmul_coop_r64_t32,
+     BATON_SHADER_matmul_coop_r64_t32_emulated, 64, 32, 2, 2},
+    {"r64 t64 k1", BATON_SHADER_matmul_coop_r64_t64_k1,
+     BATON_SHADER_matmul_coop_r64_t64_k1_emulated, 64, 64, 1, 1},
 };
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {
@@ -221,9 +227,12 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         int64_t rows = w->rows - row0 < w->chunk_rows ? w->rows - row0 : w->chunk_rows;
         int64_t blocks = (rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
         pc.blk0 = (uint32_t)(row0 / VK_ROW_BLOCK);
+        pc.n_blk = (uint32_t)blocks;
         vk_bind binds[4] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
+        /* wr rows per workgroup: a part of a block, or (64) a tile of two, the last one of a
+         * chunk of an odd number of blocks half empty */
         vk_dispatch(ctx, shader, binds, 4, &pc, sizeof pc, (T + cb - 1) / cb,
-                    (uint32_t)blocks * (VK_ROW_BLOCK / wr), 1);
+                    (uint32_t)((blocks * VK_ROW_BLOCK + wr - 1) / wr), 1);
     }
 }
 

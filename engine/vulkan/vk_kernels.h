@@ -26,8 +26,9 @@ _Static_assert(sizeof(pc_wkv) == 24, "wkv.comp push block");
 typedef struct {
     uint32_t K, T, cps, blk0, n_groups, m_off, blk_1, blk_2;
     uint32_t rows[3], x_off[3], y_off[3], y_stride[3], epi[3];
+    uint32_t n_blk;
 } pc_matmul;
-_Static_assert(sizeof(pc_matmul) == 92, "matmul.comp push block");
+_Static_assert(sizeof(pc_matmul) == 96, "matmul.comp and matmul_coop.comp push block");
 typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off, few_max;
 } pc_sample;
@@ -124,7 +125,7 @@ typedef struct {
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 8, VK_COOP_MANY_DEFAULT = 7 };
+enum { VK_COOP_CONFIGS = 10, VK_COOP_MANY_DEFAULT = 7 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
