@@ -21,7 +21,8 @@ static const char *usage_text =
     "The figures are the engine as it chose to run on the device: its kernel tuning (BATON_VK_TUNE)\n"
     "and, where the device has tensor cores, fp32 or tensor-core matmuls (BATON_VK_COOPMAT): the\n"
     "`kernels:` line says which. After batch 1 and the last batch listed it decodes again with\n"
-    "sampling on the device (top-p 0.85; with top-k 40; at temperature 0.2), beside greedy's step.\n"
+    "sampling on the device (top-p 0.85; with top-k 40; at temperature 0.2), beside greedy's step,\n"
+    "and profiles those steps and the prefill: device time per step by kernel (`profile`).\n"
     "  --shape S     14b = 40 layers C 5120, 7b = 32/4096, 3b = 32/2560, 1b5 = 24/2048 (V 50277),\n"
     "                or L,C,V explicitly (default 1b5)\n"
     "  --layers N    use N layers instead of the shape's (quick runs)\n"
@@ -485,6 +486,39 @@ static int sample_lines(baton_backend *be, int B, double greedy_dt, double secon
     return BATON_EXIT_OK;
 }
 
+/* The same steps again with the backend's profiling on: where a step's device time goes, kernel
+ * by kernel (the groups of dispatches between barriers, each charged to the first kernel in it),
+ * per step, the longest first. */
+static int profile_line(baton_backend *be, const char *what, int B, int T, double seconds,
+                        int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out) {
+    if (!baton_vk_profile(be, true)) {
+        printf("profile %s: none (the queue has no timestamps)\n", what);
+        return BATON_EXIT_OK;
+    }
+    baton_error err = {0};
+    step_split sp;
+    double dt = time_steps(be, B, T, seconds, tokens, seqs, sampling, out, &sp, &err);
+    baton_vk_profile(be, false);
+    if (dt < 0) {
+        fprintf(stderr, "baton bench: profile %s: %s\n", what, err.msg);
+        return BATON_EXIT_FAIL;
+    }
+    baton_vk_profile_entry e[12];
+    uint32_t steps = 0;
+    int n = baton_vk_profile_read(be, 12, e, &steps);
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += e[i].secs;
+    if (steps == 0) steps = 1;
+    printf("profile %s (device ms per step by kernel, %.2f in all; groups of dispatches per step):",
+           what, total / steps * 1e3);
+    for (int i = 0; i < n; i++)
+        printf(" %s %.3f (%.0f)%s", e[i].name, e[i].secs / steps * 1e3, (double)e[i].groups / steps,
+               i + 1 < n ? "," : "\n");
+    if (n == 0) printf(" nothing\n");
+    fflush(stdout);
+    return BATON_EXIT_OK;
+}
+
 static int bench_run(int device, int L, int C, int V, const int32_t *batches, int n_batches,
                      int prefill, double seconds, bool sweep) {
     baton_error err = {0};
@@ -563,6 +597,11 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         if ((B == 1 || bi + 1 == n_batches) && sample_lines(be, B, dt, seconds, tokens, seqs,
                                                              sampling, out) != BATON_EXIT_OK)
             goto out_buffers;
+        char what[48];
+        snprintf(what, sizeof what, "decode batch %d", B);
+        if ((B == 1 || bi + 1 == n_batches) &&
+            profile_line(be, what, B, 1, seconds / 2, tokens, seqs, sampling, out) != BATON_EXIT_OK)
+            goto out_buffers;
         if (B == 8) tps8 = tps;
         if (B >= largest) {
             largest = B;
@@ -583,6 +622,10 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms; %u dispatches, %u barriers; device busy "
                "%.1f ms, recording %.2f ms)\n", prefill, prefill_tps, dt * 1e3, dispatches, barriers,
                sp.gpu_s * 1e3, sp.record_s * 1e3);
+        char what[48];
+        snprintf(what, sizeof what, "prefill %d", prefill);
+        if (profile_line(be, what, 1, prefill, seconds / 2, tokens, seqs, sampling, out) != BATON_EXIT_OK)
+            goto out_buffers;
     }
     if (tps1 > 0) {
         printf("ratio batch-1 weight bandwidth / shader copy bandwidth: %.2f  (goal >= 0.80)\n",

@@ -138,6 +138,61 @@ static void test_replay_stale(const fixture_case *fc) {
     baton_model_free(m);
 }
 
+/* Profiling (baton_vk_profile): the same logits as without it; every group of dispatches between
+ * barriers, and the one after the last, timed once per step; kept command buffers neither used
+ * nor made while it is on, and used again after. */
+static void test_profile(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab;
+    baton_backend *b = open_backend(m, 0, m->n_layer, 4);
+    float *want = malloc((size_t)3 * V * 4), *got = malloc((size_t)3 * V * 4);
+    REQUIRE(want && got);
+    for (int pass = 0; pass < 2; pass++) {
+        slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+        if (pass == 1 && !baton_vk_profile(b, true)) {
+            printf("%s: no timestamps here, no profile\n", fc->name);
+            break;
+        }
+        for (int t = 0; t < 3; t++) {
+            baton_seq q = {.slot = 0, .n_tokens = 1};
+            baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
+                            .logits = (pass ? got : want) + (size_t)t * V};
+            step_ok(b, &s);
+            if (pass == 1) CHECK_MSG(!baton_vk_step_replayed(b), "%s: a profiled step replayed", fc->name);
+        }
+        if (pass == 0) continue;
+        uint32_t dispatches = 0, barriers = 0, steps = 0, groups = 0;
+        baton_vk_step_counts(b, &dispatches, &barriers);
+        baton_vk_profile_entry e[BATON_SHADER_ENTRIES];
+        int n = baton_vk_profile_read(b, BATON_SHADER_ENTRIES, e, &steps);
+        double total = 0.0;
+        for (int i = 0; i < n; i++) {
+            groups += e[i].groups;
+            total += e[i].secs;
+            CHECK(e[i].secs >= 0.0 && (i == 0 || e[i].secs <= e[i - 1].secs));
+        }
+        CHECK_MSG(steps == 3 && groups == 3 * (barriers + 1) && total > 0.0,
+                  "%s: profile of %u steps, %u groups (%u barriers a step), %g s", fc->name, steps,
+                  groups, barriers, total);
+        CHECK_MSG(memcmp(got, want, (size_t)3 * V * 4) == 0, "%s: profiled logits differ", fc->name);
+        baton_vk_profile(b, false);
+        for (int t = 0; t < 2; t++) {
+            baton_seq q = {.slot = 0, .n_tokens = 1};
+            baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = got};
+            step_ok(b, &s);
+        }
+        CHECK_MSG(baton_vk_step_replayed(b), "%s: no replay after profiling", fc->name);
+        printf("%s: profiled 3 steps, %u groups, %d kernels, %s first; logits unchanged\n", fc->name,
+               groups, n, n > 0 ? e[0].name : "none");
+    }
+    free(want);
+    free(got);
+    baton_backend_free(b);
+    baton_model_free(m);
+}
+
 /* The last logits of four steps in slot 0 from a fresh state, one for each kind of matmul
  * configuration: 40 tokens (the 64-token tier), 20 (the 32-token one), 5 (the 8-token one), 1
  * (the matvec), every id made up: out[KINDS][V]. Needs max_tokens >= 40. */
@@ -489,6 +544,7 @@ int main(void) {
         int nt = small && fc->n_tokens > 6 ? 6 : fc->n_tokens;
         test_case(fc, nt);
         if (i == 0) test_replay_stale(fc);
+        if (i == 0) test_profile(fc);
         if (i == 0) test_tuning(fc, false);
         if (i == 0) test_coop_auto(fc);
         if (first_of_model) {

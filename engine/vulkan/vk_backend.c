@@ -180,6 +180,7 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
     b->ctx.n_dispatches = 0;
     b->ctx.n_barriers = 0;
+    if (b->ctx.prof.on) b->ctx.prof.steps++;
     b->step_gpu_s = 0.0;
     b->step_record_s = 0.0;
 
@@ -397,6 +398,43 @@ void baton_vk_step_times(const baton_backend *base, double *gpu_s, double *recor
     const vk_backend *b = (const vk_backend *)base;
     *gpu_s = b->step_gpu_s;
     *record_s = b->step_record_s;
+}
+
+bool baton_vk_profile(baton_backend *base, bool on) {
+    vk_backend *b = (vk_backend *)base;
+    if (b->ctx.queries == VK_NULL_HANDLE) return false;
+    if (on && !b->ctx.prof.on) {
+        memset(b->ctx.prof.secs, 0, sizeof b->ctx.prof.secs);
+        memset(b->ctx.prof.groups, 0, sizeof b->ctx.prof.groups);
+        b->ctx.prof.steps = 0;
+    }
+    b->ctx.prof.on = on;
+    return true;
+}
+
+_Static_assert(BATON_SHADER_COUNT + 1 <= BATON_SHADER_ENTRIES, "profile entries");
+
+static int by_time(const void *a, const void *b) {
+    double x = ((const baton_vk_profile_entry *)a)->secs, y = ((const baton_vk_profile_entry *)b)->secs;
+    return (x < y) - (x > y);
+}
+
+int baton_vk_profile_read(const baton_backend *base, int max, baton_vk_profile_entry *out,
+                          uint32_t *steps) {
+    const vk_profile *p = &((const vk_backend *)base)->ctx.prof;
+    baton_vk_profile_entry all[BATON_SHADER_COUNT + 1];
+    int n = 0;
+    for (int s = 0; s <= BATON_SHADER_COUNT; s++)
+        if (p->groups[s] != 0)
+            all[n++] = (baton_vk_profile_entry){
+                .name = s < BATON_SHADER_COUNT ? baton_spirv_table[s].name : "(copies, no dispatch)",
+                .secs = p->secs[s], .groups = p->groups[s],
+            };
+    qsort(all, (size_t)n, sizeof all[0], by_time);
+    if (n > max) n = max;
+    memcpy(out, all, (size_t)n * sizeof all[0]);
+    *steps = p->steps;
+    return n;
 }
 
 const char *baton_vk_coopmat_state(const baton_backend *base, bool *ready, bool *active) {

@@ -93,6 +93,23 @@ bool baton_vk_step_replayed(const baton_backend *be);
  * what the step's wall time is beside what the device was busy. */
 void baton_vk_step_times(const baton_backend *be, double *gpu_s, double *record_s);
 
+/* Profiling: while on, every step records a timestamp before each of its barriers (and keeps no
+ * command buffer for replay), and the device time of each group of dispatches between barriers
+ * is added to the shader dispatched first in it: where a step's time goes, kernel by kernel. The
+ * timestamps cost a little themselves; turn it off to measure. Turning it on clears what was
+ * gathered. False when the device's queue has no timestamps. */
+bool baton_vk_profile(baton_backend *be, bool on);
+typedef struct {
+    const char *name;  /* the shader variant, e.g. "matmul_f16_f32_b1_wr32_xs" */
+    double secs;       /* device time in all the steps profiled */
+    uint32_t groups;   /* groups of dispatches between barriers it closed */
+} baton_vk_profile_entry;
+/* Up to max entries, the longest first, and the steps profiled; returns how many (at most
+ * BATON_SHADER_ENTRIES: one per shader variant and one for groups of copies alone). */
+enum { BATON_SHADER_ENTRIES = 64 };
+int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_entry *out,
+                          uint32_t *steps);
+
 /* The one-token matmul (matvec) configurations `baton bench --sweep` measures: their count
  * (configuration 0 is the GPUs' default; baton_vk_kernels_reset says more) and a short name of
  * each ("wr16 u8 xs": 16 rows per workgroup, 8 weight loads in flight per thread, x staged in

@@ -752,7 +752,7 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
         VkQueryPoolCreateInfo qpi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
             .queryType = VK_QUERY_TYPE_TIMESTAMP,
-            .queryCount = 2,
+            .queryCount = 2 + VK_PROF_MAX,
         };
         r = vkCreateQueryPool(ctx->device, &qpi, NULL, &ctx->queries);
         if (r != VK_SUCCESS) {
@@ -888,6 +888,31 @@ void vk_context_free(vk_context *ctx) {
     memset(ctx, 0, sizeof *ctx);
 }
 
+/* Profiling: a timestamp after every command so far, the interval before it charged to the first
+ * shader dispatched in it (a product, where a state save shares its group). */
+static void prof_mark(vk_context *ctx) {
+    if (!ctx->prof.on || ctx->queries == VK_NULL_HANDLE || ctx->replaying || ctx->prof.n >= VK_PROF_MAX)
+        return;
+    vkCmdWriteTimestamp(ctx->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->queries, 2 + ctx->prof.n);
+    ctx->prof.shader[ctx->prof.n++] = ctx->prof.first;
+    ctx->prof.first = -1;
+}
+
+/* Adds the intervals of the command buffer that just ran to the profile. */
+static void prof_collect(vk_context *ctx) {
+    vk_profile *p = &ctx->prof;
+    if (!p->on || ctx->queries == VK_NULL_HANDLE || p->n < 2) return;
+    uint64_t t[VK_PROF_MAX];
+    if (vkGetQueryPoolResults(ctx->device, ctx->queries, 2, p->n, sizeof(uint64_t) * p->n, t,
+                              sizeof t[0], VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
+        return;
+    for (uint32_t i = 1; i < p->n; i++) {
+        int s = p->shader[i] >= 0 ? p->shader[i] : BATON_SHADER_COUNT;
+        p->secs[s] += (double)(t[i] - t[i - 1]) * (double)ctx->timestamp_period_ns * 1e-9;
+        p->groups[s]++;
+    }
+}
+
 static baton_status begin_recording(vk_context *ctx, VkCommandBuffer cmd, bool once, baton_error *err) {
     if (ctx->lost)
         return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan device stopped answering earlier");
@@ -901,7 +926,10 @@ static baton_status begin_recording(vk_context *ctx, VkCommandBuffer cmd, bool o
     };
     r = vkBeginCommandBuffer(ctx->cmd, &bi);
     if (r != VK_SUCCESS) return vk_fail(err, r, "vkBeginCommandBuffer");
-    if (ctx->queries) vkCmdResetQueryPool(ctx->cmd, ctx->queries, 0, 2);
+    if (ctx->queries) vkCmdResetQueryPool(ctx->cmd, ctx->queries, 0, ctx->prof.on ? 2 + VK_PROF_MAX : 2);
+    ctx->prof.n = 0;
+    ctx->prof.first = -1;
+    if (ctx->prof.on) prof_mark(ctx);
     return BATON_OK;
 }
 
@@ -913,6 +941,7 @@ baton_status vk_begin(vk_context *ctx, baton_error *err) {
 baton_status vk_begin_keyed(vk_context *ctx, const uint64_t key[VK_REPLAY_KEY], bool *replay,
                             baton_error *err) {
     *replay = false;
+    if (ctx->prof.on) return vk_begin(ctx, err); /* its timestamps: recorded each time, kept never */
     int lru = 0;
     for (int i = 0; i < VK_REPLAYS && !ctx->lost; i++) {
         vk_replay *e = &ctx->replays[i];
@@ -942,6 +971,7 @@ void vk_replays_invalidate(vk_context *ctx) { ctx->replay_gen++; }
 baton_status vk_submit_wait(vk_context *ctx, baton_error *err) {
     VkResult r;
     if (!ctx->replaying) {
+        prof_mark(ctx); /* the group after the last barrier */
         r = vkEndCommandBuffer(ctx->cmd);
         if (r != VK_SUCCESS) return vk_fail(err, r, "vkEndCommandBuffer");
         if (ctx->n_dsets >= VK_DSET_CACHE)
@@ -969,6 +999,7 @@ baton_status vk_submit_wait(vk_context *ctx, baton_error *err) {
         if (r == VK_ERROR_DEVICE_LOST) ctx->lost = true;
         return vk_fail(err, r, "vkWaitForFences");
     }
+    prof_collect(ctx);
     if (ctx->replay_cur >= 0) { /* a new recording ran: keep it for its key */
         vk_replay *e = &ctx->replays[ctx->replay_cur];
         e->valid = e->gen == ctx->replay_gen;
@@ -1054,10 +1085,12 @@ void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, 
     }
     vkCmdDispatch(ctx->cmd, gx, gy, gz);
     ctx->n_dispatches++;
+    if (ctx->prof.first < 0) ctx->prof.first = (int)shader;
 }
 
 void vk_barrier(vk_context *ctx) {
     if (ctx->replaying) return;
+    prof_mark(ctx);
     VkMemoryBarrier mb = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
         .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,

@@ -49,6 +49,19 @@ typedef enum {
  * anything else. */
 bool vk_coop_mode_parse(const char *env, vk_coop_mode *mode, bool *emulate);
 
+/* Profiling (baton_vk_profile): a timestamp before every barrier, so that the device time of each
+ * group of dispatches between barriers adds up by shader. */
+enum { VK_PROF_MAX = 1024 }; /* timestamps per command buffer (queries 2 onward) */
+typedef struct {
+    bool on;
+    uint32_t n;                       /* timestamps written into the command buffer so far */
+    int shader[VK_PROF_MAX];          /* the first shader dispatched before timestamp i (-1: none) */
+    int first;                        /* the first shader dispatched since the last timestamp */
+    double secs[BATON_SHADER_COUNT + 1];   /* [BATON_SHADER_COUNT]: groups with no dispatch */
+    uint32_t groups[BATON_SHADER_COUNT + 1];
+    uint32_t steps;                   /* steps run while on (the backend counts them) */
+} vk_profile;
+
 /* A command buffer recorded for a step of a given shape, submitted again for every later step
  * of that shape (the step's data lives in buffers the host fills before each submit). */
 enum { VK_REPLAYS = 8, VK_REPLAY_KEY = 6 };
@@ -82,7 +95,8 @@ typedef struct {
     bool replaying;       /* ctx->cmd is a recorded buffer submitted again: every recording
                            * call (dispatch, barrier, copy, timestamp) does nothing */
     VkFence fence;
-    VkQueryPool queries; /* 2 timestamps, when the queue has them */
+    VkQueryPool queries; /* 2 timestamps, then VK_PROF_MAX for profiling, when the queue has them */
+    vk_profile prof;
     VkDescriptorSetLayout dset_layout;
     VkPipelineLayout pipe_layout;
     VkShaderModule modules[BATON_SHADER_COUNT];
