@@ -619,7 +619,8 @@ static void test_shift_wkv(int C) {
 }
 
 /* Tuning's choice: the fastest, unless within the margin of the current one; unmeasured entries
- * (<= 0) never chosen. Its choice of path (vk_tune_coop_wins). And vk_kernels_reset goes back to what ctx->start holds. */
+ * (<= 0) never chosen. Its choice of path (vk_tune_coop_wins). And vk_kernels_reset goes back to
+ * what ctx->start holds. */
 static void test_tune_pick(void) {
     const double a[4] = {1.0, 0.98, 0.5, 0.0}, b[3] = {1.0, 0.98, -1.0}, c[3] = {0.0, 2.0, 3.0};
     const double none[2] = {0.0, -1.0};
@@ -687,8 +688,8 @@ int main(void) {
      * cooperative-matrix calls themselves need a device that has them). */
     ctx.coopmat = ctx.coopmat_emulated = true;
     printf("matmul_coop.comp, emulated:\n");
-    /* The 64-row ones (8, 9) also on stacks whose parts end mid-tile and chunks of an odd
-     * number of blocks. */
+    /* The 64-row ones (8, 9) also on stacks whose parts end mid-tile, on chunks of one block
+     * and on an odd number of blocks. */
     const int pairs[5][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}, {2, 8}, {1, 9}};
     for (int p = 0; p < 5; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
