@@ -15,11 +15,11 @@
 // A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one, two or four
 // 16-row fragments: of one 32-row block, or of the two of a tile, which never spans two stacked
 // parts or chunks; the second block is missing at the end of a chunk of an odd number) for TN
-// tokens. Per round, the workgroup stages KR chunks of
-// every segment's x for its TN tokens in shared memory (hi and lo), then each subgroup multiplies
-// its chunks: the weights' 16x8 fragments come straight from the buffer (16 rows of a chunk are
-// 256 contiguous bytes in the interleaved layout: one coalesced load), each used for TN / 8 token
-// columns twice. The segment sums meet in shared memory, one 8-token column at a time.
+// tokens. Per round, the workgroup stages KR chunks of every segment's x for its TN tokens in
+// shared memory (hi and lo), then each subgroup multiplies its chunks: the weights' 16x8
+// fragments come straight from the buffer (16 rows of a chunk are 256 contiguous bytes in the
+// interleaved layout: one coalesced load), each used for TN / 8 token columns twice. The segment
+// sums meet in shared memory, one 8-token column at a time.
 //
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
 // in one 32-row block or one tile, so in one group).
