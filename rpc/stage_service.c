@@ -317,16 +317,24 @@ static void forward_free(forward *f) {
     free(f->hidden);
 }
 
+/* The step for the next stage: m's header, this stage's hidden states instead of its input. It
+ * points into m and hidden. */
+static Baton__V1__StepRequest next_request(const stage *s, const Baton__V1__StepRequest *m,
+                                           uint8_t *hidden, size_t hidden_len) {
+    Baton__V1__StepRequest next = *m;
+    next.stage = s->next_stage;
+    next.n_tokens = 0;
+    next.tokens = NULL;
+    next.hidden.data = hidden;
+    next.hidden.len = hidden_len;
+    return next;
+}
+
 /* Calls the next stage with f's hidden states and answers f's call with what comes back, the
  * times of this node's stages in front of the later stages' times. On a forwarder thread. */
 static void forward_run(stage *s, forward *f) {
     char why[RPC_DETAILS_MAX];
-    Baton__V1__StepRequest next = *f->msg;
-    next.stage = s->next_stage;
-    next.n_tokens = 0;
-    next.tokens = NULL;
-    next.hidden.data = f->hidden;
-    next.hidden.len = f->hidden_len;
+    Baton__V1__StepRequest next = next_request(s, f->msg, f->hidden, f->hidden_len);
     int64_t left_ms = rpc_call_deadline_ms(f->call);
     int64_t timeout_ms = left_ms == INT64_MAX ? 60000 : left_ms - HOP_MARGIN_MS;
     if (timeout_ms < 1) timeout_ms = 1;
@@ -380,9 +388,9 @@ static void *forward_thread(void *arg) {
 
 static grpc_status_code queue_job(stage *s, const job *j, const char **why);
 
-/* Hands the computed step to the next stage of this node: the same header, the hidden states as
- * its input, into that stage's queue (a copy of the request it owns, as if it had come over
- * gRPC), the times so far with it; the call is answered there. */
+/* Hands the computed step to the next stage of this node (next_request) into that stage's queue
+ * (a copy of the request it owns, as if it had come over gRPC), the times so far with it; the
+ * call is answered there. */
 static void hand_over(stage *s, rpc_call *call, const Baton__V1__StepRequest *m, size_t hidden_len,
                       const stage_times *times) {
     /* A chain inside one node passes each of its stages once: more hops than stages is a loop
@@ -392,12 +400,7 @@ static void hand_over(stage *s, rpc_call *call, const Baton__V1__StepRequest *m,
                        "the stages of this node were loaded into a loop");
         return;
     }
-    Baton__V1__StepRequest next = *m;
-    next.stage = s->next_stage;
-    next.n_tokens = 0;
-    next.tokens = NULL;
-    next.hidden.data = (uint8_t *)s->x_out;
-    next.hidden.len = hidden_len;
+    Baton__V1__StepRequest next = next_request(s, m, (uint8_t *)s->x_out, hidden_len);
     size_t size = baton__v1__step_request__get_packed_size(&next);
     uint8_t *buf = malloc(size);
     Baton__V1__StepRequest *copy = NULL;
