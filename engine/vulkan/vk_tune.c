@@ -208,6 +208,28 @@ static baton_status read_x(vk_backend *b, uint32_t T, const vk_buffer *probe, fl
     return st;
 }
 
+static void append(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *out, size_t size, const char *fmt, ...) {
+    size_t len = strlen(out);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + len, size - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends "<kind> <configuration> (<what>)" to out, after "; " unless out is empty. */
+static void note_kind(char *out, size_t size, int kind, int config, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void note_kind(char *out, size_t size, int kind, int config, const char *fmt, ...) {
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    append(out, size, "%s%s %s (%s)", out[0] ? "; " : "", kind_names[kind],
+           kind_config_name(kind, config), what);
+}
+
 /* Times every configuration of one kind (the fastest of up to TUNE_ROUNDS rounds, the
  * configurations interleaved so that a clock change hits them alike) and makes the pick its
  * start; appends what it chose to out. A configuration whose results after its first timing
@@ -230,10 +252,8 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     if (st == BATON_OK && one < 0.1) st = time_layer(b, T, 1, &one, err); /* then steady */
     if (st == BATON_OK) st = read_x(b, T, probe, ref, err);
     if (st != BATON_OK) return st;
-    size_t len = strlen(out);
     if (!(one > 0.0) || members * one > 2 * TUNE_KIND_S) {
-        snprintf(out + len, size - len, "%s%s %s (kept: %.3f s a layer is too slow to time "
-                 "each)", len ? "; " : "", kind_names[kind], kind_config_name(kind, def), one);
+        note_kind(out, size, kind, def, "kept: %.3f s a layer is too slow to time each", one);
         return BATON_OK;
     }
     int reps = one >= TUNE_REP_S ? 1 : (int)(TUNE_REP_S / one) + 1;
@@ -263,21 +283,16 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     *best = secs[pick] > 0.0 ? secs[pick] : 0.0;
     st = kind_select(ctx, kind, pick, err);
     if (pick == def)
-        snprintf(out + len, size - len, "%s%s %s (the default)", len ? "; " : "", kind_names[kind],
-                 kind_config_name(kind, pick));
+        note_kind(out, size, kind, pick, "the default");
     else if (!(secs[def] > 0.0)) /* the default gave no time: no ratio to print */
-        snprintf(out + len, size - len, "%s%s %s (the default %s gave no time)", len ? "; " : "",
-                 kind_names[kind], kind_config_name(kind, pick), kind_config_name(kind, def));
+        note_kind(out, size, kind, pick, "the default %s gave no time", kind_config_name(kind, def));
     else
-        snprintf(out + len, size - len, "%s%s %s (%.2fx as fast as %s)", len ? "; " : "",
-                 kind_names[kind], kind_config_name(kind, pick), secs[def] / secs[pick],
-                 kind_config_name(kind, def));
-    for (int i = 0; i < n; i++) {
-        len = strlen(out);
+        note_kind(out, size, kind, pick, "%.2fx as fast as %s", secs[def] / secs[pick],
+                  kind_config_name(kind, def));
+    for (int i = 0; i < n; i++)
         if (differs[i])
-            snprintf(out + len, size - len, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used",
-                     kind_names[kind], kind_config_name(kind, i));
-    }
+            append(out, size, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used", kind_names[kind],
+                   kind_config_name(kind, i));
     return st;
 }
 
@@ -312,14 +327,6 @@ typedef struct {
     double best[K_KINDS];
 } tune_times;
 
-static void append(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void append(char *out, size_t size, const char *fmt, ...) {
-    size_t len = strlen(out);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out + len, size - len, fmt, ap);
-    va_end(ap);
-}
 
 /* Tunes every kind the stage runs on the path in use (kind_tokens), within the time left. */
 static baton_status tune_path(vk_backend *b, const vk_buffer *probe, float *ref, float *got,
@@ -329,8 +336,7 @@ static baton_status tune_path(vk_backend *b, const vk_buffer *probe, float *ref,
         if (T == 0) continue;
         tt->tokens[kind] = T;
         if (now_s() - tt->t0 > TUNE_TOTAL_S) {
-            append(out, size, "%s%s %s (kept: out of tuning time)", out[0] ? "; " : "",
-                   kind_names[kind], kind_config_name(kind, *kind_start(&b->ctx, kind)));
+            note_kind(out, size, kind, *kind_start(&b->ctx, kind), "kept: out of tuning time");
             continue;
         }
         baton_status st = tune_kind(b, kind, T, probe, ref, got, out, size, &tt->best[kind], err);
