@@ -86,16 +86,19 @@ bool key_ge(uint i, float pi, uint h, uint l) {
 
 // Steps 4 and 5 on few candidates (see the top): the token drawn, or 0xffffffff when there are
 // more than few_max of them (or rounding leaves the top-p cut outside them). Uniform: every thread
-// gets thread 0's answer.
-uint few_candidates(uint pb, uint V, bool cut_k, uint top_k, bool cut_p, float top_p, float draw) {
+// gets thread 0's answer. want_all: for top-p alone, top_p times the total mass (which the other
+// way needs as well).
+uint few_candidates(uint pb, uint V, bool cut_k, uint top_k, bool cut_p, float top_p, float draw,
+                    out float want_all) {
     uint tid = gl_LocalInvocationID.x;
     // The total mass, for top-p alone (top-k's kept mass is summed below, as the CPU does).
-    float want = 0.0;
+    want_all = 0.0;
     if (!cut_k) {
         float m = 0.0;
         for (uint i = tid; i < V; i += 256u) m += p[pb + i];
-        want = top_p * sum_all(m);
+        want_all = top_p * sum_all(m);
     }
+    float want = want_all;
     uint most = min(pc.few_max, CAND);
     if (most == 0u || cut_k && top_k > most) return 0xffffffffu;
     // The candidates: p's bits >= c << 23 (p >= 2^(c - 127): whole binades), c as high as it can
@@ -298,7 +301,9 @@ void main() {
 
         bool cut_k = top_k > 0u && top_k < V, cut_p = top_p < 1.0;
         uint fast = 0xffffffffu;
-        if (cut_k || cut_p) fast = few_candidates(pb, V, cut_k, top_k, cut_p, top_p, uniform_draw);
+        float want_all = 0.0;
+        if (cut_k || cut_p)
+            fast = few_candidates(pb, V, cut_k, top_k, cut_p, top_p, uniform_draw, want_all);
         if (fast != 0xffffffffu) {
             chosen = fast;
         } else {
@@ -322,9 +327,14 @@ void main() {
             }
         }
         if (top_p < 1.0) {
-            float m = 0.0;
-            for (uint i = tid; i < V; i += 256u) m += key_ge(i, p[pb + i], th, tl) ? p[pb + i] : 0.0;
-            float want = top_p * sum_all(m);
+            // top_p times the mass top-k kept; without top-k, few_candidates summed it all, in
+            // this same order.
+            float want = want_all;
+            if (cut_k) {
+                float m = 0.0;
+                for (uint i = tid; i < V; i += 256u) m += key_ge(i, p[pb + i], th, tl) ? p[pb + i] : 0.0;
+                want = top_p * sum_all(m);
+            }
             // The largest threshold whose mass (within the kept set) is still >= want; it is at
             // least (th, tl), whose mass is all of it.
             uint kh = 0u, kl = 0u;
