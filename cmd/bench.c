@@ -29,7 +29,9 @@ static const char *usage_text =
     "  --batch LIST  decode batch sizes (default 1,8,64)\n"
     "  --prefill T   tokens of the prefill measurement, 0 to skip (default 512)\n"
     "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n"
-    "  --sweep       then batch-1 decode under each one-token matmul configuration (rows per\n"
+    "  --sweep       then batch-1 decode reading 0, 2, 8, 16 and 32 MiB of each product's\n"
+    "                weights ahead (BATON_VK_PREFETCH), each checked bitwise against none's\n"
+    "                logits; then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
     "                the same weights, each checked bitwise against the first's logits; then\n"
     "                the batched matmuls under each configuration (8, 32 or 64 tokens and rows\n"
@@ -369,6 +371,42 @@ out:
     return rc;
 }
 
+/* Batch-1 decode reading each amount of every product's weights ahead (baton_vk_prefetch_set),
+ * on the engine's own kernels and path: each amount's logits of the probe first checked bitwise
+ * against none's, then timed beside the engine's own figure; then back to the engine's own. */
+static int bench_prefetch(const sweep_ctx *cb) {
+    static const uint32_t mibs[] = {0, 2, 8, 16, 32};
+    baton_backend *be = cb->be;
+    baton_error err = {0};
+    uint32_t own = baton_vk_prefetch_mib(be);
+    float *ref = malloc((size_t)cb->V * sizeof *ref), *got = malloc((size_t)cb->V * sizeof *got);
+    int rc = ref && got ? BATON_EXIT_OK : BATON_EXIT_FAIL;
+    if (rc == BATON_EXIT_OK)
+        printf("sweep read-ahead: batch-1 decode reading the next product's first weights beside "
+               "each dispatch before it (the engine's own: %u MiB), %.2f s each\n", own, cb->seconds);
+    for (size_t i = 0; i < sizeof mibs / sizeof mibs[0] && rc == BATON_EXIT_OK; i++) {
+        char name[32];
+        snprintf(name, sizeof name, i == 0 ? "none" : "%u MiB", mibs[i]);
+        if (baton_vk_prefetch_set(be, mibs[i], &err) != BATON_OK ||
+            probe_logits(cb, 1, i == 0 ? ref : got, &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: sweep read-ahead %s: %s\n", name, err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        bool same = i == 0 || memcmp(ref, got, (size_t)cb->V * sizeof *got) == 0;
+        if (i > 0)
+            printf("sweep read-ahead %-28s: logits of the probe %s\n", name,
+                   same ? "bitwise equal to none's" : "DIFFER FROM NONE'S");
+        if (!same || sweep_time(cb, "read-ahead", name, 1, 1, cb->tps[0]) < 0) rc = BATON_EXIT_FAIL;
+    }
+    if (baton_vk_prefetch_set(be, own, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    if (ref == NULL || got == NULL) fprintf(stderr, "baton bench: out of memory\n");
+    free(ref);
+    free(got);
+    fflush(stdout);
+    return rc;
+}
+
 /* Batch-1 decode under every matvec configuration of the engine (0, the GPUs' default, first:
  * the baseline under the same conditions), each first checked bitwise against configuration 0's
  * logits of one step; then the batched and tensor-core sweeps. Returns BATON_EXIT_OK or
@@ -388,8 +426,18 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         free(got);
         return BATON_EXIT_FAIL;
     }
-    /* The fp32 path's configurations first, whichever path the backend chose; then the
-     * tensor cores' (bench_coopmat); then the backend's own choice again. */
+    const sweep_ctx sc = {
+        .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
+        .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
+        .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling};
+    /* Reading ahead on the engine's own path and kernels; then the fp32 path's configurations,
+     * whichever path the backend chose; then the tensor cores' (bench_coopmat); then the
+     * backend's own choice again. */
+    if (bench_prefetch(&sc) != BATON_EXIT_OK) {
+        free(want);
+        free(got);
+        return BATON_EXIT_FAIL;
+    }
     bool ready = false, coop_chosen = false;
     baton_vk_coopmat_state(be, &ready, &coop_chosen);
     if (coop_chosen && baton_vk_coopmat_use(be, false, &err) != BATON_OK) {
@@ -444,10 +492,6 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
     fflush(stdout);
     /* Then the batched configurations, and last the tensor-core path (a failure there
      * must not hide the lines above). */
-    const sweep_ctx sc = {
-        .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
-        .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
-        .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling};
     if (rc == BATON_EXIT_OK) rc = bench_batched(&sc);
     if (rc == BATON_EXIT_OK) rc = bench_coopmat(&sc);
     if (baton_vk_coopmat_use(be, coop_chosen, &err) != BATON_OK) rc = BATON_EXIT_FAIL;

@@ -17,6 +17,8 @@ set(BATON_SHADER_VARIANTS
   "matmul_f16_f32_b32|matmul.comp|CB=32"
   # Sampling: penalties, temperature, top-k, top-p and the draw, one workgroup per sequence.
   "sample_f32_i32|sample.comp|"
+  # Reads the next product's first weights ahead (a one-token step, where tuning finds it pays).
+  "prefetch_u32_u32|prefetch.comp|"
   # The bench's memory-bandwidth yardstick.
   "copy_u32_u32|copy.comp|"
 )

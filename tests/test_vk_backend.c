@@ -249,6 +249,59 @@ static void check_refused(const baton_model *m, const char *name, const char *va
     if (b != NULL) baton_backend_free(b);
 }
 
+/* Reading ahead (BATON_VK_PREFETCH=1: 1 MiB, which reads most of the fixtures' matrices whole)
+ * changes no bit: a sequence decoded token by token, then two tokens in one step, has the logits
+ * it has without. Only one-token steps read ahead (at least once per product: more dispatches
+ * there; as many in the two-token step). The setting is reported, and bad values refused. */
+static void test_prefetch(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab, L = m->n_layer;
+    enum { ONES = 3 };
+    float *logits[2] = {malloc((size_t)(ONES + 2) * V * 4), malloc((size_t)(ONES + 2) * V * 4)};
+    REQUIRE(logits[0] && logits[1]);
+    env_saved pf = env_save("BATON_VK_PREFETCH");
+    setenv("BATON_VK_PREFETCH", "1", 1);
+    baton_backend *b = open_backend(m, 0, L, 4);
+    CHECK_MSG(strstr(baton_vk_tuning(b), "read ahead: 1 MiB (BATON_VK_PREFETCH)") != NULL,
+              "BATON_VK_PREFETCH=1: %s", baton_vk_tuning(b));
+    uint32_t one[2] = {0}, two[2] = {0}, barriers[2][2] = {{0}};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) REQUIRE(baton_vk_prefetch_set(b, 0, &err) == BATON_OK);
+        REQUIRE(baton_vk_prefetch_mib(b) == (pass == 0 ? 1u : 0u));
+        slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+        for (int t = 0; t < ONES; t++) {
+            baton_seq q = {.slot = 0, .n_tokens = 1};
+            baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
+                            .logits = logits[pass] + (size_t)t * V};
+            step_ok(b, &s);
+        }
+        baton_vk_step_counts(b, &one[pass], &barriers[pass][0]);
+        baton_seq q = {.slot = 0, .n_tokens = 2};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[ONES],
+                        .logits = logits[pass] + (size_t)ONES * V, .logits_all_tokens = true};
+        step_ok(b, &s);
+        baton_vk_step_counts(b, &two[pass], &barriers[pass][1]);
+    }
+    CHECK_MSG(memcmp(logits[0], logits[1], (size_t)(ONES + 2) * V * 4) == 0,
+              "%s: logits differ when reading ahead", fc->name);
+    CHECK_MSG(one[0] >= one[1] + 4u * (uint32_t)L + 1u && two[0] == two[1] &&
+                  barriers[0][0] == barriers[1][0] && barriers[0][1] == barriers[1][1],
+              "%s: dispatches of a one-token step %u reading ahead, %u not; of a two-token step "
+              "%u and %u", fc->name, one[0], one[1], two[0], two[1]);
+    CHECK(baton_vk_prefetch_set(b, 65, &err) == BATON_ERR_ARG && baton_vk_prefetch_mib(b) == 0);
+    baton_backend_free(b);
+    check_refused(m, "BATON_VK_PREFETCH", "65");
+    check_refused(m, "BATON_VK_PREFETCH", "lots");
+    env_restore(&pf);
+    printf("%s: reading ahead, %u dispatches a one-token step instead of %u; logits unchanged\n",
+           fc->name, one[0], one[1]);
+    free(logits[0]);
+    free(logits[1]);
+    baton_model_free(m);
+}
+
 /* Tuning (BATON_VK_TUNE=1) times each kind of matmul configuration the stage runs and keeps the
  * fastest, checking each one's results against the default's: what it reports names the kinds
  * max_tokens allows and no other, rejects nothing, and the tuned backend's logits are bitwise the
@@ -289,6 +342,18 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     /* Tuning compares each configuration's results with the default's (test_vk_ops shows them
      * all bitwise equal here), so it may reject none. */
     CHECK_MSG(strstr(t, "NOT BITWISE") == NULL, "tuning found configurations that differ: %s", t);
+    /* It chose how much to read ahead, timing whole one-token layers in slot 0, and left that
+     * slot as fresh as slot 1. */
+    CHECK_MSG(strstr(t, "read ahead: ") != NULL && strstr(t, "untuned") == NULL,
+              "no read-ahead choice: %s", t);
+    size_t state_floats = (size_t)m->n_layer * BATON_STATE_ROWS * (size_t)m->n_embd;
+    float *s0 = malloc(state_floats * 4), *s1 = malloc(state_floats * 4);
+    REQUIRE(s0 && s1);
+    slot_op_ok(b->ops->slot_read(b, 0, s0, &err), &err);
+    slot_op_ok(b->ops->slot_read(b, 1, s1, &err), &err);
+    CHECK_MSG(memcmp(s0, s1, state_floats * 4) == 0, "%s: tuning left slot 0 used", fc->name);
+    free(s0);
+    free(s1);
     every_kind(b, got);
     CHECK_MSG(memcmp(got, want, (size_t)KINDS * V * 4) == 0, "%s: tuned logits differ", fc->name);
     /* Back to the tuned choice after trying another: still the same bits. */
@@ -545,6 +610,7 @@ int main(void) {
         test_case(fc, nt);
         if (i == 0) test_replay_stale(fc);
         if (i == 0) test_profile(fc);
+        if (i == 0) test_prefetch(fc);
         if (i == 0) test_tuning(fc, false);
         if (i == 0) test_coop_auto(fc);
         if (first_of_model) {

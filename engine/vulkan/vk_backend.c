@@ -87,19 +87,45 @@ static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer
     vk_dispatch(&b->ctx, BATON_SHADER_layernorm_f32_f32, binds, 4, &pc, sizeof pc, rows, groups, 1);
 }
 
+/* Beside the dispatch just recorded (before the barrier after it), in a one-token step that reads
+ * ahead: reads the next prefetch_mib MiB of w's first chunk that this step has not read ahead
+ * yet, so that the product finds them in the device's cache. Each product is read ahead beside
+ * the one or two dispatches before it; its first bytes are the ones its first workgroups read. */
+static void record_prefetch(vk_backend *b, const vk_matrix *w) {
+    if (!b->pf_step || w == NULL || w->n_chunks < 1) return;
+    if (b->pf_w != w) {
+        b->pf_w = w;
+        b->pf_done = 0;
+    }
+    const vk_buffer *chunk = &w->chunks[0];
+    VkDeviceSize want = (VkDeviceSize)b->prefetch_mib << 20;
+    VkDeviceSize size = chunk->size < b->ctx.info.max_storage_range ? chunk->size : b->ctx.info.max_storage_range;
+    if (b->pf_done >= size) return;
+    VkDeviceSize len = size - b->pf_done < want ? size - b->pf_done : want;
+    pc_prefetch pc = {.first = (uint32_t)(b->pf_done / 16), .n = (uint32_t)(len / 16)};
+    b->pf_done += len;
+    vk_bind binds[2] = {bind(chunk), bind(&b->pf_sink)};
+    vk_dispatch(&b->ctx, BATON_SHADER_prefetch_u32_u32, binds, 2, &pc, sizeof pc,
+                (pc.n + VK_PREFETCH_WORDS_PER_GROUP - 1) / VK_PREFETCH_WORDS_PER_GROUP, 1, 1);
+}
+
 /* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. Eight
  * dispatches and seven barriers, seven dispatches in a decode step (every sequence one token):
  * products that share an input step run as one dispatch, and a decode step's second LayerNorm
  * saves the channel-mix shift state itself. */
-static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
+void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_context *ctx = &b->ctx;
     vk_layer *ly = &b->layers[l];
+    const vk_matrix *next = l + 1 < b->n_layers       ? &b->layers[l + 1].att_kvr
+                          : b->base.config.with_head ? &b->head
+                                                     : NULL;
     uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride, groups_c = (C + 63) / 64;
     bool decode = T == n_seqs;
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
     static const int att_mix[3] = {P_MIX_K, P_MIX_V, P_MIX_R};
     record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T, false);
+    record_prefetch(b, &ly->att_kvr);
     vk_barrier(ctx);
     /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
     vk_matmul_part kvr[3] = {
@@ -108,6 +134,7 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         {.x_off = 2 * S, .y_off = 2 * S, .y_stride = C, .epilogue = EPI_SIGMOID},
     };
     vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
+    record_prefetch(b, &ly->att_output);
     vk_barrier(ctx);
     /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
     pc_wkv wk = {
@@ -118,14 +145,17 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
                      bind_region(&b->kvr, 2 * S, S), bind(&b->att),
                      bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
     vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
+    record_prefetch(b, &ly->att_output);
     vk_barrier(ctx);
     /* x += Wo att */
     record_matmul(b, &ly->att_output, &b->att, &b->x, NULL, T, C, EPI_ADD);
+    record_prefetch(b, &ly->ffn_kr);
     vk_barrier(ctx);
 
     /* xx = LN2(x); xk, xr = token shift of xx */
     static const int ffn_mix[2] = {P_FMIX_K, P_FMIX_R};
     record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T, decode);
+    record_prefetch(b, &ly->ffn_kr);
     vk_barrier(ctx);
     /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); unless saved above, the shift state ffn_xx = last
      * xx (no barrier between them: they touch different buffers) */
@@ -142,10 +172,12 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         vk_bind ssb[4] = {bind(&b->xx), bind(&ly->state), bind(&b->ctx.dummy), bind(&b->info)};
         vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
     }
+    record_prefetch(b, &ly->ffn_value);
     vk_barrier(ctx);
     /* x += r * (Wv kf) */
     vk_matmul_part val = {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_ADD_MUL};
     vk_record_matmul_parts(ctx, &ly->ffn_value, &val, &b->kfr, &b->x, &b->kfr, b->kf_stride, T);
+    record_prefetch(b, next);
     vk_barrier(ctx);
 }
 
@@ -153,6 +185,7 @@ static void record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
 static void record_head(vk_backend *b, uint32_t map_off, uint32_t r0, uint32_t n) {
     record_layernorm(b, &b->x, &b->xx, global_param(b, P_LNOUT_W), global_param(b, P_LNOUT_B),
                      map_off + r0, n);
+    record_prefetch(b, &b->head);
     vk_barrier(&b->ctx);
     record_matmul(b, &b->head, &b->xx, &b->logits, NULL, n, (uint32_t)b->V, EPI_NONE);
     vk_barrier(&b->ctx);
@@ -183,6 +216,8 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     if (b->ctx.prof.on) b->ctx.prof.steps++;
     b->step_gpu_s = 0.0;
     b->step_record_s = 0.0;
+    b->pf_step = b->prefetch_mib > 0 && s->n_seqs == 1 && s->seqs[0].n_tokens == 1;
+    b->pf_w = NULL;
 
     /* The step information: which sequence each token belongs to, slots, spans, rows, params. */
     uint32_t *info = b->up.mapped;
@@ -242,9 +277,10 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
     if (cfg->with_embedding) {
         record_layernorm(b, &b->xx, &b->x, global_param(b, P_LN0_W), global_param(b, P_LN0_B),
                          0xffffffffu, T);
+        if (b->n_layers > 0) record_prefetch(b, &b->layers[0].att_kvr);
         vk_barrier(ctx);
     }
-    for (int l = 0; l < b->n_layers; l++) record_layer(b, l, T, (uint32_t)s->n_seqs);
+    for (int l = 0; l < b->n_layers; l++) vk_record_layer(b, l, T, (uint32_t)s->n_seqs);
 
     if (!cfg->with_head) {
         if (s->x_out != NULL) vk_copy(ctx, &b->x, 0, &b->down, 0, (VkDeviceSize)T * C * 4);
@@ -302,7 +338,7 @@ static baton_status check_slot(const vk_backend *b, int slot, baton_error *err) 
     return BATON_OK;
 }
 
-static void record_slot_reset(vk_backend *b, int slot) {
+void vk_record_slot_reset(vk_backend *b, int slot) {
     float pp = BATON_PP_INIT;
     uint32_t pp_bits;
     memcpy(&pp_bits, &pp, 4);
@@ -323,7 +359,7 @@ static baton_status vk_slot_reset(baton_backend *base, int slot, baton_error *er
     baton_status s = check_slot(b, slot, err);
     if (s == BATON_OK) s = vk_begin(&b->ctx, err);
     if (s != BATON_OK) return s;
-    record_slot_reset(b, slot);
+    vk_record_slot_reset(b, slot);
     return vk_submit_wait(&b->ctx, err);
 }
 
@@ -357,6 +393,7 @@ static void vk_backend_free(baton_backend *base) {
     vk_backend *b = (vk_backend *)base;
     vk_context *ctx = &b->ctx;
     if (ctx->device != VK_NULL_HANDLE && !ctx->lost) vkDeviceWaitIdle(ctx->device);
+    vk_buffer_destroy(ctx, &b->pf_sink);
     vk_buffer_destroy(ctx, &b->io);
     vk_buffer_destroy(ctx, &b->down);
     vk_buffer_destroy(ctx, &b->up);
@@ -447,6 +484,19 @@ const char *baton_vk_coopmat_state(const baton_backend *base, bool *ready, bool 
 baton_status baton_vk_coopmat_use(baton_backend *base, bool on, baton_error *err) {
     vk_backend *b = (vk_backend *)base;
     return vk_coopmat_use(&b->ctx, on, err) ? BATON_OK : BATON_ERR_UNSUPPORTED;
+}
+
+uint32_t baton_vk_prefetch_mib(const baton_backend *base) {
+    return ((const vk_backend *)base)->prefetch_mib;
+}
+
+baton_status baton_vk_prefetch_set(baton_backend *base, uint32_t mib, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    if (mib > VK_PREFETCH_MAX_MIB)
+        return baton_fail(err, BATON_ERR_ARG, "read %u MiB ahead: at most %d", mib, VK_PREFETCH_MAX_MIB);
+    if (b->prefetch_mib != mib) vk_replays_invalidate(&b->ctx);
+    b->prefetch_mib = mib;
+    return BATON_OK;
 }
 
 int baton_vk_batched_count(void) { return VK_BATCHED_CONFIGS; }
@@ -634,6 +684,7 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     if (s == BATON_OK)
         s = vk_buffer_create(ctx, (uint64_t)(b->n_layers > 0 ? b->n_layers : 1) * slot_bytes(b),
                              true, &b->io, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, 16, false, &b->pf_sink, err);
     return s;
 }
 
@@ -664,9 +715,24 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
             return baton_fail(err, BATON_ERR_ARG, "BATON_VK_SAMPLE_FEW=%.40s: expected 0 to %d",
                               few_env, VK_SAMPLE_FEW_MAX);
     }
+    /* BATON_VK_PREFETCH=N (0 to VK_PREFETCH_MAX_MIB): read N MiB of each product's weights
+     * ahead in one-token steps (0: never); unset or "auto": tuning's choice. */
+    const char *pf_env = getenv("BATON_VK_PREFETCH");
+    long pf = 0;
+    bool pf_pinned = pf_env != NULL && pf_env[0] != '\0' && strcmp(pf_env, "auto") != 0;
+    if (pf_pinned) {
+        char *end = NULL;
+        pf = strtol(pf_env, &end, 10);
+        if (*end != '\0' || pf < 0 || pf > VK_PREFETCH_MAX_MIB)
+            return baton_fail(err, BATON_ERR_ARG, "BATON_VK_PREFETCH=%.40s: expected auto (tuning "
+                              "chooses) or 0 to %d (MiB of weights read ahead in one-token steps)",
+                              pf_env, VK_PREFETCH_MAX_MIB);
+    }
     vk_backend *b = calloc(1, sizeof *b);
     if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
     b->sample_few = (uint32_t)few;
+    b->prefetch_mib = (uint32_t)pf;
+    b->prefetch_pinned = pf_pinned;
     b->C = model->n_embd;
     b->F = model->n_ffn;
     b->V = model->n_vocab;
@@ -715,16 +781,18 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     /* Every slot fresh. */
     s = vk_begin(&b->ctx, err);
     if (s != BATON_OK) goto out_backend;
-    for (int slot = 0; slot < b->n_slots; slot++) record_slot_reset(b, slot);
+    for (int slot = 0; slot < b->n_slots; slot++) vk_record_slot_reset(b, slot);
     s = vk_submit_wait(&b->ctx, err);
     if (s != BATON_OK) goto out_backend;
     bool tune = tune_set ? strcmp(tune_env, "1") == 0 : strcmp(b->ctx.info.type, "cpu") != 0;
-    if (tune)
+    if (tune) {
         s = vk_backend_tune(b, err);
-    else
+    } else {
         snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults; "
                  "path: %s", tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it",
                  vk_backend_path(b));
+        vk_prefetch_note(b, b->tuning, sizeof b->tuning);
+    }
     if (s != BATON_OK) goto out_backend;
     *out = &b->base;
     return BATON_OK;

@@ -19,7 +19,10 @@
  * and keeps the fastest (unset: on GPUs, not on CPU devices; see baton_vk_tuning);
  * BATON_VK_SAMPLE_FEW=N (0 to 512, default 512): the most candidate tokens the device sampler
  * cuts and draws from in shared memory before it works over the whole vocabulary (0: always the
- * whole vocabulary; tests). */
+ * whole vocabulary; tests);
+ * BATON_VK_PREFETCH=N (0 to 64) or auto: the MiB of each matrix product's weights a one-token
+ * step reads ahead, beside the dispatches before it (unset or auto: tuning's choice, none
+ * untuned; see baton_vk_prefetch_set). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 
@@ -164,6 +167,16 @@ baton_status baton_vk_coopmat_use(baton_backend *be, bool on, baton_error *err);
 int baton_vk_batched_count(void);
 const char *baton_vk_batched_name(int config);
 int baton_vk_batched_tokens(int config);
+/* Reading ahead: in a step of one sequence and one token, beside each dispatch before a matrix
+ * product (before the barrier after it), a small kernel reads the next `mib` MiB of that
+ * product's weights (at most two reads per product), so that they are in the device's cache
+ * when it starts instead of the memory idling through a LayerNorm, WKV or a product's last
+ * workgroups. Results never change (nothing reads what it reads). The backend starts with
+ * BATON_VK_PREFETCH or tuning's choice (0: none); baton_vk_prefetch_set changes it for later
+ * steps (BATON_ERR_ARG beyond 64). */
+uint32_t baton_vk_prefetch_mib(const baton_backend *be);
+baton_status baton_vk_prefetch_set(baton_backend *be, uint32_t mib, baton_error *err);
+
 /* Back to the configurations the backend started with: the kind of device's defaults, or what
  * its tuning chose (the tensor-core ones included). */
 baton_status baton_vk_kernels_reset(baton_backend *be, baton_error *err);

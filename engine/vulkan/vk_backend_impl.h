@@ -58,13 +58,34 @@ typedef struct {
     uint32_t o_tok_seq, o_seq_slot, o_seq_first, o_seq_len, o_last_map, o_all_map, o_params;
     uint32_t info_words;
     VkDeviceSize up_x_off, down_tok_off;
-    char tuning[800];   /* what vk_backend_tune chose, or why it did not run */
+    char tuning[1024];  /* what vk_backend_tune chose, or why it did not run */
     uint32_t sample_few;/* the most candidates the sampler's few-candidates way takes
                          * (BATON_VK_SAMPLE_FEW; VK_SAMPLE_FEW_MAX unless set) */
+    /* Reading weights ahead in one-token steps (record_prefetch): MiB per read, 0 for none;
+     * pinned by BATON_VK_PREFETCH, else tuning's choice (none untuned). While a step records:
+     * whether it reads ahead, the matrix it reads and the bytes of it read so far. */
+    uint32_t prefetch_mib;
+    bool prefetch_pinned;
+    bool pf_step;
+    const vk_matrix *pf_w;
+    VkDeviceSize pf_done;
+    vk_buffer pf_sink;  /* what prefetch.comp would write (nothing does) */
 } vk_backend;
 
 /* Which matmul path the backend runs and why, in a few words: "fp32 (no tensor cores)". */
 const char *vk_backend_path(const vk_backend *b);
+
+/* The reads ahead tuning tries (MiB; BATON_VK_PREFETCH takes 0 to the largest). */
+enum { VK_PREFETCH_MAX_MIB = 64 };
+
+/* Records one layer (index l within the stage) of a step of T tokens in n_seqs sequences. */
+void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs);
+
+/* Appends "; read ahead: ..." for a backend whose reading ahead tuning did not choose. */
+void vk_prefetch_note(const vk_backend *b, char *out, size_t size);
+
+/* Records the reset of a slot's state (every layer) and its token counts. */
+void vk_record_slot_reset(vk_backend *b, int slot);
 
 /* Chooses the fastest matmul configurations for this stage on this device (BATON_VK_TUNE), timing
  * each on the stage's first layer, and makes them the ones vk_kernels_reset returns to; writes

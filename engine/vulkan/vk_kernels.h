@@ -33,6 +33,11 @@ typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off, few_max;
 } pc_sample;
 _Static_assert(sizeof(pc_sample) == 28, "sample.comp push block");
+typedef struct {
+    uint32_t first, n;
+} pc_prefetch;
+_Static_assert(sizeof(pc_prefetch) == 8, "prefetch.comp push block");
+enum { VK_PREFETCH_WORDS_PER_GROUP = 256 * 8 }; /* 16-byte words a prefetch workgroup reads */
 /* The most candidates sample.comp's few-candidates way takes (its shared arrays' size). */
 enum { VK_SAMPLE_FEW_MAX = 512 };
 
