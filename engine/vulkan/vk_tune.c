@@ -531,7 +531,8 @@ static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, 
 static const uint32_t prefetch_mibs[] = {0, 2, 8, 32};
 enum { PREFETCH_TRIES = sizeof prefetch_mibs / sizeof prefetch_mibs[0] };
 
-static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, double t0, baton_error *err) {
+static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const tune_times *tt,
+                                  baton_error *err) {
     if (b->prefetch_pinned) {
         vk_prefetch_note(b, out, size);
         return BATON_OK;
@@ -541,7 +542,7 @@ static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, double 
     int reps = one > 0.0 && one < TUNE_REP_S ? (int)(TUNE_REP_S / one) + 1 : 1;
     if (reps > 64) reps = 64;
     int rounds = reps * one * PREFETCH_TRIES * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
-    if (st == BATON_OK && (!(one > 0.0) || now_s() - t0 > TUNE_TOTAL_S ||
+    if (st == BATON_OK && (!(one > 0.0) || now_s() - tt->t0 > TUNE_TOTAL_S ||
                            reps * one * PREFETCH_TRIES > TUNE_KIND_S)) {
         append(out, size, "; read ahead: none (not timed: %s)",
                one > 0.0 ? "out of tuning time" : "no device time");
@@ -560,6 +561,11 @@ static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, double 
             append(out, size, "; read ahead: none (");
         else
             append(out, size, "; read ahead: %u MiB (", prefetch_mibs[pick]);
+        /* What the rest of a layer costs beside its products (timed alone, at one token). */
+        double products = tt->best[b->ctx.coopmat ? K_COOP_FEW : K_MATVEC];
+        if (secs[0] > 0.0 && products > 0.0)
+            append(out, size, "a one-token layer %.3f ms, its products alone %.3f ms; ", secs[0] * 1e3,
+                   products * 1e3);
         const char *sep = "";
         for (int i = 1; i < PREFETCH_TRIES; i++)
             if (secs[i] > 0.0 && secs[0] > 0.0) {
@@ -617,7 +623,7 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     else if (st == BATON_OK)
         append(chose, sizeof chose, "; path: %s", vk_backend_path(b));
     if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
-    if (st == BATON_OK) st = tune_prefetch(b, chose, sizeof chose, t0, err);
+    if (st == BATON_OK) st = tune_prefetch(b, chose, sizeof chose, &tt, err);
     vk_buffer_destroy(ctx, &probe);
     free(ref);
     free(got);
