@@ -5,7 +5,8 @@
  * Then the cases and streams again on the tensor-core path: BATON_VK_COOPMAT=1 where the device
  * has cooperative matrices, else its EMULATE variants (BATON_VK_COOPMAT=emulate), within the same
  * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either, and where
- * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one. */
+ * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one; reading weights ahead
+ * (BATON_VK_PREFETCH) changes none either. */
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
