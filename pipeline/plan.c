@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "procfs.h"
+
 baton_plan_costs baton_plan_costs_of(const baton_model *m, int n_slots, int max_seqs,
                                      int max_tokens) {
     uint64_t c = (uint64_t)m->n_embd, f = (uint64_t)m->n_ffn, v = (uint64_t)m->n_vocab;
@@ -194,13 +196,4 @@ void baton_plan_print(const baton_plan *p, const char *prefix, FILE *out) {
     }
 }
 
-uint64_t baton_plan_ram_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f == NULL) return 0;
-    char line[256];
-    unsigned long long kib = 0;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
-    fclose(f);
-    return (uint64_t)kib * 1024;
-}
+uint64_t baton_plan_ram_available(void) { return baton_proc_kb("/proc/meminfo", "MemAvailable"); }

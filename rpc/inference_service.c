@@ -10,6 +10,7 @@
 
 #include "baton/v1/inference.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "procfs.h"
 #include "utf8_stream.h"
 
 /* Text a stream may have unsent before it waits for its client to read. */
@@ -417,16 +418,7 @@ static const char *tokenizer_name(baton_tokenizer_kind kind) {
 }
 
 /* VmRSS from /proc/self/status, in bytes; 0 when unknown. */
-static uint64_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
+static uint64_t rss_bytes(void) { return baton_proc_kb("/proc/self/status", "VmRSS"); }
 
 static void on_info(void *ctx, rpc_call *call, grpc_byte_buffer *request) {
     baton_inference_service *svc = ctx;
