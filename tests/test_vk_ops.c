@@ -246,6 +246,45 @@ static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
     mm_case_free(&c);
 }
 
+/* A matrix of a role runs that role's matvec configuration where one is set (tuning's choice per
+ * product): the profile sees that configuration's shader and no other, with bitwise the same y;
+ * selecting a configuration for every matrix clears the roles', and vk_kernels_reset restores
+ * the start's. */
+static void test_matvec_roles(void) {
+    mm_case c;
+    mm_case_init(&c, 100, 72, 1, 0, 7);
+    baton_error err = {0};
+    REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
+    memcpy(c.want, mm_case_run(&c, 1, EPI_NONE), (size_t)c.N * 4);
+    c.wm.role = VK_ROLE_ATT_OUTPUT;
+    REQUIRE(vk_matvec_select_role(&ctx, VK_ROLE_ATT_OUTPUT, 3, &err) == BATON_OK);
+    CHECK(vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == 3 && vk_matvec_of(&ctx, VK_ROLE_FFN_KR) == 0 &&
+          vk_matvec_of(&ctx, VK_ROLE_NONE) == 0);
+    if (ctx.queries != VK_NULL_HANDLE) {
+        memset(ctx.prof.groups, 0, sizeof ctx.prof.groups);
+        ctx.prof.on = true;
+        const float *y = mm_case_run(&c, 1, EPI_NONE);
+        ctx.prof.on = false;
+        CHECK_MSG(ctx.prof.groups[vk_matvec_configs[3].shader] == 1 &&
+                      ctx.prof.groups[vk_matvec_configs[0].shader] == 0,
+                  "the role's matrix ran %u groups of its configuration, %u of the context's",
+                  ctx.prof.groups[vk_matvec_configs[3].shader], ctx.prof.groups[vk_matvec_configs[0].shader]);
+        CHECK(memcmp(y, c.want, (size_t)c.N * 4) == 0);
+    }
+    REQUIRE(vk_matvec_select(&ctx, 4, &err) == BATON_OK);
+    CHECK(vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == 4);
+    int saved = ctx.start.matvec_role[VK_ROLE_FFN_VALUE];
+    ctx.start.matvec_role[VK_ROLE_FFN_VALUE] = 2;
+    REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
+    CHECK(ctx.matvec == ctx.start.matvec && vk_matvec_of(&ctx, VK_ROLE_FFN_VALUE) == 2 &&
+          vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == ctx.matvec);
+    ctx.start.matvec_role[VK_ROLE_FFN_VALUE] = saved;
+    REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
+    CHECK(vk_matvec_of(&ctx, VK_ROLE_FFN_VALUE) == ctx.matvec);
+    printf("matvec per role: the role's configuration runs, the reset restores the start's\n");
+    mm_case_free(&c);
+}
+
 /* The 8- and 32-token configurations (rows per thread): T = 5 and 41 tokens, every epilogue,
  * bitwise equal to the first of their kind. */
 static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
@@ -710,6 +749,7 @@ int main(void) {
     test_batched_configs(100, 72, 2 * 32 * 72 * 2);
     test_batched_configs(37, 1096, 0);
     test_matvec_configs(100, 72, 2 * 32 * 72 * 2);
+    test_matvec_roles();
     test_matvec_configs(37, 16, 0);
     test_matvec_configs(70, 5336, 32 * 5336 * 2);
     if (!vk_test_small()) test_matvec_configs(64, 10248, 0);

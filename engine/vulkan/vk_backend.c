@@ -617,6 +617,7 @@ static baton_status upload_layers(vk_backend *b, const baton_model *m, const bat
             baton_status s = vk_matrix_upload_stack(&b->ctx, up, mats[i].ms, mats[i].n, name,
                                                     mats[i].d, err);
             if (s != BATON_OK) return s;
+            mats[i].d->role = VK_ROLE_ATT_KVR + (int)i;
         }
         baton_status s = vk_buffer_create(&b->ctx, (VkDeviceSize)b->n_slots * slot_bytes(b), false,
                                           &dst->state, err);
@@ -773,6 +774,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     s = upload_params(b, model, config, &up, err);
     if (s == BATON_OK) s = upload_layers(b, model, config, &up, err);
     if (s == BATON_OK && config->with_head) s = vk_matrix_upload(&b->ctx, &up, &model->head, "head", &b->head, err);
+    b->head.role = VK_ROLE_HEAD;
     vk_uploader_free(&b->ctx, &up);
     if (s != BATON_OK) goto out_backend;
     s = create_buffers(b, config, err);

@@ -827,6 +827,7 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     ctx->coop_few = 0;
     ctx->coop_many = VK_COOP_MANY_DEFAULT;
     vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32, &ctx->start.mm64);
+    for (int role = 0; role < VK_ROLES; role++) ctx->matvec_role[role] = ctx->start.matvec_role[role] = -1;
     ctx->start.coop_few = 0;
     ctx->start.coop_many = VK_COOP_MANY_DEFAULT;
     s = vk_kernels_reset(ctx, err);
@@ -1107,6 +1108,22 @@ void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const 
     if (size == 0 || ctx->replaying) return;
     VkBufferCopy region = {.srcOffset = src_off, .dstOffset = dst_off, .size = size};
     vkCmdCopyBuffer(ctx->cmd, src->buffer, dst->buffer, 1, &region);
+}
+
+void vk_timestamps_reset(vk_context *ctx, int first, int n) {
+    if (ctx->queries == VK_NULL_HANDLE || ctx->replaying || first < 2 || n < 1 || first + n > 2 + VK_PROF_MAX)
+        return;
+    vkCmdResetQueryPool(ctx->cmd, ctx->queries, (uint32_t)first, (uint32_t)n);
+}
+
+bool vk_timestamps_deltas(vk_context *ctx, int first, int n, double *out) {
+    uint64_t t[VK_PROF_MAX];
+    if (ctx->queries == VK_NULL_HANDLE || first < 2 || n < 2 || first + n > 2 + VK_PROF_MAX ||
+        vkGetQueryPoolResults(ctx->device, ctx->queries, (uint32_t)first, (uint32_t)n,
+                              sizeof(uint64_t) * (size_t)n, t, sizeof t[0], VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
+        return false;
+    for (int i = 0; i + 1 < n; i++) out[i] = (double)(t[i + 1] - t[i]) * (double)ctx->timestamp_period_ns * 1e-9;
+    return true;
 }
 
 void vk_timestamp(vk_context *ctx, int i) {

@@ -36,6 +36,11 @@ typedef struct {
     bool used;
 } vk_dset_entry;
 
+/* What a matrix is to a step (vk_matrix.role), so that each may have its own one-token matmul
+ * configuration (vk_context.matvec_role): the shapes differ, and so may the fastest kernel. */
+enum { VK_ROLE_NONE, VK_ROLE_ATT_KVR, VK_ROLE_ATT_OUTPUT, VK_ROLE_FFN_KR, VK_ROLE_FFN_VALUE,
+       VK_ROLE_HEAD, VK_ROLES };
+
 /* What BATON_VK_COOPMAT asks of the tensor-core path (vk_coop_mode_parse). */
 typedef enum {
     VK_COOP_AUTO,  /* unset, "" or "auto": set up where the device has it; tuning decides */
@@ -108,6 +113,8 @@ typedef struct {
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
+    int matvec_role[VK_ROLES]; /* that of each role's matrices where tuning chose another (-1:
+                                * matvec) */
     int mm8, mm32, mm64;  /* the batched ones (vk_batched_configs) for steps of 2 to 8, 9 to 32
                            * and more tokens */
     vk_coop_mode coop_mode; /* what BATON_VK_COOPMAT asked for */
@@ -117,10 +124,17 @@ typedef struct {
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
         int matvec, mm8, mm32, mm64, coop_few, coop_many; /* the backend's tuning chose */
+        int matvec_role[VK_ROLES];
     } start;
     char coopmat_why[160];/* why coopmat_ready is false */
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;
+
+/* Records a reset of timestamps [first, first + n) (first >= 2, first + n <= 2 + VK_PROF_MAX)
+ * for vk_timestamp, outside profiling; vk_timestamps_deltas reads them after the submit: out[i]
+ * the seconds from timestamp first + i to first + i + 1, i < n - 1 (false: none to read). */
+void vk_timestamps_reset(vk_context *ctx, int first, int n);
+bool vk_timestamps_deltas(vk_context *ctx, int first, int n, double *out);
 
 /* Lists devices (same as baton_vk_devices_list) from an existing instance. */
 void vk_probe_device(VkInstance instance, VkPhysicalDevice phys, int index,

@@ -26,7 +26,8 @@ uint32_t vk_matvec_shared_bytes(int i) {
     return part + xs;
 }
 
-baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
+/* Whether the device can run matvec configuration i, its pipeline built. */
+static baton_status matvec_ready(vk_context *ctx, int i, baton_error *err) {
     assert(i >= 0 && i < VK_MATVEC_CONFIGS);
     const vk_matvec_config *c = &vk_matvec_configs[i];
     uint32_t need = vk_matvec_shared_bytes(i);
@@ -34,11 +35,34 @@ baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
         return baton_fail(err, BATON_ERR_UNSUPPORTED, "matvec %s needs %u bytes of shared memory "
                           "and %u invocations (the device: %u, %u)", c->name, need, MM_SEGS * c->wr,
                           ctx->info.max_shared_bytes, ctx->info.max_workgroup_invocations);
-    baton_status s = vk_pipeline_ensure(ctx, c->shader, err);
+    return vk_pipeline_ensure(ctx, c->shader, err);
+}
+
+baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
+    baton_status s = matvec_ready(ctx, i, err);
     if (s != BATON_OK) return s;
-    if (ctx->matvec != i) vk_replays_invalidate(ctx);
+    bool same = ctx->matvec == i;
+    for (int r = 0; r < VK_ROLES; r++) {
+        same = same && ctx->matvec_role[r] < 0;
+        ctx->matvec_role[r] = -1;
+    }
+    if (!same) vk_replays_invalidate(ctx);
     ctx->matvec = i;
     return BATON_OK;
+}
+
+baton_status vk_matvec_select_role(vk_context *ctx, int role, int i, baton_error *err) {
+    assert(role > VK_ROLE_NONE && role < VK_ROLES);
+    baton_status s = i < 0 ? BATON_OK : matvec_ready(ctx, i, err);
+    if (s != BATON_OK) return s;
+    if (ctx->matvec_role[role] != i) vk_replays_invalidate(ctx);
+    ctx->matvec_role[role] = i;
+    return BATON_OK;
+}
+
+int vk_matvec_of(const vk_context *ctx, int role) {
+    int r = role > VK_ROLE_NONE && role < VK_ROLES ? ctx->matvec_role[role] : -1;
+    return r >= 0 ? r : ctx->matvec;
 }
 
 const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS] = {
@@ -88,6 +112,8 @@ void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32,
 
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
     baton_status s = vk_matvec_select(ctx, ctx->start.matvec, err);
+    for (int r = VK_ROLE_NONE + 1; r < VK_ROLES && s == BATON_OK; r++)
+        if (ctx->start.matvec_role[r] >= 0) s = vk_matvec_select_role(ctx, r, ctx->start.matvec_role[r], err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_8, ctx->start.mm8, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_32, ctx->start.mm32, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_64, ctx->start.mm64, err);
@@ -193,7 +219,7 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         cb = cc->tn;
         wr = cc->rm;
     } else if (T <= 1) {
-        const vk_matvec_config *mv = &vk_matvec_configs[ctx->matvec];
+        const vk_matvec_config *mv = &vk_matvec_configs[vk_matvec_of(ctx, w->role)];
         shader = mv->shader;
         cb = 1;
         wr = mv->wr;

@@ -66,9 +66,15 @@ extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
 /* The shared memory configuration i needs (bytes), mirrored from matmul.comp. */
 uint32_t vk_matvec_shared_bytes(int i);
 
-/* Makes configuration i the context's one-token matmul (builds its pipeline): BATON_ERR_UNSUPPORTED
- * when the device has too little shared memory for it, the context unchanged. */
+/* Makes configuration i the context's one-token matmul for every matrix (builds its pipeline):
+ * BATON_ERR_UNSUPPORTED when the device has too little shared memory for it, the context
+ * unchanged. */
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
+/* Makes configuration i that of the matrices of one role (VK_ROLE_ATT_KVR ...; -1: the
+ * context's matvec again), which tuning may find faster for their shape; the same errors. */
+baton_status vk_matvec_select_role(vk_context *ctx, int role, int i, baton_error *err);
+/* The configuration matrices of a role run at one token. */
+int vk_matvec_of(const vk_context *ctx, int role);
 
 /* The batched matmul configurations: cb tokens, wr lanes and rt rows per thread (wr * rt rows) per
  * workgroup (CB, WR and RT in matmul.comp). Steps of 2 to 8 tokens run ctx->mm8 (a cb 8 one), of

@@ -98,12 +98,17 @@ void baton_vk_profile_shape(const baton_backend *base, int i, uint64_t *rows, ui
 
 /* The device time of one layer's four products at T tokens (T <= max_tokens), the mean of `reps`
  * in a row: each rep runs the four in the step's order with a barrier after each, so a matrix is
- * read from memory, not from a cache that held it a moment ago. */
-static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs, baton_error *err) {
+ * read from memory, not from a cache that held it a moment ago. each: NULL, or the mean time of
+ * each product [4] (a timestamp after each barrier; zeros where the device gives none). */
+enum { LAYER_REPS_MAX = 16 };
+static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs, double *each,
+                               baton_error *err) {
     vk_context *ctx = &b->ctx;
     baton_status st = vk_begin(ctx, err);
     if (st != BATON_OK) return st;
+    if (each != NULL) vk_timestamps_reset(ctx, 2, 1 + 4 * reps);
     vk_timestamp(ctx, 0);
+    if (each != NULL) vk_timestamp(ctx, 2);
     for (int r = 0; r < reps; r++)
         for (int i = 0; i < 4; i++) {
             vk_matmul_part parts[3];
@@ -111,10 +116,17 @@ static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs
             const vk_matrix *w = profile_matrix(b, i, parts, &x, &y);
             vk_record_matmul_parts(ctx, w, parts, x, y, NULL, 0, T);
             vk_barrier(ctx);
+            if (each != NULL) vk_timestamp(ctx, 3 + 4 * r + i);
         }
     vk_timestamp(ctx, 1);
     st = vk_submit_wait(ctx, err);
     *secs = vk_elapsed_s(ctx) / reps;
+    if (each != NULL) {
+        double d[4 * LAYER_REPS_MAX];
+        for (int i = 0; i < 4; i++) each[i] = 0.0;
+        if (st == BATON_OK && vk_timestamps_deltas(ctx, 2, 1 + 4 * reps, d))
+            for (int k = 0; k < 4 * reps; k++) each[k % 4] += d[k] / reps;
+    }
     return st;
 }
 
@@ -230,6 +242,31 @@ static void note_kind(char *out, size_t size, int kind, int config, const char *
            kind_config_name(kind, config), what);
 }
 
+/* The matvec for each of the layer's products (time_layer's order: att.kvr, att.output, ffn.kr,
+ * ffn.value), from each configuration's time on it within the layer (parts; secs[i] < 0: not
+ * bitwise the default's, never chosen): where one is at least 3% faster on that product than
+ * the kind's pick, that product's matrices run it (the shapes differ: a C-row product has a
+ * quarter of the workgroups of an F-row one). Appended to out as "att.output wr8 u8 (1.10x as
+ * fast as wr32 u8 xs there)". */
+static baton_status pick_per_role(vk_backend *b, const double *secs,
+                                  const double parts[][4], int pick, char *out, size_t size,
+                                  baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    for (int p = 0; p < 4; p++) {
+        int role = VK_ROLE_ATT_KVR + p;
+        double t[TUNE_CONFIGS_MAX];
+        for (int i = 0; i < VK_MATVEC_CONFIGS; i++) t[i] = secs[i] > 0.0 ? parts[i][p] : 0.0;
+        int own = t[pick] > 0.0 ? vk_tune_pick(t, VK_MATVEC_CONFIGS, pick, TUNE_MARGIN) : pick;
+        ctx->start.matvec_role[role] = own != pick ? own : -1;
+        baton_status st = vk_matvec_select_role(ctx, role, ctx->start.matvec_role[role], err);
+        if (st != BATON_OK) return st;
+        if (own != pick)
+            append(out, size, "; %s %s (%.2fx as fast as %s there)", profile_names[p],
+                   vk_matvec_configs[own].name, t[pick] / t[own], vk_matvec_configs[pick].name);
+    }
+    return BATON_OK;
+}
+
 /* Times every configuration of one kind (the fastest of up to TUNE_ROUNDS rounds, the
  * configurations interleaved so that a clock change hits them alike) and makes the pick its
  * start; appends what it chose to out. A configuration whose results after its first timing
@@ -244,12 +281,12 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     int *start = kind_start(ctx, kind);
     int n = kind_size(kind), def = *start, members = 0;
     for (int i = 0; i < n; i++) members += kind_has(kind, i);
-    double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0;
+    double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0, parts[TUNE_CONFIGS_MAX][4] = {{0}};
     bool differs[TUNE_CONFIGS_MAX] = {false};
     size_t bytes = (size_t)T * (size_t)b->C * sizeof(float);
     baton_status st = kind_select(ctx, kind, def, err);
-    if (st == BATON_OK) st = time_layer(b, T, 1, &one, err); /* builds caches and clocks up */
-    if (st == BATON_OK && one < 0.1) st = time_layer(b, T, 1, &one, err); /* then steady */
+    if (st == BATON_OK) st = time_layer(b, T, 1, &one, NULL, err); /* builds caches and clocks up */
+    if (st == BATON_OK && one < 0.1) st = time_layer(b, T, 1, &one, NULL, err); /* then steady */
     if (st == BATON_OK) st = read_x(b, T, probe, ref, err);
     if (st != BATON_OK) return st;
     if (!(one > 0.0) || members * one > 2 * TUNE_KIND_S) {
@@ -257,7 +294,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         return BATON_OK;
     }
     int reps = one >= TUNE_REP_S ? 1 : (int)(TUNE_REP_S / one) + 1;
-    if (reps > 16) reps = 16;
+    if (reps > LAYER_REPS_MAX) reps = LAYER_REPS_MAX;
     int rounds = members * reps * one * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < n; i++) {
@@ -267,8 +304,8 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
                 secs[i] = -1.0; /* the device cannot run it (shared memory, workgroup size) */
                 continue;
             }
-            double t = 0.0;
-            st = time_layer(b, T, reps, &t, err);
+            double t = 0.0, each[4];
+            st = time_layer(b, T, reps, &t, kind == K_MATVEC ? each : NULL, err);
             if (st == BATON_OK && r == 0) st = read_x(b, T, probe, got, err);
             if (st != BATON_OK) return st;
             if (r == 0 && memcmp(got, ref, bytes) != 0) {
@@ -277,6 +314,8 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
                 continue;
             }
             if (t > 0.0 && (secs[i] == 0.0 || t < secs[i])) secs[i] = t;
+            for (int p = 0; p < 4 && kind == K_MATVEC; p++)
+                if (each[p] > 0.0 && (parts[i][p] == 0.0 || each[p] < parts[i][p])) parts[i][p] = each[p];
         }
     int pick = vk_tune_pick(secs, n, def, TUNE_MARGIN);
     *start = pick;
@@ -293,6 +332,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         if (differs[i])
             append(out, size, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used", kind_names[kind],
                    kind_config_name(kind, i));
+    if (st == BATON_OK && kind == K_MATVEC) st = pick_per_role(b, secs, parts, pick, out, size, err);
     return st;
 }
 

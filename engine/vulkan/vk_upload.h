@@ -25,6 +25,7 @@ typedef struct {
     int n_parts;             /* matrices stacked, 1 to VK_MATRIX_PARTS */
     int64_t part_blk[VK_MATRIX_PARTS];  /* each part's first row block */
     int64_t part_rows[VK_MATRIX_PARTS]; /* each part's rows */
+    int role;                /* VK_ROLE_*: which one-token matmul configuration it runs */
 } vk_matrix;
 
 /* A staging buffer and the threads that convert into it, shared by every upload of a backend. */
