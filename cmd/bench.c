@@ -29,7 +29,7 @@ static const char *usage_text =
     "  --batch LIST  decode batch sizes (default 1,8,64)\n"
     "  --prefill T   tokens of the prefill measurement, 0 to skip (default 512)\n"
     "  --seconds S   time spent per measurement, at least 2 steps (default 1)\n"
-    "  --sweep       then batch-1 decode reading 0, 2, 8, 16 and 32 MiB of each product's\n"
+    "  --sweep       then batch-1 decode reading 0, 2, 4, 8, 16 and 32 MiB of each product's\n"
     "                weights ahead (BATON_VK_PREFETCH), each checked bitwise against none's\n"
     "                logits; then batch-1 decode under each one-token matmul configuration (rows per\n"
     "                workgroup, weight loads in flight, x staged in shared memory), S/2 each, on\n"
@@ -375,7 +375,7 @@ out:
  * on the engine's own kernels and path: each amount's logits of the probe first checked bitwise
  * against none's, then timed beside the engine's own figure; then back to the engine's own. */
 static int bench_prefetch(const sweep_ctx *cb) {
-    static const uint32_t mibs[] = {0, 2, 8, 16, 32};
+    static const uint32_t mibs[] = {0, 2, 4, 8, 16, 32};
     baton_backend *be = cb->be;
     baton_error err = {0};
     uint32_t own = baton_vk_prefetch_mib(be);

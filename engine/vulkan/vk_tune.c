@@ -568,7 +568,7 @@ static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, 
 /* How much to read ahead in one-token steps (unless BATON_VK_PREFETCH pins it): each amount
  * timed on whole one-token layers, the fastest of up to TUNE_ROUNDS interleaved rounds; none
  * gives way only to one at least 3% faster. Slot 0, which the timing runs in, is fresh after. */
-static const uint32_t prefetch_mibs[] = {0, 2, 8, 32};
+static const uint32_t prefetch_mibs[] = {0, 2, 4, 8, 16, 32};
 enum { PREFETCH_TRIES = sizeof prefetch_mibs / sizeof prefetch_mibs[0] };
 
 static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const tune_times *tt,
