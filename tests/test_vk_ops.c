@@ -246,42 +246,68 @@ static void test_matvec_configs(int N, int K, uint64_t chunk_bytes) {
     mm_case_free(&c);
 }
 
-/* A matrix of a role runs that role's matvec configuration where one is set (tuning's choice per
- * product): the profile sees that configuration's shader and no other, with bitwise the same y;
- * selecting a configuration for every matrix clears the roles', and vk_kernels_reset restores
- * the start's. */
-static void test_matvec_roles(void) {
+/* The shader of configuration i of a kind (the tensor cores' emulated). */
+static baton_shader_id kind_shader(int kind, int i) {
+    return kind == VK_KIND_MATVEC ? vk_matvec_configs[i].shader
+         : kind <= VK_KIND_B64    ? vk_batched_configs[i].shader
+                                  : vk_coop_configs[i].emulated;
+}
+
+/* A matrix of a role runs that role's configuration of a kind where one is set (tuning's choice
+ * per product): for the matvec, two batched tiers and the tensor cores' many-token kind, the
+ * profile sees that configuration's shader and not the kind's own, with bitwise the same y.
+ * vk_kind_clear_roles and vk_kernels_reset put back the kind's own and the start's. */
+static void test_roles(void) {
+    enum { T_MAX = 20 };
     mm_case c;
-    mm_case_init(&c, 100, 72, 1, 0, 7);
+    mm_case_init(&c, 100, 72, T_MAX, 0, 7);
     baton_error err = {0};
-    REQUIRE(vk_matvec_select(&ctx, 0, &err) == BATON_OK);
-    memcpy(c.want, mm_case_run(&c, 1, EPI_NONE), (size_t)c.N * 4);
-    c.wm.role = VK_ROLE_ATT_OUTPUT;
-    REQUIRE(vk_matvec_select_role(&ctx, VK_ROLE_ATT_OUTPUT, 3, &err) == BATON_OK);
-    CHECK(vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == 3 && vk_matvec_of(&ctx, VK_ROLE_FFN_KR) == 0 &&
-          vk_matvec_of(&ctx, VK_ROLE_NONE) == 0);
-    if (ctx.queries != VK_NULL_HANDLE) {
-        memset(ctx.prof.groups, 0, sizeof ctx.prof.groups);
-        ctx.prof.on = true;
-        const float *y = mm_case_run(&c, 1, EPI_NONE);
-        ctx.prof.on = false;
-        CHECK_MSG(ctx.prof.groups[vk_matvec_configs[3].shader] == 1 &&
-                      ctx.prof.groups[vk_matvec_configs[0].shader] == 0,
-                  "the role's matrix ran %u groups of its configuration, %u of the context's",
-                  ctx.prof.groups[vk_matvec_configs[3].shader], ctx.prof.groups[vk_matvec_configs[0].shader]);
-        CHECK(memcmp(y, c.want, (size_t)c.N * 4) == 0);
+    const struct { int kind, T; } cases[] = {
+        {VK_KIND_MATVEC, 1}, {VK_KIND_B8, 5}, {VK_KIND_B32, T_MAX}, {VK_KIND_COOP_MANY, T_MAX},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int kind = cases[k].kind, T = cases[k].T;
+        ctx.coopmat = ctx.coopmat_emulated = kind >= VK_KIND_COOP_FEW;
+        int n = kind == VK_KIND_MATVEC ? VK_MATVEC_CONFIGS
+              : kind <= VK_KIND_B64    ? VK_BATCHED_CONFIGS
+                                       : VK_COOP_CONFIGS;
+        vk_kind_clear_roles(&ctx, kind);
+        c.wm.role = VK_ROLE_NONE;
+        int own = vk_kind_config(&ctx, kind, VK_ROLE_ATT_OUTPUT), other = -1;
+        memcpy(c.want, mm_case_run(&c, (uint32_t)T, EPI_NONE), (size_t)T * c.N * 4);
+        for (int i = 0; i < n && other < 0; i++)
+            if (i != own && kind_shader(kind, i) != kind_shader(kind, own) &&
+                vk_kind_select_role(&ctx, kind, VK_ROLE_ATT_OUTPUT, i, &err) == BATON_OK)
+                other = i;
+        REQUIRE(other >= 0);
+        CHECK(vk_kind_config(&ctx, kind, VK_ROLE_ATT_OUTPUT) == other &&
+              vk_kind_config(&ctx, kind, VK_ROLE_FFN_KR) == own && vk_kind_config(&ctx, kind, VK_ROLE_NONE) == own);
+        c.wm.role = VK_ROLE_ATT_OUTPUT;
+        if (ctx.queries != VK_NULL_HANDLE) {
+            memset(ctx.prof.groups, 0, sizeof ctx.prof.groups);
+            ctx.prof.on = true;
+            const float *y = mm_case_run(&c, (uint32_t)T, EPI_NONE);
+            ctx.prof.on = false;
+            uint32_t got_other = ctx.prof.groups[kind_shader(kind, other)];
+            uint32_t got_own = ctx.prof.groups[kind_shader(kind, own)];
+            CHECK_MSG(got_other == 1 && got_own == 0, "kind %d at %d tokens: the role's matrix ran "
+                      "%u groups of its configuration, %u of the kind's", kind, T, got_other, got_own);
+            CHECK_MSG(memcmp(y, c.want, (size_t)T * c.N * 4) == 0, "kind %d: y differs", kind);
+        }
+        vk_kind_clear_roles(&ctx, kind);
+        CHECK(vk_kind_config(&ctx, kind, VK_ROLE_ATT_OUTPUT) == own);
     }
-    REQUIRE(vk_matvec_select(&ctx, 4, &err) == BATON_OK);
-    CHECK(vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == 4);
-    int saved = ctx.start.matvec_role[VK_ROLE_FFN_VALUE];
-    ctx.start.matvec_role[VK_ROLE_FFN_VALUE] = 2;
+    ctx.coopmat = ctx.coopmat_emulated = false;
+    CHECK(vk_kind_select_role(&ctx, VK_KIND_B8, VK_ROLE_FFN_KR, VK_BATCHED_32_DEFAULT, &err) == BATON_ERR_ARG);
+    int saved = ctx.start.role_config[VK_KIND_MATVEC][VK_ROLE_FFN_VALUE];
+    ctx.start.role_config[VK_KIND_MATVEC][VK_ROLE_FFN_VALUE] = 2;
     REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
-    CHECK(ctx.matvec == ctx.start.matvec && vk_matvec_of(&ctx, VK_ROLE_FFN_VALUE) == 2 &&
-          vk_matvec_of(&ctx, VK_ROLE_ATT_OUTPUT) == ctx.matvec);
-    ctx.start.matvec_role[VK_ROLE_FFN_VALUE] = saved;
+    CHECK(ctx.matvec == ctx.start.matvec && vk_kind_config(&ctx, VK_KIND_MATVEC, VK_ROLE_FFN_VALUE) == 2 &&
+          vk_kind_config(&ctx, VK_KIND_MATVEC, VK_ROLE_ATT_OUTPUT) == ctx.matvec);
+    ctx.start.role_config[VK_KIND_MATVEC][VK_ROLE_FFN_VALUE] = saved;
     REQUIRE(vk_kernels_reset(&ctx, &err) == BATON_OK);
-    CHECK(vk_matvec_of(&ctx, VK_ROLE_FFN_VALUE) == ctx.matvec);
-    printf("matvec per role: the role's configuration runs, the reset restores the start's\n");
+    CHECK(vk_kind_config(&ctx, VK_KIND_MATVEC, VK_ROLE_FFN_VALUE) == ctx.matvec);
+    printf("configurations per role: the role's runs, the reset restores the start's\n");
     mm_case_free(&c);
 }
 
@@ -749,7 +775,7 @@ int main(void) {
     test_batched_configs(100, 72, 2 * 32 * 72 * 2);
     test_batched_configs(37, 1096, 0);
     test_matvec_configs(100, 72, 2 * 32 * 72 * 2);
-    test_matvec_roles();
+    test_roles();
     test_matvec_configs(37, 16, 0);
     test_matvec_configs(70, 5336, 32 * 5336 * 2);
     if (!vk_test_small()) test_matvec_configs(64, 10248, 0);

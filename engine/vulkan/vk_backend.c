@@ -518,7 +518,11 @@ baton_status baton_vk_batched_select(baton_backend *base, int config, baton_erro
     if (config < 0 || config >= VK_BATCHED_CONFIGS)
         return baton_fail(err, BATON_ERR_ARG, "batched matmul configuration %d is outside [0, %d)",
                           config, VK_BATCHED_CONFIGS);
-    return vk_batched_select(&((vk_backend *)base)->ctx, config, err);
+    vk_context *ctx = &((vk_backend *)base)->ctx;
+    baton_status s = vk_batched_select(ctx, config, err);
+    for (int tier = 0; tier < VK_TIERS && s == BATON_OK; tier++)
+        if (vk_batched_fits(config, tier)) vk_kind_clear_roles(ctx, VK_KIND_B8 + tier);
+    return s;
 }
 
 int baton_vk_coop_count(void) { return VK_COOP_CONFIGS; }
@@ -537,7 +541,13 @@ baton_status baton_vk_coop_select(baton_backend *base, int few, int many, baton_
     if (few < 0 || few >= VK_COOP_CONFIGS || many < 0 || many >= VK_COOP_CONFIGS)
         return baton_fail(err, BATON_ERR_ARG, "tensor-core configurations %d, %d: outside [0, %d)",
                           few, many, VK_COOP_CONFIGS);
-    return vk_coop_select(&((vk_backend *)base)->ctx, few, many, err);
+    vk_context *ctx = &((vk_backend *)base)->ctx;
+    baton_status s = vk_coop_select(ctx, few, many, err);
+    if (s == BATON_OK) {
+        vk_kind_clear_roles(ctx, VK_KIND_COOP_FEW);
+        vk_kind_clear_roles(ctx, VK_KIND_COOP_MANY);
+    }
+    return s;
 }
 
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
@@ -550,7 +560,10 @@ baton_status baton_vk_matvec_select(baton_backend *base, int config, baton_error
     if (config < 0 || config >= VK_MATVEC_CONFIGS)
         return baton_fail(err, BATON_ERR_ARG, "matvec configuration %d is outside [0, %d)", config,
                           VK_MATVEC_CONFIGS);
-    return vk_matvec_select(&((vk_backend *)base)->ctx, config, err);
+    vk_context *ctx = &((vk_backend *)base)->ctx;
+    baton_status s = vk_matvec_select(ctx, config, err);
+    if (s == BATON_OK) vk_kind_clear_roles(ctx, VK_KIND_MATVEC);
+    return s;
 }
 
 static const struct baton_backend_ops vk_ops = {

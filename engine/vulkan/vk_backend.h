@@ -121,7 +121,9 @@ int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_ent
  * shared memory). */
 int baton_vk_matvec_count(void);
 const char *baton_vk_matvec_name(int config);
-/* Makes `config` the matvec of the backend's later steps. Every configuration sums in the same
+/* Makes `config` the matvec of the backend's later steps, for every product (tuning's choices per
+ * product set aside until baton_vk_kernels_reset; so too the batched and tensor-core
+ * selections below for their kinds). Every configuration sums in the same
  * order, so results are bitwise the same. BATON_ERR_UNSUPPORTED: the device lacks the shared
  * memory or workgroup size it needs (the backend keeps its configuration). */
 baton_status baton_vk_matvec_select(baton_backend *be, int config, baton_error *err);

@@ -827,7 +827,8 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     ctx->coop_few = 0;
     ctx->coop_many = VK_COOP_MANY_DEFAULT;
     vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32, &ctx->start.mm64);
-    for (int role = 0; role < VK_ROLES; role++) ctx->matvec_role[role] = ctx->start.matvec_role[role] = -1;
+    for (int kind = 0; kind < VK_KINDS; kind++)
+        for (int role = 0; role < VK_ROLES; role++) ctx->role_config[kind][role] = ctx->start.role_config[kind][role] = -1;
     ctx->start.coop_few = 0;
     ctx->start.coop_many = VK_COOP_MANY_DEFAULT;
     s = vk_kernels_reset(ctx, err);

@@ -36,10 +36,16 @@ typedef struct {
     bool used;
 } vk_dset_entry;
 
-/* What a matrix is to a step (vk_matrix.role), so that each may have its own one-token matmul
- * configuration (vk_context.matvec_role): the shapes differ, and so may the fastest kernel. */
+/* What a matrix is to a step (vk_matrix.role), so that each may have its own configuration of
+ * each kind of matmul (vk_context.role_config): the shapes differ, and so may the fastest
+ * kernel (a C-row product has a fifth of the row blocks of an (F + C)-row one). */
 enum { VK_ROLE_NONE, VK_ROLE_ATT_KVR, VK_ROLE_ATT_OUTPUT, VK_ROLE_FFN_KR, VK_ROLE_FFN_VALUE,
        VK_ROLE_HEAD, VK_ROLES };
+/* The kinds of matmul configuration a step chooses from by its token count and path: the
+ * one-token matvec, the batched tiers (2 to 8, 9 to 32, more tokens), the tensor cores' few-
+ * (up to 8) and many-token ones. */
+enum { VK_KIND_MATVEC, VK_KIND_B8, VK_KIND_B32, VK_KIND_B64, VK_KIND_COOP_FEW, VK_KIND_COOP_MANY,
+       VK_KINDS };
 
 /* What BATON_VK_COOPMAT asks of the tensor-core path (vk_coop_mode_parse). */
 typedef enum {
@@ -113,8 +119,8 @@ typedef struct {
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
-    int matvec_role[VK_ROLES]; /* that of each role's matrices where tuning chose another (-1:
-                                * matvec) */
+    int role_config[VK_KINDS][VK_ROLES]; /* each kind's configuration for a role's matrices
+                                          * where tuning chose another (-1: the kind's own) */
     int mm8, mm32, mm64;  /* the batched ones (vk_batched_configs) for steps of 2 to 8, 9 to 32
                            * and more tokens */
     vk_coop_mode coop_mode; /* what BATON_VK_COOPMAT asked for */
@@ -124,7 +130,7 @@ typedef struct {
     int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
     struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
         int matvec, mm8, mm32, mm64, coop_few, coop_many; /* the backend's tuning chose */
-        int matvec_role[VK_ROLES];
+        int role_config[VK_KINDS][VK_ROLES];
     } start;
     char coopmat_why[160];/* why coopmat_ready is false */
     bool lost;            /* a wait timed out or the device was lost: refuse further work */

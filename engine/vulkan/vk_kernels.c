@@ -3,6 +3,9 @@
 #include <assert.h>
 #include <string.h>
 
+_Static_assert(VK_KIND_B32 - VK_KIND_B8 == VK_TIER_32 && VK_KIND_B64 - VK_KIND_B8 == VK_TIER_64 &&
+               VK_TIER_8 == 0, "the batched kinds follow the tiers");
+
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
     {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
     {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
@@ -41,28 +44,9 @@ static baton_status matvec_ready(vk_context *ctx, int i, baton_error *err) {
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err) {
     baton_status s = matvec_ready(ctx, i, err);
     if (s != BATON_OK) return s;
-    bool same = ctx->matvec == i;
-    for (int r = 0; r < VK_ROLES; r++) {
-        same = same && ctx->matvec_role[r] < 0;
-        ctx->matvec_role[r] = -1;
-    }
-    if (!same) vk_replays_invalidate(ctx);
+    if (ctx->matvec != i) vk_replays_invalidate(ctx);
     ctx->matvec = i;
     return BATON_OK;
-}
-
-baton_status vk_matvec_select_role(vk_context *ctx, int role, int i, baton_error *err) {
-    assert(role > VK_ROLE_NONE && role < VK_ROLES);
-    baton_status s = i < 0 ? BATON_OK : matvec_ready(ctx, i, err);
-    if (s != BATON_OK) return s;
-    if (ctx->matvec_role[role] != i) vk_replays_invalidate(ctx);
-    ctx->matvec_role[role] = i;
-    return BATON_OK;
-}
-
-int vk_matvec_of(const vk_context *ctx, int role) {
-    int r = role > VK_ROLE_NONE && role < VK_ROLES ? ctx->matvec_role[role] : -1;
-    return r >= 0 ? r : ctx->matvec;
 }
 
 const vk_batched_config vk_batched_configs[VK_BATCHED_CONFIGS] = {
@@ -112,15 +96,17 @@ void vk_kernel_defaults(const vk_context *ctx, int *matvec, int *mm8, int *mm32,
 
 baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
     baton_status s = vk_matvec_select(ctx, ctx->start.matvec, err);
-    for (int r = VK_ROLE_NONE + 1; r < VK_ROLES && s == BATON_OK; r++)
-        if (ctx->start.matvec_role[r] >= 0) s = vk_matvec_select_role(ctx, r, ctx->start.matvec_role[r], err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_8, ctx->start.mm8, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_32, ctx->start.mm32, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_64, ctx->start.mm64, err);
     if (s == BATON_OK && (ctx->coop_few != ctx->start.coop_few || ctx->coop_many != ctx->start.coop_many))
         s = vk_coop_select(ctx, ctx->start.coop_few, ctx->start.coop_many, err);
+    for (int kind = 0; kind < VK_KINDS && s == BATON_OK; kind++)
+        for (int role = VK_ROLE_NONE + 1; role < VK_ROLES && s == BATON_OK; role++)
+            s = vk_kind_select_role(ctx, kind, role, ctx->start.role_config[kind][role], err);
     return s;
 }
+
 
 int vk_tune_pick(const double *secs, int n, int current, double margin) {
     int fastest = -1;
@@ -207,6 +193,45 @@ baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err
     return BATON_OK;
 }
 
+void vk_kind_clear_roles(vk_context *ctx, int kind) {
+    for (int role = 0; role < VK_ROLES; role++) {
+        if (ctx->role_config[kind][role] >= 0) vk_replays_invalidate(ctx);
+        ctx->role_config[kind][role] = -1;
+    }
+}
+
+baton_status vk_kind_select_role(vk_context *ctx, int kind, int role, int i, baton_error *err) {
+    assert(kind >= 0 && kind < VK_KINDS && role > VK_ROLE_NONE && role < VK_ROLES);
+    if (i >= 0) {
+        baton_status s;
+        if (kind == VK_KIND_MATVEC) {
+            s = matvec_ready(ctx, i, err);
+        } else if (kind <= VK_KIND_B64) {
+            int tier = kind - VK_KIND_B8; /* VK_TIER_8, _32, _64 */
+            if (!vk_batched_fits(i, tier))
+                return baton_fail(err, BATON_ERR_ARG, "matmul %s cannot serve that tier",
+                                  vk_batched_configs[i].name);
+            s = vk_pipeline_ensure(ctx, vk_batched_configs[i].shader, err);
+        } else {
+            if ((vk_coop_configs[i].tn == 8) != (kind == VK_KIND_COOP_FEW))
+                return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s is not a %s-token one",
+                                  vk_coop_configs[i].name, kind == VK_KIND_COOP_FEW ? "few" : "many");
+            s = coop_check(ctx, i, err);
+        }
+        if (s != BATON_OK) return s;
+    }
+    if (ctx->role_config[kind][role] != i) vk_replays_invalidate(ctx);
+    ctx->role_config[kind][role] = i;
+    return BATON_OK;
+}
+
+int vk_kind_config(const vk_context *ctx, int kind, int role) {
+    int own = role > VK_ROLE_NONE && role < VK_ROLES ? ctx->role_config[kind][role] : -1;
+    if (own >= 0) return own;
+    const int all[VK_KINDS] = {ctx->matvec, ctx->mm8, ctx->mm32, ctx->mm64, ctx->coop_few, ctx->coop_many};
+    return all[kind];
+}
+
 void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T) {
@@ -214,18 +239,19 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
     if (ctx->coopmat) {
-        const vk_coop_config *cc = &vk_coop_configs[T <= 8 ? ctx->coop_few : ctx->coop_many];
+        const vk_coop_config *cc =
+            &vk_coop_configs[vk_kind_config(ctx, T <= 8 ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
         cb = cc->tn;
         wr = cc->rm;
     } else if (T <= 1) {
-        const vk_matvec_config *mv = &vk_matvec_configs[vk_matvec_of(ctx, w->role)];
+        const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
         shader = mv->shader;
         cb = 1;
         wr = mv->wr;
     } else {
-        const vk_batched_config *bc =
-            &vk_batched_configs[T <= 8 ? ctx->mm8 : T <= 32 ? ctx->mm32 : ctx->mm64];
+        int kind = T <= 8 ? VK_KIND_B8 : T <= 32 ? VK_KIND_B32 : VK_KIND_B64;
+        const vk_batched_config *bc = &vk_batched_configs[vk_kind_config(ctx, kind, w->role)];
         shader = bc->shader;
         cb = bc->cb;
         wr = bc->wr * bc->rt;

@@ -66,15 +66,10 @@ extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
 /* The shared memory configuration i needs (bytes), mirrored from matmul.comp. */
 uint32_t vk_matvec_shared_bytes(int i);
 
-/* Makes configuration i the context's one-token matmul for every matrix (builds its pipeline):
- * BATON_ERR_UNSUPPORTED when the device has too little shared memory for it, the context
- * unchanged. */
+/* Makes configuration i the context's one-token matmul (builds its pipeline), for every matrix
+ * but a role's that has its own (vk_kind_select_role): BATON_ERR_UNSUPPORTED when the device
+ * has too little shared memory for it, the context unchanged. */
 baton_status vk_matvec_select(vk_context *ctx, int i, baton_error *err);
-/* Makes configuration i that of the matrices of one role (VK_ROLE_ATT_KVR ...; -1: the
- * context's matvec again), which tuning may find faster for their shape; the same errors. */
-baton_status vk_matvec_select_role(vk_context *ctx, int role, int i, baton_error *err);
-/* The configuration matrices of a role run at one token. */
-int vk_matvec_of(const vk_context *ctx, int role);
 
 /* The batched matmul configurations: cb tokens, wr lanes and rt rows per thread (wr * rt rows) per
  * workgroup (CB, WR and RT in matmul.comp). Steps of 2 to 8 tokens run ctx->mm8 (a cb 8 one), of
@@ -147,6 +142,17 @@ uint32_t vk_coop_shared_bytes(int i, bool emulated);
  * device's shared memory or workgroup size is too small, BATON_ERR_ARG when few is not a tn 8
  * configuration; the context unchanged on failure. */
 baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err);
+
+/* Per role (VK_ROLE_ATT_KVR ...): configuration i of a kind (VK_KIND_*: its table, e.g.
+ * vk_batched_configs for VK_KIND_B32) for that role's matrices instead of the kind's own (-1:
+ * the kind's own again), which tuning may find faster for their shape; builds its pipeline.
+ * BATON_ERR_ARG where i is not of the kind (a tier it does not fit, a tensor-core one of the
+ * other token count), BATON_ERR_UNSUPPORTED where the device cannot run it. Every configuration
+ * of a kind sums alike, so no result changes. vk_kind_clear_roles gives every role the kind's
+ * own again; vk_kind_config is the configuration a role's matrices run. */
+baton_status vk_kind_select_role(vk_context *ctx, int kind, int role, int i, baton_error *err);
+void vk_kind_clear_roles(vk_context *ctx, int kind);
+int vk_kind_config(const vk_context *ctx, int kind, int role);
 
 /* Where one stacked part of W reads and writes, in floats: x from x_off ([T][K], x_off a multiple
  * of 4), y at y_off ([T][y_stride]), with its epilogue. */

@@ -131,7 +131,8 @@ static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs
 }
 
 /* The kinds of matmul configuration tuning chooses, each timed at its own token count. */
-enum { K_MATVEC, K_B8, K_B32, K_B64, K_COOP_FEW, K_COOP_MANY, K_KINDS };
+enum { K_MATVEC = VK_KIND_MATVEC, K_B8 = VK_KIND_B8, K_B32 = VK_KIND_B32, K_B64 = VK_KIND_B64,
+       K_COOP_FEW = VK_KIND_COOP_FEW, K_COOP_MANY = VK_KIND_COOP_MANY, K_KINDS = VK_KINDS };
 #define TUNE_CONFIGS_MAX 16
 _Static_assert((int)VK_MATVEC_CONFIGS <= TUNE_CONFIGS_MAX && (int)VK_BATCHED_CONFIGS <= TUNE_CONFIGS_MAX &&
                (int)VK_COOP_CONFIGS <= TUNE_CONFIGS_MAX, "tuning's table of times");
@@ -170,7 +171,9 @@ static int *kind_start(vk_context *ctx, int kind) {
     return starts[kind];
 }
 
+/* Makes configuration i the kind's, for every role's matrices. */
 static baton_status kind_select(vk_context *ctx, int kind, int i, baton_error *err) {
+    vk_kind_clear_roles(ctx, kind);
     switch (kind) {
     case K_MATVEC: return vk_matvec_select(ctx, i, err);
     case K_B8: return vk_batched_set(ctx, VK_TIER_8, i, err);
@@ -242,27 +245,29 @@ static void note_kind(char *out, size_t size, int kind, int config, const char *
            kind_config_name(kind, config), what);
 }
 
-/* The matvec for each of the layer's products (time_layer's order: att.kvr, att.output, ffn.kr,
- * ffn.value), from each configuration's time on it within the layer (parts; secs[i] < 0: not
- * bitwise the default's, never chosen): where one is at least 3% faster on that product than
- * the kind's pick, that product's matrices run it (the shapes differ: a C-row product has a
- * quarter of the workgroups of an F-row one). Appended to out as "att.output wr8 u8 (1.10x as
- * fast as wr32 u8 xs there)". */
-static baton_status pick_per_role(vk_backend *b, const double *secs,
-                                  const double parts[][4], int pick, char *out, size_t size,
-                                  baton_error *err) {
+/* Each of the layer's products (time_layer's order: att.kvr, att.output, ffn.kr, ffn.value) may
+ * run its own configuration of the kind: from each configuration's time on it within the layer
+ * (parts; secs[i] <= 0: not timed, or not bitwise the default's, never chosen), where one is at
+ * least 3% faster on that product than the kind's pick, that product's matrices run it (the
+ * shapes differ: att.output and ffn.value have C rows, a fifth of ffn.kr's, so a kernel of many
+ * rows per workgroup may leave SMs idle on them). Appended to out as "matvec wr8 u8 for
+ * att.output (1.10x as fast as wr32 u8 xs there)". */
+static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, const double parts[][4],
+                                  int pick, char *out, size_t size, baton_error *err) {
     vk_context *ctx = &b->ctx;
+    int n = kind_size(kind);
     for (int p = 0; p < 4; p++) {
         int role = VK_ROLE_ATT_KVR + p;
         double t[TUNE_CONFIGS_MAX];
-        for (int i = 0; i < VK_MATVEC_CONFIGS; i++) t[i] = secs[i] > 0.0 ? parts[i][p] : 0.0;
-        int own = t[pick] > 0.0 ? vk_tune_pick(t, VK_MATVEC_CONFIGS, pick, TUNE_MARGIN) : pick;
-        ctx->start.matvec_role[role] = own != pick ? own : -1;
-        baton_status st = vk_matvec_select_role(ctx, role, ctx->start.matvec_role[role], err);
+        for (int i = 0; i < n; i++) t[i] = secs[i] > 0.0 && kind_has(kind, i) ? parts[i][p] : 0.0;
+        int own = t[pick] > 0.0 ? vk_tune_pick(t, n, pick, TUNE_MARGIN) : pick;
+        ctx->start.role_config[kind][role] = own != pick ? own : -1;
+        baton_status st = vk_kind_select_role(ctx, kind, role, ctx->start.role_config[kind][role], err);
         if (st != BATON_OK) return st;
         if (own != pick)
-            append(out, size, "; %s %s (%.2fx as fast as %s there)", profile_names[p],
-                   vk_matvec_configs[own].name, t[pick] / t[own], vk_matvec_configs[pick].name);
+            append(out, size, "; %s %s for %s (%.2fx as fast as %s there)", kind_names[kind],
+                   kind_config_name(kind, own), profile_names[p], t[pick] / t[own],
+                   kind_config_name(kind, pick));
     }
     return BATON_OK;
 }
@@ -305,7 +310,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
                 continue;
             }
             double t = 0.0, each[4];
-            st = time_layer(b, T, reps, &t, kind == K_MATVEC ? each : NULL, err);
+            st = time_layer(b, T, reps, &t, each, err);
             if (st == BATON_OK && r == 0) st = read_x(b, T, probe, got, err);
             if (st != BATON_OK) return st;
             if (r == 0 && memcmp(got, ref, bytes) != 0) {
@@ -314,7 +319,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
                 continue;
             }
             if (t > 0.0 && (secs[i] == 0.0 || t < secs[i])) secs[i] = t;
-            for (int p = 0; p < 4 && kind == K_MATVEC; p++)
+            for (int p = 0; p < 4; p++)
                 if (each[p] > 0.0 && (parts[i][p] == 0.0 || each[p] < parts[i][p])) parts[i][p] = each[p];
         }
     int pick = vk_tune_pick(secs, n, def, TUNE_MARGIN);
@@ -332,7 +337,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         if (differs[i])
             append(out, size, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used", kind_names[kind],
                    kind_config_name(kind, i));
-    if (st == BATON_OK && kind == K_MATVEC) st = pick_per_role(b, secs, parts, pick, out, size, err);
+    if (st == BATON_OK) st = pick_per_role(b, kind, secs, parts, pick, out, size, err);
     return st;
 }
 
