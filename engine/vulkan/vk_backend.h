@@ -78,8 +78,9 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * of matmul configuration (steps of one token, 2 to 8, 9 to 32, more; or the tensor-core path's
  * few- and many-token ones when it is in use) is timed on the stage's first layer at 1, 8, 32
  * and 64 tokens (within max_tokens); the default gives way only to one at least 3% faster (and
- * a layer product whose own time is 3% shorter under another matvec runs that one: "att.output
- * wr8 u8 (1.10x as fast as wr32 u8 xs there)"). Last, how much to read ahead. Every
+ * a layer product whose own time is 3% shorter under another configuration of the kind runs
+ * that one: "matvec wr8 u8 for att.output (1.10x as fast as wr32 u8 xs there)"). Last, how much
+ * to read ahead. Every
  * configuration of a kind sums alike, so tuning never changes a result, only the speed; one
  * whose results on this device are not bitwise the default's is named ("NOT BITWISE ...") and
  * never chosen. baton_vk_kernels_reset returns to what it chose. */
