@@ -251,16 +251,20 @@ static void note_kind(char *out, size_t size, int kind, int config, const char *
  * least 3% faster on that product than the kind's pick, that product's matrices run it (the
  * shapes differ: att.output and ffn.value have C rows, a fifth of ffn.kr's, so a kernel of many
  * rows per workgroup may leave SMs idle on them). Appended to out as "matvec wr8 u8 for
- * att.output (1.10x as fast as wr32 u8 xs there)". */
+ * att.output (1.10x as fast as wr32 u8 xs there)". *layer: the layer's time as it will run (the
+ * four products' own times under their choices, which add up to about the layer's), where every
+ * product has one. */
 static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, const double parts[][4],
-                                  int pick, char *out, size_t size, baton_error *err) {
+                                  int pick, char *out, size_t size, double *layer, baton_error *err) {
     vk_context *ctx = &b->ctx;
     int n = kind_size(kind);
+    double sum = 0.0;
     for (int p = 0; p < 4; p++) {
         int role = VK_ROLE_ATT_KVR + p;
         double t[TUNE_CONFIGS_MAX];
         for (int i = 0; i < n; i++) t[i] = secs[i] > 0.0 && kind_has(kind, i) ? parts[i][p] : 0.0;
         int own = t[pick] > 0.0 ? vk_tune_pick(t, n, pick, TUNE_MARGIN) : pick;
+        sum = sum >= 0.0 && t[own] > 0.0 ? sum + t[own] : -1.0;
         ctx->start.role_config[kind][role] = own != pick ? own : -1;
         baton_status st = vk_kind_select_role(ctx, kind, role, ctx->start.role_config[kind][role], err);
         if (st != BATON_OK) return st;
@@ -269,6 +273,7 @@ static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, c
                    kind_config_name(kind, own), profile_names[p], t[pick] / t[own],
                    kind_config_name(kind, pick));
     }
+    if (sum > 0.0) *layer = sum;
     return BATON_OK;
 }
 
@@ -337,7 +342,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
         if (differs[i])
             append(out, size, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used", kind_names[kind],
                    kind_config_name(kind, i));
-    if (st == BATON_OK) st = pick_per_role(b, kind, secs, parts, pick, out, size, err);
+    if (st == BATON_OK) st = pick_per_role(b, kind, secs, parts, pick, out, size, best, err);
     return st;
 }
 
