@@ -165,6 +165,20 @@ void main() {
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
     // has no chunks left in a round only stages.
     for (uint q0 = 0u; q0 < pc.cps; q0 += KR) {
+#if !EMULATE
+        // A whole round (the common case): every weight fragment of the round is loaded first,
+        // KR * RF loads in flight at once, while the round's x is staged and the workgroup
+        // meets at the barrier; the products follow in the same order as ever.
+        bool whole = c_begin + q0 + KR <= c_end;  // uniform over the subgroup
+        fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
+        if (whole) {
+            [[unroll]] for (uint cc = 0u; cc < KR; cc++)
+                [[unroll]] for (uint f = 0u; f < RF; f++) {
+                    if (f >= fin) break;
+                    coopMatLoadNV(a[cc][f], wh, frag_at(blk, r0, f, nc, c_begin + q0 + cc), 8u, false);
+                }
+        }
+#endif
         // Stage KR chunks of every segment for the TN tokens: one vec4 (4 columns) per item,
         // consecutive items along a token's row. Zeros past a segment, K or T.
         for (uint i = tid; i < SEGS * TN * (KS / 4u); i += THREADS) {
@@ -190,15 +204,7 @@ void main() {
         }
         barrier();
 #if !EMULATE
-        if (c_begin + q0 + KR <= c_end) {
-            // A whole round (the common case): every weight fragment of the round is loaded
-            // before the first product, so KR * RF loads are in flight at once.
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
-            [[unroll]] for (uint cc = 0u; cc < KR; cc++)
-                [[unroll]] for (uint f = 0u; f < RF; f++) {
-                    if (f >= fin) break;
-                    coopMatLoadNV(a[cc][f], wh, frag_at(blk, r0, f, nc, c_begin + q0 + cc), 8u, false);
-                }
+        if (whole) {
             [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP, fin);
         } else
 #endif
@@ -229,12 +235,12 @@ void main() {
                 }
             }
 #else
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF];
+            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> ap[RF];
             [[unroll]] for (uint f = 0u; f < RF; f++) {
                 if (f >= fin) break;
-                coopMatLoadNV(a[f], wh, frag_at(blk, r0, f, nc, c), 8u, false);
+                coopMatLoadNV(ap[f], wh, frag_at(blk, r0, f, nc, c), 8u, false);
             }
-            multiply(a, xbase, fin);
+            multiply(ap, xbase, fin);
 #endif
         }
         barrier();
