@@ -162,6 +162,22 @@ void main() {
             acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
 #endif
 
+    // The workgroup's tokens that are in the step (tv <= TN; fewer in a small step or the last
+    // workgroup of a larger one): only their columns of x are staged each round. The others are
+    // zeroed once here and stay zero, as the products see them (a product's output column reads
+    // only its own column of x; those outputs are never stored). Round 0's barrier orders these
+    // stores before any read.
+    uint tv = min(TN, pc.T - col0);
+    for (uint i = tid; i < SEGS * KS * TNP; i += THREADS) {
+        if (i % TNP < tv) continue;
+#if EMULATE
+        xhl[i] = 0u;
+#else
+        xh[i] = float16_t(0.0);
+        xl[i] = float16_t(0.0);
+#endif
+    }
+
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
     // has no chunks left in a round only stages.
     for (uint q0 = 0u; q0 < pc.cps; q0 += KR) {
@@ -179,14 +195,14 @@ void main() {
                 }
         }
 #endif
-        // Stage KR chunks of every segment for the TN tokens: one vec4 (4 columns) per item,
-        // consecutive items along a token's row. Zeros past a segment, K or T.
-        for (uint i = tid; i < SEGS * TN * (KS / 4u); i += THREADS) {
-            uint s = i / (TN * (KS / 4u)), rem = i % (TN * (KS / 4u));
+        // Stage KR chunks of every segment for the tv tokens: one vec4 (4 columns) per item,
+        // consecutive items along a token's row. Zeros past a segment or K.
+        for (uint i = tid; i < SEGS * tv * (KS / 4u); i += THREADS) {
+            uint s = i / (tv * (KS / 4u)), rem = i % (tv * (KS / 4u));
             uint t = rem / (KS / 4u), k4 = rem % (KS / 4u);
             uint cq = q0 + k4 / 2u, c = s * pc.cps + cq;
             vec4 v = vec4(0.0);
-            if (cq < pc.cps && c < nc && col0 + t < pc.T)
+            if (cq < pc.cps && c < nc)
                 v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
             uint o = (s * KS + 4u * k4) * TNP + t;
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
