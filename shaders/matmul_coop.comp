@@ -168,7 +168,7 @@ void main() {
     // only its own column of x; those outputs are never stored). Round 0's barrier orders these
     // stores before any read.
     uint tv = min(TN, pc.T - col0);
-    for (uint i = tid; i < SEGS * KS * TNP; i += THREADS) {
+    for (uint i = tid; tv < TN && i < SEGS * KS * TNP; i += THREADS) {
         if (i % TNP < tv) continue;
 #if EMULATE
         xhl[i] = 0u;
