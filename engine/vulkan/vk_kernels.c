@@ -107,7 +107,6 @@ baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
     return s;
 }
 
-
 int vk_tune_pick(const double *secs, int n, int current, double margin) {
     int fastest = -1;
     for (int i = 0; i < n; i++)
