@@ -1,7 +1,8 @@
 /* 14B-shaped layers on the device against the CPU reference: C 5120, F 20480, V 50277 (one
  * layer and the head, random fp16 weights built in memory), so the FFN matrices (210 MB) and the
  * head (515 MB) are split into row chunks under lavapipe's 128 MiB binding limit. Two tokens
- * one at a time, then both as one prefill; logits and state within the fp16-weight bound. */
+ * one at a time, then both as one prefill; logits and state within the fp16-weight bound; and
+ * the two again reading weights ahead, bitwise the same. */
 #include "bench_model.h"
 #include "fixture_cases.h"
 #include "test_vk_common.h"
@@ -46,6 +47,16 @@ int main(void) {
     CHECK_MSG(d <= 2e-3 && dp <= 2e-3, "logits differ from the CPU reference by %g / %g", d, dp);
     CHECK_MSG(ds <= 2e-3, "state differs from the CPU reference by %g", ds);
     CHECK(big > 0.1f);
+    /* The same two one-token steps reading 64 MiB of each product ahead (the most; lavapipe's
+     * chunks are 128 MiB, the head five of them): bitwise the same logits. */
+    REQUIRE(baton_vk_prefetch_set(vk, 64, &err) == BATON_OK);
+    REQUIRE(vk->ops->slot_reset(vk, 0, &err) == BATON_OK);
+    for (int t = 0; t < 2; t++) {
+        baton_seq q0 = {.slot = 0, .n_tokens = 1};
+        baton_step s0 = {.n_seqs = 1, .seqs = &q0, .tokens = &tokens[t], .logits = lp + (size_t)t * V};
+        REQUIRE(baton_backend_step(vk, &s0, &err) == BATON_OK);
+    }
+    CHECK_MSG(memcmp(lp, lv, (size_t)2 * V * 4) == 0, "reading 64 MiB ahead changed the logits");
     free(lc);
     free(lv);
     free(lp);
