@@ -903,14 +903,11 @@ static void prof_mark(vk_context *ctx) {
 /* Adds the intervals of the command buffer that just ran to the profile. */
 static void prof_collect(vk_context *ctx) {
     vk_profile *p = &ctx->prof;
-    if (!p->on || ctx->queries == VK_NULL_HANDLE || p->n < 2) return;
-    uint64_t t[VK_PROF_MAX];
-    if (vkGetQueryPoolResults(ctx->device, ctx->queries, 2, p->n, sizeof(uint64_t) * p->n, t,
-                              sizeof t[0], VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
-        return;
+    double d[VK_PROF_MAX];
+    if (!p->on || !vk_timestamps_deltas(ctx, 2, (int)p->n, d)) return;
     for (uint32_t i = 1; i < p->n; i++) {
         int s = p->shader[i] >= 0 ? p->shader[i] : BATON_SHADER_COUNT;
-        p->secs[s] += (double)(t[i] - t[i - 1]) * (double)ctx->timestamp_period_ns * 1e-9;
+        p->secs[s] += d[i - 1];
         p->groups[s]++;
     }
 }
@@ -1119,7 +1116,7 @@ void vk_timestamps_reset(vk_context *ctx, int first, int n) {
 
 bool vk_timestamps_deltas(vk_context *ctx, int first, int n, double *out) {
     uint64_t t[VK_PROF_MAX];
-    if (ctx->queries == VK_NULL_HANDLE || first < 2 || n < 2 || first + n > 2 + VK_PROF_MAX ||
+    if (ctx->queries == VK_NULL_HANDLE || first < 0 || n < 2 || first + n > 2 + VK_PROF_MAX ||
         vkGetQueryPoolResults(ctx->device, ctx->queries, (uint32_t)first, (uint32_t)n,
                               sizeof(uint64_t) * (size_t)n, t, sizeof t[0], VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
         return false;
@@ -1133,10 +1130,6 @@ void vk_timestamp(vk_context *ctx, int i) {
 }
 
 double vk_elapsed_s(vk_context *ctx) {
-    if (ctx->queries == VK_NULL_HANDLE) return -1.0;
-    uint64_t t[2];
-    if (vkGetQueryPoolResults(ctx->device, ctx->queries, 0, 2, sizeof t, t, sizeof t[0],
-                              VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
-        return -1.0;
-    return (double)(t[1] - t[0]) * (double)ctx->timestamp_period_ns * 1e-9;
+    double d;
+    return vk_timestamps_deltas(ctx, 0, 2, &d) ? d : -1.0;
 }

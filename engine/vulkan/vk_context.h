@@ -137,8 +137,10 @@ typedef struct {
 } vk_context;
 
 /* Records a reset of timestamps [first, first + n) (first >= 2, first + n <= 2 + VK_PROF_MAX)
- * for vk_timestamp, outside profiling; vk_timestamps_deltas reads them after the submit: out[i]
- * the seconds from timestamp first + i to first + i + 1, i < n - 1 (false: none to read). */
+ * for vk_timestamp, outside profiling; vk_timestamps_deltas reads timestamps after the submit
+ * (any of the pool's, 0 and 1 included): out[i] the seconds from timestamp first + i to
+ * first + i + 1, i < n - 1 (false: none to read). vk_elapsed_s and the profile read theirs
+ * through it. */
 void vk_timestamps_reset(vk_context *ctx, int first, int n);
 bool vk_timestamps_deltas(vk_context *ctx, int first, int n, double *out);
 
