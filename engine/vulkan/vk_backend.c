@@ -205,22 +205,8 @@ static void record_sample(vk_backend *b, uint32_t n_seqs, bool all_rows) {
     vk_copy(&b->ctx, &b->tokens, 0, &b->down, b->down_tok_off, (VkDeviceSize)n_seqs * 4);
 }
 
-static baton_status vk_step(baton_backend *base, const baton_step *s, baton_error *err) {
-    vk_backend *b = (vk_backend *)base;
-    baton_status st = baton_step_check(base, s, err);
-    if (st != BATON_OK) return st;
-    const baton_stage_config *cfg = &base->config;
-    const baton_model *model = base->model;
-    uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
-    b->ctx.n_dispatches = 0;
-    b->ctx.n_barriers = 0;
-    if (b->ctx.prof.on) b->ctx.prof.steps++;
-    b->step_gpu_s = 0.0;
-    b->step_record_s = 0.0;
-    b->pf_step = b->prefetch_mib > 0 && s->n_seqs == 1 && s->seqs[0].n_tokens == 1;
-    b->pf_w = NULL;
-
-    /* The step information: which sequence each token belongs to, slots, spans, rows, params. */
+/* The step information: which sequence each token belongs to, slots, spans, rows, params. */
+uint32_t vk_step_info(vk_backend *b, const baton_step *s) {
     uint32_t *info = b->up.mapped;
     uint32_t T = 0;
     for (int i = 0; i < s->n_seqs; i++) {
@@ -243,6 +229,25 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
         }
     }
     for (uint32_t t = 0; t < T; t++) info[b->o_all_map + t] = t;
+    return T;
+}
+
+static baton_status vk_step(baton_backend *base, const baton_step *s, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    baton_status st = baton_step_check(base, s, err);
+    if (st != BATON_OK) return st;
+    const baton_stage_config *cfg = &base->config;
+    const baton_model *model = base->model;
+    uint32_t C = (uint32_t)b->C, V = (uint32_t)b->V;
+    b->ctx.n_dispatches = 0;
+    b->ctx.n_barriers = 0;
+    if (b->ctx.prof.on) b->ctx.prof.steps++;
+    b->step_gpu_s = 0.0;
+    b->step_record_s = 0.0;
+    b->pf_step = b->prefetch_mib > 0 && s->n_seqs == 1 && s->seqs[0].n_tokens == 1;
+    b->pf_w = NULL;
+
+    uint32_t T = vk_step_info(b, s);
     float *x_in = (float *)(void *)((char *)b->up.mapped + b->up_x_off);
     if (cfg->with_embedding) {
         size_t es = baton_dtype_size(model->emb.dtype);

@@ -78,6 +78,10 @@ const char *vk_backend_path(const vk_backend *b);
 /* The reads ahead tuning tries (MiB; BATON_VK_PREFETCH takes 0 to the largest). */
 enum { VK_PREFETCH_MAX_MIB = 64 };
 
+/* Writes the step information of s (vk_step's layout: sequences, slots, spans, row maps, sampling
+ * parameters) into the host-visible upload buffer, for a copy into b->info; returns its tokens. */
+uint32_t vk_step_info(vk_backend *b, const baton_step *s);
+
 /* Records one layer (index l within the stage) of a step of T tokens in n_seqs sequences. */
 void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs);
 

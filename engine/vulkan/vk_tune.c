@@ -554,11 +554,8 @@ void vk_prefetch_note(const vk_backend *b, char *out, size_t size) {
 static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, double *secs,
                                          baton_error *err) {
     vk_context *ctx = &b->ctx;
-    uint32_t *info = b->up.mapped;
-    info[b->o_tok_seq] = 0;
-    info[b->o_seq_slot] = 0;
-    info[b->o_seq_first] = 0;
-    info[b->o_seq_len] = 1;
+    baton_seq seq = {.slot = 0, .n_tokens = 1};
+    vk_step_info(b, &(baton_step){.n_seqs = 1, .seqs = &seq});
     baton_status st = vk_begin(ctx, err);
     if (st != BATON_OK) return st;
     vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
