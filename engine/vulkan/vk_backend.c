@@ -99,7 +99,7 @@ static void record_prefetch(vk_backend *b, const vk_matrix *w) {
     }
     const vk_buffer *chunk = &w->chunks[0];
     VkDeviceSize want = (VkDeviceSize)b->prefetch_mib << 20;
-    VkDeviceSize size = chunk->size < b->ctx.info.max_storage_range ? chunk->size : b->ctx.info.max_storage_range;
+    VkDeviceSize size = chunk->size; /* a chunk fits one binding (vk_upload) */
     if (b->pf_done >= size) return;
     VkDeviceSize len = size - b->pf_done < want ? size - b->pf_done : want;
     pc_prefetch pc = {.first = (uint32_t)(b->pf_done / 16), .n = (uint32_t)(len / 16)};
