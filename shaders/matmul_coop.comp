@@ -50,6 +50,9 @@
 #ifndef ROUND
 #define ROUND 8             // chunks of every segment's x staged per round
 #endif
+#ifndef DB
+#define DB 0                // 1: the next round's weight fragments load during this round
+#endif
 const uint RM = ROWS, TN = TOKENS, KR = ROUND;
 const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
 const uint RF = RM / 16u;   // 16-row fragments per subgroup
@@ -107,13 +110,45 @@ uint frag_at(uint blk, uint r0, uint f, uint nc, uint c) {
     return (((blk + fr / RB) * nc + c) * RB + fr % RB) * 8u;
 }
 
-#if !EMULATE
+// Frag: a 16x8 weight fragment as the subgroup holds it; FRAG_LOAD(fr, at) loads the one whose
+// rows start at `at` (halves); acc[f][j]: the subgroup's sums of fragment f, 8-token column j.
+#if EMULATE
+// Emulated, lane l holds rows l / 8 + 4 e (e < 4) of the 16, one uvec4 (8 halves) each, and
+// acc[f][j][e] is element (row l / 8 + 4 e, token 8 j + l % 8) of that product.
+struct Frag { uvec4 q[4]; };
+#define FRAG_LOAD(fr, at) \
+    [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) fr.q[e_] = w[(at) / 8u + gl_LocalInvocationID.x % 32u / 8u + 4u * e_]
+float acc[RF][NJ][4];
+#else
+#define Frag fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
+#define FRAG_LOAD(fr, at) coopMatLoadNV(fr, wh, at, 8u, false)
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
+#endif
 
 // acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
 // (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
 // column j; a holds the chunk's RF weight fragments, xbase its staged x.
-void multiply(fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF], uint xbase, uint fin) {
+void multiply(Frag a[RF], uint xbase, uint fin) {
+#if EMULATE
+    uint n = gl_LocalInvocationID.x % 8u;
+    [[unroll]] for (uint j = 0u; j < NJ; j++)
+        [[unroll]] for (uint f = 0u; f < RF; f++) {
+            if (f >= fin) break;
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                float wr[8];
+                vec2 p0 = unpackHalf2x16(a[f].q[e].x), p1 = unpackHalf2x16(a[f].q[e].y);
+                vec2 p2 = unpackHalf2x16(a[f].q[e].z), p3 = unpackHalf2x16(a[f].q[e].w);
+                wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
+                wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
+                precise float s = acc[f][j][e];
+                for (uint kk = 0u; kk < 8u; kk++)
+                    s = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).x, s);
+                for (uint kk = 0u; kk < 8u; kk++)
+                    s = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).y, s);
+                acc[f][j][e] = s;
+            }
+        }
+#else
     [[unroll]] for (uint j = 0u; j < NJ; j++) {
         fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
         coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
@@ -124,7 +159,90 @@ void multiply(fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[RF], uint xbase, uint fi
             acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
         }
     }
+#endif
 }
+
+// Stages round q0 of x: KR chunks of every segment for the workgroup's first tv tokens (from
+// col0; x_off: the group's input), one vec4 (4 columns) per item, consecutive items along a
+// token's row, as hi and lo. Zeros past a segment or K.
+void stage_x(uint q0, uint tv, uint col0, uint x_off) {
+    uint nc = pc.K / 8u, xrow = pc.K / 4u;
+    for (uint i = gl_LocalInvocationID.x; i < SEGS * tv * (KS / 4u); i += THREADS) {
+        uint s = i / (tv * (KS / 4u)), rem = i % (tv * (KS / 4u));
+        uint t = rem / (KS / 4u), k4 = rem % (KS / 4u);
+        uint cq = q0 + k4 / 2u, c = s * pc.cps + cq;
+        vec4 v = vec4(0.0);
+        if (cq < pc.cps && c < nc)
+            v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
+        uint o = (s * KS + 4u * k4) * TNP + t;
+        [[unroll]] for (uint e = 0u; e < 4u; e++) {
+#if EMULATE
+            precise float hi = unpackHalf2x16(packHalf2x16(vec2(v[e], 0.0))).x;
+            precise float lo = v[e] - hi;
+            xhl[o + e * TNP] = packHalf2x16(vec2(hi, lo));
+#else
+            float16_t hi = float16_t(v[e]);
+            precise float lo = v[e] - float(hi);
+            xh[o + e * TNP] = hi;
+            xl[o + e * TNP] = float16_t(lo);
+#endif
+        }
+    }
+}
+
+// The round loop's parts, as macros so that the fragment arrays stay in registers whatever the
+// compiler inlines (no copies of cooperative matrices). They use main()'s blk, r0, fin, nc,
+// c_begin, c_end (this subgroup's segment: chunks [c_begin, c_end)) and sg.
+//
+// LOAD_ROUND(A, q): every fragment of the subgroup's round q into A (a whole round: q + KR
+// chunks within the segment), KR * RF loads in flight at once.
+#define LOAD_ROUND(A, q) \
+    [[unroll]] for (uint cc = 0u; cc < KR; cc++) \
+        [[unroll]] for (uint f = 0u; f < RF; f++) { \
+            if (f >= fin) break; \
+            FRAG_LOAD(A[cc][f], frag_at(blk, r0, f, nc, c_begin + (q) + cc)); \
+        }
+// MULTIPLY_ROUND(A, whole, q): round q's products, in chunk order: from A where the round is
+// whole (loaded before), else chunk by chunk up to the segment's end (its last, partial round).
+#define MULTIPLY_ROUND(A, whole, q) \
+    if (whole) { \
+        [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(A[cc], (sg * KS + cc * 8u) * TNP, fin); \
+    } else { \
+        [[unroll]] for (uint cc = 0u; cc < KR; cc++) { \
+            uint c = c_begin + (q) + cc; \
+            if (c >= c_end) break; /* uniform over the subgroup */ \
+            Frag ap[RF]; \
+            [[unroll]] for (uint f = 0u; f < RF; f++) { \
+                if (f >= fin) break; \
+                FRAG_LOAD(ap[f], frag_at(blk, r0, f, nc, c)); \
+            } \
+            multiply(ap, (sg * KS + cc * 8u) * TNP, fin); \
+        } \
+    }
+#if DB
+// DO_ROUND(A, B, q): round q. DB = 1, double-buffered: the round multiplies the fragments A that
+// the round before loaded, and first issues the loads of round q + KR into B, so that they are
+// in flight through this round's staging, barrier and products: the memory never waits for a
+// round's products. Twice the registers for fragments; the same products in the same order.
+#define DO_ROUND(A, B, q) { \
+        bool whole_ = c_begin + (q) + KR <= c_end; \
+        if (c_begin + (q) + 2u * KR <= c_end) { LOAD_ROUND(B, (q) + KR) } \
+        stage_x(q, tv, col0, x_off); \
+        barrier(); \
+        MULTIPLY_ROUND(A, whole_, q) \
+        barrier(); \
+    }
+#else
+// DB = 0: the round loads its own fragments first, in flight while its x is staged and the
+// workgroup meets at the barrier.
+#define DO_ROUND(A, B, q) { \
+        bool whole_ = c_begin + (q) + KR <= c_end; \
+        if (whole_) { LOAD_ROUND(A, q) } \
+        stage_x(q, tv, col0, x_off); \
+        barrier(); \
+        MULTIPLY_ROUND(A, whole_, q) \
+        barrier(); \
+    }
 #endif
 
 void main() {
@@ -142,25 +260,21 @@ void main() {
     uint y_stride = g == 2u ? pc.y_stride_2 : g == 1u ? pc.y_stride_1 : pc.y_stride_0;
     uint epilogue = g == 2u ? pc.epi_2 : g == 1u ? pc.epi_1 : pc.epi_0;
 
-    uint nc = pc.K / 8u, xrow = pc.K / 4u;
+    uint nc = pc.K / 8u;
     // The fragments whose block is in the chunk: all but where a tile's second block is missing.
     uint fin = 0u;
     [[unroll]] for (uint f = 0u; f < RF; f++) fin += frag_in(blk, r0, f) ? 1u : 0u;
     // This subgroup's segment: chunks [c_begin, c_end).
     uint c_begin = min(sg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
 
+    [[unroll]] for (uint f = 0u; f < RF; f++)
+        [[unroll]] for (uint j = 0u; j < NJ; j++) {
 #if EMULATE
-    // Lane l holds elements l + 32 e (e < 4) of each 16x8 fragment: row (l + 32 e) / 8, token % 8.
-    float acc[RF][NJ][4];
-    [[unroll]] for (uint f = 0u; f < RF; f++)
-        [[unroll]] for (uint j = 0u; j < NJ; j++)
             [[unroll]] for (uint e = 0u; e < 4u; e++) acc[f][j][e] = 0.0;
-    uint lane = tid % 32u;
 #else
-    [[unroll]] for (uint f = 0u; f < RF; f++)
-        [[unroll]] for (uint j = 0u; j < NJ; j++)
             acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
 #endif
+        }
 
     // The workgroup's tokens that are in the step (tv <= TN; fewer in a small step or the last
     // workgroup of a larger one): only their columns of x are staged each round. The others are
@@ -179,95 +293,26 @@ void main() {
     }
 
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
-    // has no chunks left in a round only stages.
-    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) {
-#if !EMULATE
-        // A whole round (the common case): every weight fragment of the round is loaded first,
-        // KR * RF loads in flight at once, while the round's x is staged and the workgroup
-        // meets at the barrier; the products follow in the same order as ever.
-        bool whole = c_begin + q0 + KR <= c_end;  // uniform over the subgroup
-        fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> a[KR][RF];
-        if (whole) {
-            [[unroll]] for (uint cc = 0u; cc < KR; cc++)
-                [[unroll]] for (uint f = 0u; f < RF; f++) {
-                    if (f >= fin) break;
-                    coopMatLoadNV(a[cc][f], wh, frag_at(blk, r0, f, nc, c_begin + q0 + cc), 8u, false);
-                }
-        }
-#endif
-        // Stage KR chunks of every segment for the tv tokens: one vec4 (4 columns) per item,
-        // consecutive items along a token's row. Zeros past a segment or K.
-        for (uint i = tid; i < SEGS * tv * (KS / 4u); i += THREADS) {
-            uint s = i / (tv * (KS / 4u)), rem = i % (tv * (KS / 4u));
-            uint t = rem / (KS / 4u), k4 = rem % (KS / 4u);
-            uint cq = q0 + k4 / 2u, c = s * pc.cps + cq;
-            vec4 v = vec4(0.0);
-            if (cq < pc.cps && c < nc)
-                v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
-            uint o = (s * KS + 4u * k4) * TNP + t;
-            [[unroll]] for (uint e = 0u; e < 4u; e++) {
-#if EMULATE
-                precise float hi = unpackHalf2x16(packHalf2x16(vec2(v[e], 0.0))).x;
-                precise float lo = v[e] - hi;
-                xhl[o + e * TNP] = packHalf2x16(vec2(hi, lo));
-#else
-                float16_t hi = float16_t(v[e]);
-                precise float lo = v[e] - float(hi);
-                xh[o + e * TNP] = hi;
-                xl[o + e * TNP] = float16_t(lo);
-#endif
-            }
-        }
-        barrier();
-#if !EMULATE
-        if (whole) {
-            [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(a[cc], (sg * KS + cc * 8u) * TNP, fin);
-        } else
-#endif
-        // The segment's last, partial round (every round, emulated).
-        [[unroll]] for (uint cc = 0u; cc < KR; cc++) {
-            uint c = c_begin + q0 + cc;
-            if (c >= c_end) break;  // uniform over the subgroup
-            uint xbase = (sg * KS + cc * 8u) * TNP;
-#if EMULATE
-            [[unroll]] for (uint f = 0u; f < RF; f++) {
-                if (f >= fin) break;
-                [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                    uint el = lane + 32u * e, r = el / 8u, n = el % 8u;
-                    uvec4 qw = w[(frag_at(blk, r0, f, nc, c) + r * 8u) / 8u];
-                    float wr[8];
-                    vec2 p0 = unpackHalf2x16(qw.x), p1 = unpackHalf2x16(qw.y);
-                    vec2 p2 = unpackHalf2x16(qw.z), p3 = unpackHalf2x16(qw.w);
-                    wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
-                    wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
-                    [[unroll]] for (uint j = 0u; j < NJ; j++) {
-                        precise float a = acc[f][j][e];
-                        for (uint kk = 0u; kk < 8u; kk++)
-                            a = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).x, a);
-                        for (uint kk = 0u; kk < 8u; kk++)
-                            a = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).y, a);
-                        acc[f][j][e] = a;
-                    }
-                }
-            }
-#else
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 8> ap[RF];
-            [[unroll]] for (uint f = 0u; f < RF; f++) {
-                if (f >= fin) break;
-                coopMatLoadNV(ap[f], wh, frag_at(blk, r0, f, nc, c), 8u, false);
-            }
-            multiply(ap, xbase, fin);
-#endif
-        }
-        barrier();
+    // has no chunks left in a round only stages and meets the others at the barriers.
+#if DB
+    Frag a0[KR][RF], a1[KR][RF];
+    if (c_begin + KR <= c_end) { LOAD_ROUND(a0, 0u) }
+    for (uint q0 = 0u; q0 < pc.cps; q0 += 2u * KR) {
+        DO_ROUND(a0, a1, q0)
+        if (q0 + KR >= pc.cps) break;
+        DO_ROUND(a1, a0, q0 + KR)
     }
+#else
+    Frag a0[KR][RF];
+    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, a0, q0)
+#endif
 
     // The segment sums, one 8-token column at a time: in order 0..7, then the epilogue.
     [[unroll]] for (uint j = 0u; j < NJ; j++) {
 #if EMULATE
         [[unroll]] for (uint f = 0u; f < RF; f++)
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                uint el = lane + 32u * e;
+                uint el = tid % 32u + 32u * e;
                 part[(sg * RM + 16u * f + el / 8u) * 8u + el % 8u] = acc[f][j][e];
             }
 #else

@@ -60,6 +60,13 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # 64 rows: a tile of two blocks (vk_upload.h), one staging of x for twice the rows.
   "matmul_coop_r64_t32|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2"
   "matmul_coop_r64_t64_k1|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1"
+  # DB: double-buffered, the next round's weight fragments loading through this round.
+  "matmul_coop_r16_t8_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 DB=1"
+  "matmul_coop_r32_t8_db|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1"
+  "matmul_coop_r16_t8_k16_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16 DB=1"
+  "matmul_coop_r32_t64_db|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2 DB=1"
+  "matmul_coop_r64_t32_db|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1"
+  "matmul_coop_r64_t64_k1_db|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device;
   # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
   "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
@@ -72,4 +79,12 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t64_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 EMULATE=1"
   "matmul_coop_r64_t32_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 EMULATE=1"
   "matmul_coop_r64_t64_k1_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 EMULATE=1"
+  # Double-buffered, in rounds of few chunks so that the tests' K give many rounds, odd and even
+  # counts and partial last rounds.
+  "matmul_coop_r16_t8_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
+  "matmul_coop_r32_t8_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 EMULATE=1"
+  "matmul_coop_r16_t8_k16_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
+  "matmul_coop_r32_t64_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
+  "matmul_coop_r64_t32_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 EMULATE=1"
+  "matmul_coop_r64_t64_k1_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
 )

@@ -771,6 +771,7 @@ int main(void) {
     }
     test_coop_configs(100, 72, 2 * 32 * 72 * 2);
     test_coop_configs(70, 1096, 0); /* cps 18: rounds of 8 end mid-segment */
+    test_coop_configs(40, 1024, 0); /* cps 16: whole rounds only, in even counts */
     ctx.coopmat = ctx.coopmat_emulated = false;
     test_batched_configs(100, 72, 2 * 32 * 72 * 2);
     test_batched_configs(37, 1096, 0);

@@ -155,6 +155,21 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      BATON_SHADER_matmul_coop_r64_t32_emulated, 64, 32, 2, 2},
     {"r64 t64 k1", BATON_SHADER_matmul_coop_r64_t64_k1,
      BATON_SHADER_matmul_coop_r64_t64_k1_emulated, 64, 64, 1, 1},
+    /* Double-buffered (db): each round's weight fragments load during the round before, so the
+     * memory does not wait for a round's staging, barrier and products (twice the registers for
+     * fragments). */
+    {"r16 t8 db", BATON_SHADER_matmul_coop_r16_t8_db,
+     BATON_SHADER_matmul_coop_r16_t8_db_emulated, 16, 8, 8, 4},
+    {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
+     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2},
+    {"r16 t8 k16 db", BATON_SHADER_matmul_coop_r16_t8_k16_db,
+     BATON_SHADER_matmul_coop_r16_t8_k16_db_emulated, 16, 8, 16, 4},
+    {"r32 t64 db", BATON_SHADER_matmul_coop_r32_t64_db,
+     BATON_SHADER_matmul_coop_r32_t64_db_emulated, 32, 64, 2, 1},
+    {"r64 t32 db", BATON_SHADER_matmul_coop_r64_t32_db,
+     BATON_SHADER_matmul_coop_r64_t32_db_emulated, 64, 32, 2, 2},
+    {"r64 t64 k1 db", BATON_SHADER_matmul_coop_r64_t64_k1_db,
+     BATON_SHADER_matmul_coop_r64_t64_k1_db_emulated, 64, 64, 1, 1},
 };
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {

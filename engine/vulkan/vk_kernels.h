@@ -121,7 +121,9 @@ bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, doubl
 
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
  * tn tokens per workgroup, kr chunks of x staged per round (kr_emulated in the EMULATE variant,
- * sized for lavapipe's 32 KiB of shared memory).
+ * sized for lavapipe's 32 KiB of shared memory; small in the double-buffered ones, so that the
+ * tests' K give them many rounds). The "db" ones load each round's weight fragments during the
+ * round before.
  * Steps of up to 8 tokens run ctx->coop_few (a tn 8 configuration), larger ones ctx->coop_many.
  * All sum in the same order, so any two give bitwise the same y for a token: which one a step
  * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults (not
@@ -131,7 +133,7 @@ typedef struct {
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 10, VK_COOP_MANY_DEFAULT = 7 };
+enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
