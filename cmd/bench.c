@@ -132,7 +132,7 @@ static int print_profile(baton_backend *be, const char *what, const char *name, 
     }
     if (T == 1)
         printf(what[0] ? "sweep %s%-28s: alone (20 in a row), weights at GB/s:"
-                       : "sweep %s%-18s: alone (20 in a row), weights at GB/s:", what, name);
+                       : "sweep %s%-22s: alone (20 in a row), weights at GB/s:", what, name);
     else
         printf("sweep %s%-28s: alone at %d tokens (20 in a row), TFLOP/s:", what, name, T);
     for (int m = 0; m < BATON_VK_PROFILE_MATRICES; m++) {
@@ -446,48 +446,55 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         free(got);
         return BATON_EXIT_FAIL;
     }
+    bool own_fuse = baton_vk_fuse_ln(be);
     printf("sweep: batch-1 decode under each one-token matmul configuration (wr: rows per "
-           "workgroup, u: weight loads in flight per thread, xs: x staged in shared memory), "
-           "%.2f s each\n", seconds);
-    for (int i = 0; i < n; i++) {
-        const char *name = baton_vk_matvec_name(i);
-        if (baton_vk_matvec_select(be, i, &err) != BATON_OK) {
-            printf("sweep %-18s: skipped (%s)\n", name, err.msg);
-            continue;
+           "workgroup, u: weight loads in flight per thread, xs: x staged in shared memory; "
+           "+ln: the same, its products computing their LayerNorms), %.2f s each\n", seconds);
+    for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
+        for (int fused = 0; fused < 1 + baton_vk_matvec_fuses(i); fused++) {
+            char name[48];
+            snprintf(name, sizeof name, "%s%s", baton_vk_matvec_name(i), fused ? " +ln" : "");
+            baton_vk_fuse_ln_set(be, fused);
+            if (baton_vk_matvec_select(be, i, &err) != BATON_OK) {
+                printf("sweep %-22s: skipped (%s)\n", name, err.msg);
+                break;
+            }
+            bool first = i == 0 && !fused;
+            if (probe_step(be, 1, probe, first ? want : got, &err) != BATON_OK) {
+                fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+            bool same = first || memcmp(want, got, (size_t)V * sizeof *got) == 0;
+            step_split sp;
+            double dt = time_steps(be, 1, 1, seconds, tokens, seqs, sampling, out, &sp, &err);
+            if (dt < 0) {
+                fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
+                rc = BATON_EXIT_FAIL;
+                break;
+            }
+            if (first) base_dt = dt;
+            if (same && (best_dt == 0.0 || dt < best_dt)) {
+                best = 2 * i + fused;
+                best_dt = dt;
+            }
+            printf("sweep %-22s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at "
+                   "%.1f GB/s, %.2f of copy; %.2fx the first)  logits %s\n", name, 1.0 / dt,
+                   dt * 1e3, sp.gpu_s * 1e3, weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw,
+                   base_dt / dt, first ? "(the reference)"
+                                 : same ? "bitwise equal to the first's"
+                                        : "DIFFER FROM THE FIRST'S");
+            /* The products alone are the same kernels either way (fused, a product only adds
+             * its LayerNorm): timed once. */
+            if (!fused && print_profile(be, "", name, 1) != BATON_EXIT_OK) rc = BATON_EXIT_FAIL;
+            if (!same) rc = BATON_EXIT_FAIL;
+            if (rc != BATON_EXIT_OK) break;
         }
-        if (probe_step(be, 1, probe, i == 0 ? want : got, &err) != BATON_OK) {
-            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
-            rc = BATON_EXIT_FAIL;
-            break;
-        }
-        bool same = i == 0 || memcmp(want, got, (size_t)V * sizeof *got) == 0;
-        step_split sp;
-        double dt = time_steps(be, 1, 1, seconds, tokens, seqs, sampling, out, &sp, &err);
-        if (dt < 0) {
-            fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
-            rc = BATON_EXIT_FAIL;
-            break;
-        }
-        if (i == 0) base_dt = dt;
-        if (same && (best_dt == 0.0 || dt < best_dt)) {
-            best = i;
-            best_dt = dt;
-        }
-        printf("sweep %-18s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at %.1f "
-               "GB/s, %.2f of copy; %.2fx the first)  logits %s\n", name, 1.0 / dt, dt * 1e3,
-               sp.gpu_s * 1e3, weight_bytes / dt * 1e-9, weight_bytes / dt / copy_bw, base_dt / dt,
-               i == 0 ? "(the reference)"
-               : same ? "bitwise equal to the first's"
-                      : "DIFFER FROM THE FIRST'S");
-        if (print_profile(be, "", name, 1) != BATON_EXIT_OK) {
-            rc = BATON_EXIT_FAIL;
-            break;
-        }
-        if (!same) rc = BATON_EXIT_FAIL;
     }
+    baton_vk_fuse_ln_set(be, own_fuse);
     if (rc == BATON_EXIT_OK && best_dt > 0.0)
-        printf("sweep best: %s, %.2f ms/step (%.2fx the first)\n", baton_vk_matvec_name(best),
-               best_dt * 1e3, base_dt / best_dt);
+        printf("sweep best: %s%s, %.2f ms/step (%.2fx the first)\n", baton_vk_matvec_name(best / 2),
+               best % 2 ? " +ln" : "", best_dt * 1e3, base_dt / best_dt);
     if (baton_vk_kernels_reset(be, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
     fflush(stdout);
     /* Then the batched configurations, and last the tensor-core path (a failure there

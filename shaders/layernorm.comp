@@ -1,8 +1,8 @@
 #version 450
 // LayerNorm of rows: y[i] = (x[row] - mean) / sqrt(var + 1e-5) * w + b, row = row_map[i] or i.
 // Workgroup (i, g) writes channels [g * chans, (g + 1) * chans) of output row i, after computing
-// the row's statistics itself: each thread sums a fixed stride of the row and a fixed tree
-// combines them, so a row's result never depends on the other rows of the step or on chans.
+// the row's statistics itself (ln.glsl: fixed partial sums and a fixed tree), so a row's result
+// never depends on the other rows of the step or on chans.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -19,38 +19,18 @@ layout(push_constant) uniform Push {
     uint chans;         // channels per workgroup (y)
 } pc;
 
-shared float red[256];
-
-float reduce_sum(float v) {
-    uint tid = gl_LocalInvocationID.x;
-    red[tid] = v;
-    barrier();
-    [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
-        if (tid < s) red[tid] = red[tid] + red[tid + s];
-        barrier();
-    }
-    float total = red[0];
-    barrier();
-    return total;
-}
+#define LN_THREADS 256u
+#define LN_X(i) x[i]
+#include "ln.glsl"
 
 void main() {
     uint i = gl_WorkGroupID.x;
     uint row = pc.row_map_off == 0xffffffffu ? i : info[pc.row_map_off + i];
     uint tid = gl_LocalInvocationID.x;
     uint base = row * pc.C;
-    precise float s = 0.0;
-    for (uint c = tid; c < pc.C; c += 256u) s += x[base + c];
-    float mean = reduce_sum(s) / float(pc.C);  // mean = sum(x) / C
-    precise float q = 0.0;
-    for (uint c = tid; c < pc.C; c += 256u) {
-        float d = x[base + c] - mean;
-        q += d * d;
-    }
-    float var = reduce_sum(q) / float(pc.C);   // var = sum((x - mean)^2) / C
-    float inv = 1.0 / sqrt(var + 1e-5);
+    vec2 st = ln_stats(base, pc.C);
     uint c_end = min(pc.C, (gl_WorkGroupID.y + 1u) * pc.chans);
     for (uint c = gl_WorkGroupID.y * pc.chans + tid; c < c_end; c += 256u) {
-        y[i * pc.C + c] = (x[base + c] - mean) * inv * params[pc.w_off + c] + params[pc.b_off + c];
+        y[i * pc.C + c] = ln_norm(x[base + c], st, params[pc.w_off + c], params[pc.b_off + c]);
     }
 }

@@ -33,45 +33,9 @@ layout(push_constant, std430) uniform Push {
     uint save;                   // 1: write xx as the shift state
 } pc;
 
-shared float red[256];
-
-float reduce_sum(float v) {
-    uint tid = gl_LocalInvocationID.x;
-    red[tid] = v;
-    barrier();
-    [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
-        if (tid < s) {
-            precise float r = red[tid] + red[tid + s];
-            red[tid] = r;
-        }
-        barrier();
-    }
-    float total = red[0];
-    barrier();
-    return total;
-}
-
-// mean and 1 / sqrt(var + 1e-5) of row `row` of x.
-vec2 row_stats(uint row) {
-    uint tid = gl_LocalInvocationID.x;
-    uint base = row * pc.C;
-    precise float s = 0.0;
-    for (uint c = tid; c < pc.C; c += 256u) s += x[base + c];
-    precise float mean = reduce_sum(s) / float(pc.C);   // mean = sum(x) / C
-    precise float q = 0.0;
-    for (uint c = tid; c < pc.C; c += 256u) {
-        precise float d = x[base + c] - mean;
-        q += d * d;
-    }
-    precise float var = reduce_sum(q) / float(pc.C);    // var = sum((x - mean)^2) / C
-    precise float inv = 1.0 / sqrt(var + 1e-5);
-    return vec2(mean, inv);
-}
-
-float norm(uint row, uint c, vec2 st) {
-    precise float v = (x[row * pc.C + c] - st.x) * st.y * params[pc.w_off + c] + params[pc.b_off + c];
-    return v;
-}
+#define LN_THREADS 256u
+#define LN_X(i) x[i]
+#include "ln.glsl"
 
 void main() {
     uint t = gl_WorkGroupID.x;
@@ -79,27 +43,20 @@ void main() {
     uint seq = info[pc.tok_seq_off + t];
     uint slot = info[pc.seq_slot_off + seq];
     bool first = t == info[pc.seq_first_off + seq];
-    vec2 cur_st = row_stats(t);
-    vec2 prev_st = cur_st;                         // unused for a first token
-    if (!first) prev_st = row_stats(t - 1u);       // uniform over the workgroup
+    vec2 cur_st = ln_stats(t * pc.C, pc.C);
+    vec2 prev_st = cur_st;                                       // unused for a first token
+    if (!first) prev_st = ln_stats((t - 1u) * pc.C, pc.C);       // uniform over the workgroup
     uint sb = (slot * 5u + pc.state_row) * pc.C;
     uint c_end = min(pc.C, (gl_WorkGroupID.y + 1u) * pc.chans);
     for (uint c = gl_WorkGroupID.y * pc.chans + tid; c < c_end; c += 256u) {
-        float cur = norm(t, c, cur_st);
-        float prev = first ? state[sb + c] : norm(t - 1u, c, prev_st);
+        float lw = params[pc.w_off + c], lb = params[pc.b_off + c];
+        float cur = ln_norm(x[t * pc.C + c], cur_st, lw, lb);
+        float prev = first ? state[sb + c] : ln_norm(x[(t - 1u) * pc.C + c], prev_st, lw, lb);
         xx[t * pc.C + c] = cur;
         if (pc.save != 0u) state[sb + c] = cur;
         uint o = t * pc.C + c;
-        float m0 = params[pc.mix0_off + c];
-        precise float v0 = cur * m0 + prev * (1.0 - m0);
-        outs[o] = v0;
-        float m1 = params[pc.mix1_off + c];
-        precise float v1 = cur * m1 + prev * (1.0 - m1);
-        outs[pc.out_stride + o] = v1;
-        if (pc.n_out > 2u) {
-            float m2 = params[pc.mix2_off + c];
-            precise float v2 = cur * m2 + prev * (1.0 - m2);
-            outs[2u * pc.out_stride + o] = v2;
-        }
+        outs[o] = ln_mix(cur, prev, params[pc.mix0_off + c]);
+        outs[pc.out_stride + o] = ln_mix(cur, prev, params[pc.mix1_off + c]);
+        if (pc.n_out > 2u) outs[2u * pc.out_stride + o] = ln_mix(cur, prev, params[pc.mix2_off + c]);
     }
 }

@@ -55,6 +55,19 @@
 #define XT 80u           // chunks per segment per tile: K = 5120 is one tile
 #define XROW (2u * XT + 1u) // vec4 per segment row; the extra one spreads the rows over banks
 #endif
+// LN = 1 (with XS): x (binding 1) holds the residual row, and the product's input is its
+// LayerNorm with the token shift, computed while staging: group g's column c is
+// ln_mix(LN(x)[c], state[shift row][c], params[mix_g + c]), bit for bit what ln_shift.comp would
+// have written to that group's input region (the same ln.glsl code). The rows n < C of group
+// xx_group also write xx[n] = LN(x)[n], the next shift state, which a later dispatch saves (this
+// one's workgroups all read the old). A one-token layer then needs no LayerNorm dispatch and no
+// barrier before its products.
+#ifndef LN
+#define LN 0
+#endif
+#if LN && !XS
+#error "LN normalizes x while staging it (XS)"
+#endif
 #if CB < 8
 #define G CB
 #else
@@ -79,6 +92,12 @@ layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 layout(std430, binding = 1) readonly buffer X { vec4 x[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer M { float m[]; };
+#if LN
+layout(std430, binding = 4) readonly buffer State { float state[]; };  // this layer: [slot][5][C]
+layout(std430, binding = 5) readonly buffer Params { float params[]; };
+layout(std430, binding = 6) readonly buffer Info { uint info[]; };
+layout(std430, binding = 7) writeonly buffer XX { float xx[]; };
+#endif
 
 // Group g covers the stacked rows from row block blk_g; its row n (from 0) reads x from x_off_g
 // (vec4 units), writes y[y_off_g + t * y_stride_g + n] and, for EPI_ADD_MUL, reads
@@ -97,11 +116,23 @@ layout(push_constant, std430) uniform Push {
     uint y_stride_0, y_stride_1, y_stride_2;
     uint epi_0, epi_1, epi_2;
     uint n_blk;    // the chunk's row blocks (matmul_coop.comp's 64-row workgroups need it)
+#if LN
+    uint ln_w_off, ln_b_off;  // the LayerNorm's weight and bias in params
+    uint mix_0, mix_1, mix_2; // each group's token-shift mix in params
+    uint state_row;           // the shift state the mix reads (ROW_ATT_XX or ROW_FFN_XX)
+    uint seq_slot_off;        // the sequence's slot in info
+    uint xx_group;            // the group whose rows write xx
+#endif
 } pc;
 
 shared float part[SEGS][G][WRT];
 #if XS
 shared vec4 xs[SEGS][XROW];
+#endif
+#if LN
+#define LN_THREADS (WR * SEGS)
+#define LN_X(i) x[(i) >> 2u][(i) & 3u]
+#include "ln.glsl"
 #endif
 
 // acc[b] = fma(w[k], x[b][k], acc[b]) for the 8 columns of chunk c, k in order. precise: each
@@ -190,6 +221,16 @@ void main() {
     uint wi = blk * nc * RB + row_wg % RB + lane;
 #if XS
     uint tid = seg * WR + lane;
+#if LN
+    uint x0 = 4u * xb[0];  // the row's first element
+    vec2 st = ln_stats(x0, pc.K);
+    uint sb = (info[pc.seq_slot_off] * 5u + pc.state_row) * pc.K;
+    uint mix = g == 2u ? pc.mix_2 : g == 1u ? pc.mix_1 : pc.mix_0;
+    if (g == pc.xx_group && tid < WR) {
+        uint n = (gblk - gblk0) * RB + row_wg % RB + tid;
+        if (n < g_rows) xx[n] = ln_norm(LN_X(x0 + n), st, params[pc.ln_w_off + n], params[pc.ln_b_off + n]);
+    }
+#endif
     // Tile t0 holds chunks [s * cps + t0, s * cps + t0 + XT) of every segment s (zeros past the
     // segment or K). The tile loop is uniform over the workgroup (cps is a push constant).
     for (uint t0 = 0u; t0 < pc.cps; t0 += XT) {
@@ -199,6 +240,16 @@ void main() {
             uint cs = s * pc.cps + t0 + r / 2u;
             vec4 v = vec4(0.0);
             if (t0 + r / 2u < pc.cps && cs < nc) v = x[xb[0] + 2u * cs + (r & 1u)];
+#if LN
+            uint c4 = 8u * cs + 4u * (r & 1u);  // v's first column
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                uint c = c4 + e;
+                if (t0 + r / 2u < pc.cps && cs < nc) {
+                    float cur = ln_norm(v[e], st, params[pc.ln_w_off + c], params[pc.ln_b_off + c]);
+                    v[e] = ln_mix(cur, state[sb + c], params[mix + c]);
+                }
+            }
+#endif
             xs[s][r] = v;
         }
         barrier();

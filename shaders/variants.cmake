@@ -37,6 +37,12 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b1_wr16_xs|matmul.comp|CB=1 WR=16u XS=1"
   "matmul_f16_f32_b1_wr32_xs|matmul.comp|CB=1 WR=32u XS=1"
   "matmul_f16_f32_b1_wr16_u16_xs|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1"
+  # Each x-staging one's twin that computes its input's LayerNorm and token shift itself
+  # (LN=1): a one-token layer's k/v/r and FFN key/receptance products without ln_shift.
+  "matmul_f16_f32_b1_xs_ln|matmul.comp|CB=1 XS=1 LN=1"
+  "matmul_f16_f32_b1_wr16_xs_ln|matmul.comp|CB=1 WR=16u XS=1 LN=1"
+  "matmul_f16_f32_b1_wr32_xs_ln|matmul.comp|CB=1 WR=32u XS=1 LN=1"
+  "matmul_f16_f32_b1_wr16_u16_xs_ln|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1 LN=1"
   # The 8- and 32-token variants with RT rows per thread (x loaded once for RT rows; the same
   # sums): the sweep's alternatives for batched decode and prefill (vk_batched_configs).
   "matmul_f16_f32_b8_rt2|matmul.comp|CB=8 WR=16u RT=2"

@@ -6,7 +6,7 @@
  * has cooperative matrices, else its EMULATE variants (BATON_VK_COOPMAT=emulate), within the same
  * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either, and where
  * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one; reading weights ahead
- * (BATON_VK_PREFETCH) changes none either. */
+ * (BATON_VK_PREFETCH) and fused LayerNorms (BATON_VK_FUSE) change none either. */
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
@@ -300,6 +300,73 @@ static void test_prefetch(const fixture_case *fc) {
            fc->name, one[0], one[1]);
     free(logits[0]);
     free(logits[1]);
+    baton_model_free(m);
+}
+
+/* Fused LayerNorms (BATON_VK_FUSE=1): under every matvec configuration that stages x (the ones
+ * with an LN twin), one-token steps give bitwise the logits and state of the separate LayerNorm
+ * dispatch, with one dispatch and two barriers fewer per layer; a two-token step, and a
+ * configuration without a twin, run as before. A bad value is refused up front. */
+static void test_fuse(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    int V = m->n_vocab, L = m->n_layer;
+    enum { ONES = 3, ALL = ONES + 2 };
+    size_t state_floats = (size_t)L * 5 * (size_t)m->n_embd;
+    float *logits[2] = {malloc((size_t)ALL * V * 4), malloc((size_t)ALL * V * 4)};
+    float *state[2] = {malloc(state_floats * 4), malloc(state_floats * 4)};
+    REQUIRE(logits[0] && logits[1] && state[0] && state[1]);
+    env_saved fuse = env_save("BATON_VK_FUSE");
+    setenv("BATON_VK_FUSE", "1", 1);
+    baton_backend *b = open_backend(m, 0, L, 4);
+    CHECK_MSG(baton_vk_fuse_ln(b) && strstr(baton_vk_tuning(b), "fused LayerNorms: on (BATON_VK_FUSE)") != NULL,
+              "BATON_VK_FUSE=1: %s", baton_vk_tuning(b));
+    int checked = 0;
+    for (int cfg = 0; cfg < baton_vk_matvec_count(); cfg++) {
+        bool xs = strstr(baton_vk_matvec_name(cfg), " xs") != NULL;
+        if (baton_vk_matvec_select(b, cfg, &err) != BATON_OK) continue; /* too little shared memory */
+        uint32_t one[2] = {0}, two[2] = {0}, barriers[2][2] = {{0}};
+        for (int pass = 0; pass < 2; pass++) {
+            baton_vk_fuse_ln_set(b, pass == 0);
+            slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+            for (int t = 0; t < ONES; t++) {
+                baton_seq q = {.slot = 0, .n_tokens = 1};
+                baton_step st = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
+                                 .logits = logits[pass] + (size_t)t * V};
+                step_ok(b, &st);
+            }
+            baton_vk_step_counts(b, &one[pass], &barriers[pass][0]);
+            baton_seq q = {.slot = 0, .n_tokens = 2};
+            baton_step st = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[ONES],
+                             .logits = logits[pass] + (size_t)ONES * V, .logits_all_tokens = true};
+            step_ok(b, &st);
+            baton_vk_step_counts(b, &two[pass], &barriers[pass][1]);
+            slot_op_ok(b->ops->slot_read(b, 0, state[pass], &err), &err);
+        }
+        const char *name = baton_vk_matvec_name(cfg);
+        CHECK_MSG(memcmp(logits[0], logits[1], (size_t)ALL * V * 4) == 0 &&
+                      memcmp(state[0], state[1], state_floats * 4) == 0,
+                  "%s, matvec %s: logits or state differ with fused LayerNorms", fc->name, name);
+        uint32_t fewer = xs ? (uint32_t)L : 0, fewer_barriers = xs ? 2u * (uint32_t)L : 0;
+        CHECK_MSG(one[0] + fewer == one[1] && barriers[0][0] + fewer_barriers == barriers[1][0] &&
+                      two[0] == two[1] && barriers[0][1] == barriers[1][1],
+                  "%s, matvec %s: a one-token step %u dispatches and %u barriers fused, %u and %u "
+                  "not; a two-token step %u and %u", fc->name, name, one[0], barriers[0][0], one[1],
+                  barriers[1][0], two[0], two[1]);
+        checked += xs;
+    }
+    CHECK_MSG(checked >= 1, "%s: no matvec configuration with fused LayerNorms ran", fc->name);
+    REQUIRE(baton_vk_kernels_reset(b, &err) == BATON_OK);
+    baton_backend_free(b);
+    check_refused(m, "BATON_VK_FUSE", "2");
+    env_restore(&fuse);
+    printf("%s: fused LayerNorms under %d matvec configurations: logits and state unchanged, one "
+           "dispatch and two barriers fewer per layer\n", fc->name, checked);
+    for (int i = 0; i < 2; i++) {
+        free(logits[i]);
+        free(state[i]);
+    }
     baton_model_free(m);
 }
 
@@ -615,6 +682,7 @@ int main(void) {
         if (i == 0) test_tuning(fc, false);
         if (i == 0) test_coop_auto(fc);
         if (first_of_model) {
+            test_fuse(fc);
             test_streams(fc, small ? 8 : 24);
             test_slices(fc, small ? 3 : 8);
         }

@@ -77,6 +77,33 @@ static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t s
     vk_dispatch(&b->ctx, BATON_SHADER_ln_shift_f32_f32, binds, 6, &pc, sizeof pc, T, groups, 1);
 }
 
+/* The shift state ffn_xx = the last xx of each sequence (state_save.comp). */
+static void record_state_save(vk_backend *b, int l, uint32_t n_seqs) {
+    pc_state_save ss = {
+        .C = (uint32_t)b->C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
+        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+    };
+    vk_bind binds[4] = {bind(&b->xx), bind(&b->layers[l].state), bind(&b->ctx.dummy), bind(&b->info)};
+    vk_dispatch(&b->ctx, BATON_SHADER_state_save_f32_f32, binds, 4, &ss, sizeof ss,
+                ((uint32_t)b->C + 63) / 64, n_seqs, 1);
+}
+
+/* What record_ln_shift would compute, for a product to compute it itself (one token): LN of x
+ * with weight ln_w and bias ln_b, shifted against the state row with mixes[p] for part p; the
+ * rows of part xx_part write xx. */
+static vk_ln_input ln_input(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
+                            const int *mixes, uint32_t xx_part) {
+    const vk_layer *ly = &b->layers[l];
+    const vk_matrix *w = state_row == BATON_ATT_XX ? &ly->att_kvr : &ly->ffn_kr;
+    vk_ln_input ln = {
+        .state = &ly->state, .params = &b->params, .info = &b->info, .xx = &b->xx,
+        .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
+        .state_row = state_row, .seq_slot_off = b->o_seq_slot, .xx_part = xx_part,
+    };
+    for (int p = 0; p < w->n_parts; p++) ln.mix[p] = layer_param(b, l, mixes[p]);
+    return ln;
+}
+
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
                              uint32_t w_off, uint32_t b_off, uint32_t row_map_off, uint32_t rows) {
     uint32_t groups, chans;
@@ -122,19 +149,30 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
                                                      : NULL;
     uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride, groups_c = (C + 63) / 64;
     bool decode = T == n_seqs;
+    /* Where a one-token product computes its input's LayerNorm and shift itself. */
+    bool fuse_att = b->fuse_ln && T == 1 && !ctx->coopmat && vk_matvec_ln_ready(ctx, &ly->att_kvr);
+    bool fuse_ffn = b->fuse_ln && T == 1 && !ctx->coopmat && vk_matvec_ln_ready(ctx, &ly->ffn_kr);
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
     static const int att_mix[3] = {P_MIX_K, P_MIX_V, P_MIX_R};
-    record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T, false);
-    record_prefetch(b, &ly->att_kvr);
-    vk_barrier(ctx);
+    if (!fuse_att) {
+        record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T, false);
+        record_prefetch(b, &ly->att_kvr);
+        vk_barrier(ctx);
+    }
     /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
     vk_matmul_part kvr[3] = {
         {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_NONE},
         {.x_off = S, .y_off = S, .y_stride = C, .epilogue = EPI_NONE},
         {.x_off = 2 * S, .y_off = 2 * S, .y_stride = C, .epilogue = EPI_SIGMOID},
     };
-    vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
+    if (fuse_att) {
+        /* xx from the key part's rows; WKV saves it as the shift state */
+        vk_ln_input ln = ln_input(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 0);
+        vk_record_matmul_ln(ctx, &ly->att_kvr, kvr, &b->x, &b->kvr, &ln);
+    } else {
+        vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
+    }
     record_prefetch(b, &ly->att_output);
     vk_barrier(ctx);
     /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
@@ -155,26 +193,31 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
 
     /* xx = LN2(x); xk, xr = token shift of xx */
     static const int ffn_mix[2] = {P_FMIX_K, P_FMIX_R};
-    record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T, decode);
-    record_prefetch(b, &ly->ffn_kr);
-    vk_barrier(ctx);
+    if (!fuse_ffn) {
+        record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T, decode);
+        record_prefetch(b, &ly->ffn_kr);
+        vk_barrier(ctx);
+    }
     /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); unless saved above, the shift state ffn_xx = last
-     * xx (no barrier between them: they touch different buffers) */
+     * xx (beside the product where LN2 ran apart, else after it: no barrier between it and the
+     * next dispatch, for they touch different buffers) */
     vk_matmul_part kr[2] = {
         {.x_off = 0, .y_off = 0, .y_stride = F, .epilogue = EPI_RELU_SQ},
         {.x_off = S, .y_off = b->kf_stride, .y_stride = C, .epilogue = EPI_SIGMOID},
     };
-    vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
-    if (!decode) {
-        pc_state_save ss = {
-            .C = C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
-            .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
-        };
-        vk_bind ssb[4] = {bind(&b->xx), bind(&ly->state), bind(&b->ctx.dummy), bind(&b->info)};
-        vk_dispatch(ctx, BATON_SHADER_state_save_f32_f32, ssb, 4, &ss, sizeof ss, groups_c, n_seqs, 1);
+    if (fuse_ffn) {
+        /* xx from the receptance part's rows */
+        vk_ln_input ln = ln_input(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 1);
+        vk_record_matmul_ln(ctx, &ly->ffn_kr, kr, &b->x, &b->kfr, &ln);
+        record_prefetch(b, &ly->ffn_value);
+        vk_barrier(ctx);
+        record_state_save(b, l, n_seqs);
+    } else {
+        vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
+        if (!decode) record_state_save(b, l, n_seqs);
+        record_prefetch(b, &ly->ffn_value);
+        vk_barrier(ctx);
     }
-    record_prefetch(b, &ly->ffn_value);
-    vk_barrier(ctx);
     /* x += r * (Wv kf) */
     vk_matmul_part val = {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_ADD_MUL};
     vk_record_matmul_parts(ctx, &ly->ffn_value, &val, &b->kfr, &b->x, &b->kfr, b->kf_stride, T);
@@ -505,6 +548,14 @@ baton_status baton_vk_prefetch_set(baton_backend *base, uint32_t mib, baton_erro
     return BATON_OK;
 }
 
+bool baton_vk_fuse_ln(const baton_backend *base) { return ((const vk_backend *)base)->fuse_ln; }
+
+void baton_vk_fuse_ln_set(baton_backend *base, bool on) {
+    vk_backend *b = (vk_backend *)base;
+    if (b->fuse_ln != on) vk_replays_invalidate(&b->ctx);
+    b->fuse_ln = on;
+}
+
 int baton_vk_batched_count(void) { return VK_BATCHED_CONFIGS; }
 
 const char *baton_vk_batched_name(int config) {
@@ -556,6 +607,10 @@ baton_status baton_vk_coop_select(baton_backend *base, int few, int many, baton_
 }
 
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
+
+bool baton_vk_matvec_fuses(int config) {
+    return config >= 0 && config < VK_MATVEC_CONFIGS && vk_matvec_configs[config].ln >= 0;
+}
 
 const char *baton_vk_matvec_name(int config) {
     return config >= 0 && config < VK_MATVEC_CONFIGS ? vk_matvec_configs[config].name : "?";
@@ -748,11 +803,20 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
                               "chooses) or 0 to %d (MiB of weights read ahead in one-token steps)",
                               pf_env, VK_PREFETCH_MAX_MIB);
     }
+    /* BATON_VK_FUSE=1 or 0: one-token steps' products normalize their own inputs, or never;
+     * unset or "auto": tuning's choice. */
+    const char *fuse_env = getenv("BATON_VK_FUSE");
+    bool fuse_pinned = fuse_env != NULL && fuse_env[0] != '\0' && strcmp(fuse_env, "auto") != 0;
+    if (fuse_pinned && strcmp(fuse_env, "0") != 0 && strcmp(fuse_env, "1") != 0)
+        return baton_fail(err, BATON_ERR_ARG, "BATON_VK_FUSE=%.40s: expected auto (tuning chooses), "
+                          "1 (one-token products compute their LayerNorms) or 0", fuse_env);
     vk_backend *b = calloc(1, sizeof *b);
     if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
     b->sample_few = (uint32_t)few;
     b->prefetch_mib = (uint32_t)pf;
     b->prefetch_pinned = pf_pinned;
+    b->fuse_ln = fuse_pinned && strcmp(fuse_env, "1") == 0;
+    b->fuse_pinned = fuse_pinned;
     b->C = model->n_embd;
     b->F = model->n_ffn;
     b->V = model->n_vocab;
@@ -812,7 +876,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
         snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults; "
                  "path: %s", tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it",
                  vk_backend_path(b));
-        vk_prefetch_note(b, b->tuning, sizeof b->tuning);
+        vk_one_token_notes(b, b->tuning, sizeof b->tuning);
     }
     if (s != BATON_OK) goto out_backend;
     *out = &b->base;

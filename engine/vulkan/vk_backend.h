@@ -22,7 +22,9 @@
  * whole vocabulary; tests);
  * BATON_VK_PREFETCH=N (0 to 64) or auto: the MiB of each matrix product's weights a one-token
  * step reads ahead, beside the dispatches before it (unset or auto: tuning's choice, none
- * untuned; see baton_vk_prefetch_set). */
+ * untuned; see baton_vk_prefetch_set);
+ * BATON_VK_FUSE=1, 0 or auto: whether a one-token step's products compute their LayerNorms
+ * themselves (unset or auto: tuning's choice, off untuned; see baton_vk_fuse_ln_set). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 
@@ -122,6 +124,8 @@ int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_ent
  * shared memory). */
 int baton_vk_matvec_count(void);
 const char *baton_vk_matvec_name(int config);
+/* Whether configuration config can compute its product's LayerNorm (baton_vk_fuse_ln_set). */
+bool baton_vk_matvec_fuses(int config);
 /* Makes `config` the matvec of the backend's later steps, for every product (tuning's choices per
  * product set aside until baton_vk_kernels_reset; so too the batched and tensor-core
  * selections below for their kinds). Every configuration sums in the same
@@ -181,6 +185,15 @@ int baton_vk_batched_tokens(int config);
  * steps (BATON_ERR_ARG beyond 64). */
 uint32_t baton_vk_prefetch_mib(const baton_backend *be);
 baton_status baton_vk_prefetch_set(baton_backend *be, uint32_t mib, baton_error *err);
+/* Fused LayerNorms: in a step of one sequence and one token, a layer's k/v/r product and its FFN
+ * key/receptance product each compute their input (the LayerNorm of the residual with the token
+ * shift) themselves while staging it, bitwise what the separate LayerNorm dispatch gives, so the
+ * layer runs no LayerNorm dispatch and two barriers fewer. Only where the matvec configuration a
+ * product runs stages x in shared memory (an xs one: the GPUs' default) and on the fp32 path;
+ * elsewhere the LayerNorm runs apart as before. The backend starts with BATON_VK_FUSE or
+ * tuning's choice (off untuned); baton_vk_fuse_ln_set changes it for later steps. */
+bool baton_vk_fuse_ln(const baton_backend *be);
+void baton_vk_fuse_ln_set(baton_backend *be, bool on);
 
 /* Back to the configurations the backend started with: the kind of device's defaults, or what
  * its tuning chose (the tensor-core ones included). */

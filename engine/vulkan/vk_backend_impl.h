@@ -70,6 +70,12 @@ typedef struct {
     const vk_matrix *pf_w;
     VkDeviceSize pf_done;
     vk_buffer pf_sink;  /* what prefetch.comp would write (nothing does) */
+    /* Fused LayerNorms in one-token steps: the k/v/r and FFN key/receptance products compute
+     * their input's LayerNorm and token shift themselves (matmul.comp LN) where their matvec
+     * configuration has such a twin; pinned by BATON_VK_FUSE, else tuning's choice (off
+     * untuned). */
+    bool fuse_ln;
+    bool fuse_pinned;
 } vk_backend;
 
 /* Which matmul path the backend runs and why, in a few words: "fp32 (no tensor cores)". */
@@ -85,8 +91,9 @@ uint32_t vk_step_info(vk_backend *b, const baton_step *s);
 /* Records one layer (index l within the stage) of a step of T tokens in n_seqs sequences. */
 void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs);
 
-/* Appends "; read ahead: ..." for a backend whose reading ahead tuning did not choose. */
-void vk_prefetch_note(const vk_backend *b, char *out, size_t size);
+/* Appends "; read ahead: ..." and "; fused LayerNorms: ..." for a backend whose reading ahead
+ * and fusing tuning did not choose. */
+void vk_one_token_notes(const vk_backend *b, char *out, size_t size);
 
 /* Records the reset of a slot's state (every layer) and its token counts. */
 void vk_record_slot_reset(vk_backend *b, int slot);

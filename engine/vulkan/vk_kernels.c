@@ -7,16 +7,17 @@ _Static_assert(VK_KIND_B32 - VK_KIND_B8 == VK_TIER_32 && VK_KIND_B64 - VK_KIND_B
                VK_TIER_8 == 0, "the batched kinds follow the tiers");
 
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
-    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1},
-    {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0},
-    {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0},
-    {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0},
-    {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0},
-    {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0},
-    {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0},
-    {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1},
-    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1},
-    {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1},
+    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1, BATON_SHADER_matmul_f16_f32_b1_wr32_xs_ln},
+    {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0, -1},
+    {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0, -1},
+    {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0, -1},
+    {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0, -1},
+    {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0, -1},
+    {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0, -1},
+    {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1, BATON_SHADER_matmul_f16_f32_b1_xs_ln},
+    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1, BATON_SHADER_matmul_f16_f32_b1_wr16_xs_ln},
+    {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1,
+     BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs_ln},
 };
 
 enum { MM_XT = 80 }; /* XT in matmul.comp: chunks per segment per staged tile of x */
@@ -246,13 +247,20 @@ int vk_kind_config(const vk_context *ctx, int kind, int role) {
     return all[kind];
 }
 
-void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
-                            const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
-                            uint32_t m_off, uint32_t T) {
+/* ln: NULL, or the LayerNorm a one-token product computes itself (vk_record_matmul_ln). */
+static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                         const vk_buffer *x, const vk_buffer *y, const vk_buffer *m, uint32_t m_off,
+                         uint32_t T, const vk_ln_input *ln) {
     assert(w->n_parts >= 1 && w->n_parts <= 3);
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
-    if (ctx->coopmat) {
+    if (ln != NULL) {
+        const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
+        assert(T == 1 && !ctx->coopmat && mv->ln >= 0);
+        shader = (baton_shader_id)mv->ln;
+        cb = 1;
+        wr = mv->wr;
+    } else if (ctx->coopmat) {
         const vk_coop_config *cc =
             &vk_coop_configs[vk_kind_config(ctx, T <= 8 ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
@@ -271,6 +279,7 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         wr = bc->wr * bc->rt;
     }
     uint32_t nc = (uint32_t)(w->cols / 8);
+    pc_matmul_ln pl = {0};
     pc_matmul pc = {
         .K = (uint32_t)w->cols,
         .T = T,
@@ -283,10 +292,18 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
     for (int p = 0; p < w->n_parts; p++) {
         assert(parts[p].x_off % 4 == 0);
         pc.rows[p] = (uint32_t)w->part_rows[p];
-        pc.x_off[p] = parts[p].x_off / 4;
+        pc.x_off[p] = ln != NULL ? 0 : parts[p].x_off / 4; /* ln: every part reads the residual row */
         pc.y_off[p] = parts[p].y_off;
         pc.y_stride[p] = parts[p].y_stride;
         pc.epi[p] = parts[p].epilogue;
+        if (ln != NULL) pl.mix[p] = ln->mix[p];
+    }
+    if (ln != NULL) {
+        pl.ln_w_off = ln->w_off;
+        pl.ln_b_off = ln->b_off;
+        pl.state_row = ln->state_row;
+        pl.seq_slot_off = ln->seq_slot_off;
+        pl.xx_group = ln->xx_part;
     }
     for (int c = 0; c < w->n_chunks; c++) {
         int64_t row0 = (int64_t)c * w->chunk_rows;
@@ -294,12 +311,40 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
         int64_t blocks = (rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
         pc.blk0 = (uint32_t)(row0 / VK_ROW_BLOCK);
         pc.n_blk = (uint32_t)blocks;
-        vk_bind binds[4] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
+        vk_bind binds[8] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
+        if (ln != NULL) {
+            binds[4].buf = ln->state;
+            binds[5].buf = ln->params;
+            binds[6].buf = ln->info;
+            binds[7].buf = ln->xx;
+            pl.mm = pc;
+        }
         /* wr rows per workgroup: a part of a block, or (64) a tile of two, the last one of a
          * chunk of an odd number of blocks half empty */
-        vk_dispatch(ctx, shader, binds, 4, &pc, sizeof pc, (T + cb - 1) / cb,
+        vk_dispatch(ctx, shader, binds, ln != NULL ? 8 : 4, ln != NULL ? (const void *)&pl : &pc,
+                    ln != NULL ? sizeof pl : sizeof pc, (T + cb - 1) / cb,
                     (uint32_t)((blocks * VK_ROW_BLOCK + wr - 1) / wr), 1);
     }
+}
+
+void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                            const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
+                            uint32_t m_off, uint32_t T) {
+    record_parts(ctx, w, parts, x, y, m, m_off, T, NULL);
+}
+
+enum { MM_LN_SHARED = 256 * 4 }; /* ln.glsl's ln_red */
+
+bool vk_matvec_ln_ready(vk_context *ctx, const vk_matrix *w) {
+    int i = vk_kind_config(ctx, VK_KIND_MATVEC, w->role);
+    const vk_matvec_config *mv = &vk_matvec_configs[i];
+    if (mv->ln < 0 || vk_matvec_shared_bytes(i) + MM_LN_SHARED > ctx->info.max_shared_bytes) return false;
+    return vk_pipeline_ensure(ctx, (baton_shader_id)mv->ln, NULL) == BATON_OK;
+}
+
+void vk_record_matmul_ln(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                         const vk_buffer *x, const vk_buffer *y, const vk_ln_input *ln) {
+    record_parts(ctx, w, parts, x, y, NULL, 0, 1, ln);
 }
 
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,

@@ -30,6 +30,12 @@ typedef struct {
 } pc_matmul;
 _Static_assert(sizeof(pc_matmul) == 96, "matmul.comp and matmul_coop.comp push block");
 typedef struct {
+    pc_matmul mm;
+    uint32_t ln_w_off, ln_b_off, mix[3], state_row, seq_slot_off, xx_group;
+} pc_matmul_ln;
+_Static_assert(sizeof(pc_matmul_ln) == 128 && sizeof(pc_matmul_ln) <= VK_PUSH_BYTES,
+               "matmul.comp's LN push block");
+typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off, few_max;
 } pc_sample;
 _Static_assert(sizeof(pc_sample) == 28, "sample.comp push block");
@@ -59,6 +65,7 @@ typedef struct {
     const char *name;
     baton_shader_id shader;
     uint32_t wr, unroll, xs;
+    int ln; /* the twin that normalizes its own input (LN=1; xs ones only), or -1 */
 } vk_matvec_config;
 enum { VK_MATVEC_CONFIGS = 10, VK_MATVEC_FALLBACK = 1 };
 extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
@@ -174,5 +181,23 @@ void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, c
 void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T);
+
+/* A one-token product whose input is a LayerNorm with the token shift, computed by the product
+ * itself (matmul.comp LN): part p's input is ln_mix(LN(x)[c], state[state_row][c], mix[p][c]),
+ * bitwise what ln_shift.comp writes, and the rows n < C of part xx_part write xx[n] = LN(x)[n].
+ * Offsets are in floats (params) and words (info: the sequence's slot at seq_slot_off). */
+typedef struct {
+    const vk_buffer *state, *params, *info, *xx;
+    uint32_t w_off, b_off, mix[3], state_row, seq_slot_off, xx_part;
+} vk_ln_input;
+
+/* Whether matrix w's one-token product can normalize its own input here: the matvec
+ * configuration its role runs has an LN twin that the device runs (its pipeline then built). */
+bool vk_matvec_ln_ready(vk_context *ctx, const vk_matrix *w);
+
+/* vk_record_matmul_parts for one token whose parts' inputs ln computes from the residual row x
+ * (their x_off unused); vk_matvec_ln_ready(ctx, w) must hold, and the path be the fp32 one. */
+void vk_record_matmul_ln(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
+                         const vk_buffer *x, const vk_buffer *y, const vk_ln_input *ln);
 
 #endif

@@ -540,19 +540,29 @@ static baton_status choose_path(vk_backend *b, const vk_buffer *probe, float *re
     return BATON_OK;
 }
 
-void vk_prefetch_note(const vk_backend *b, char *out, size_t size) {
+void vk_one_token_notes(const vk_backend *b, char *out, size_t size) {
     if (b->prefetch_pinned)
         append(out, size, "; read ahead: %u MiB (BATON_VK_PREFETCH)", b->prefetch_mib);
     else
         append(out, size, "; read ahead: none (untuned)");
+    if (b->fuse_pinned)
+        append(out, size, "; fused LayerNorms: %s (BATON_VK_FUSE)", b->fuse_ln ? "on" : "off");
+    else
+        append(out, size, "; fused LayerNorms: off (untuned)");
 }
 
+/* A setting of one-token steps that tuning chooses by timing whole layers. */
+typedef struct {
+    uint32_t prefetch_mib;
+    bool fuse_ln;
+} one_token_setting;
+
 /* The device time of one layer of a one-token step, the real one (vk_record_layer: the
- * LayerNorms, WKV and the state updates beside the products) in slot 0, reading mib MiB ahead:
- * the mean of `reps` layers in a row, walking the stage's layers as a step does, so that each
- * reads ahead the product that really comes next. */
-static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, double *secs,
-                                         baton_error *err) {
+ * LayerNorms, WKV and the state updates beside the products) in slot 0, under setting `set`: the
+ * mean of `reps` layers in a row, walking the stage's layers as a step does, so that each reads
+ * ahead the product that really comes next. */
+static baton_status time_one_token_layer(vk_backend *b, one_token_setting set, int reps,
+                                         double *secs, baton_error *err) {
     vk_context *ctx = &b->ctx;
     baton_seq seq = {.slot = 0, .n_tokens = 1};
     vk_step_info(b, &(baton_step){.n_seqs = 1, .seqs = &seq});
@@ -560,8 +570,9 @@ static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, 
     if (st != BATON_OK) return st;
     vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
     vk_barrier(ctx);
-    b->prefetch_mib = mib;
-    b->pf_step = mib > 0;
+    b->prefetch_mib = set.prefetch_mib;
+    b->fuse_ln = set.fuse_ln;
+    b->pf_step = set.prefetch_mib > 0;
     b->pf_w = NULL;
     vk_timestamp(ctx, 0);
     for (int r = 0; r < reps; r++) vk_record_layer(b, r % b->n_layers, 1, 1);
@@ -572,55 +583,29 @@ static baton_status time_one_token_layer(vk_backend *b, uint32_t mib, int reps, 
     return st;
 }
 
-/* How much to read ahead in one-token steps (unless BATON_VK_PREFETCH pins it): each amount
- * timed on whole one-token layers, the fastest of up to TUNE_ROUNDS interleaved rounds; none
- * gives way only to one at least 3% faster. Slot 0, which the timing runs in, is fresh after. */
-static const uint32_t prefetch_mibs[] = {0, 2, 4, 8, 16, 32};
-enum { PREFETCH_TRIES = sizeof prefetch_mibs / sizeof prefetch_mibs[0] };
-
-static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const tune_times *tt,
-                                  baton_error *err) {
-    if (b->prefetch_pinned) {
-        vk_prefetch_note(b, out, size);
-        return BATON_OK;
-    }
-    double one = 0.0, secs[PREFETCH_TRIES] = {0};
-    baton_status st = time_one_token_layer(b, 0, 1, &one, err);
+/* Times a one-token layer under each of n settings, the fastest of up to TUNE_ROUNDS interleaved
+ * rounds (secs[i], 0 where not timed), then resets slot 0, which the timing ran in, to fresh.
+ * *rounds: how many ran, 0 when the layer was not timed (*why says why). */
+static baton_status time_settings(vk_backend *b, const one_token_setting *sets, int n,
+                                  const tune_times *tt, double *secs, int *rounds,
+                                  const char **why, baton_error *err) {
+    double one = 0.0;
+    baton_status st = time_one_token_layer(b, sets[0], 1, &one, err);
     int reps = one > 0.0 && one < TUNE_REP_S ? (int)(TUNE_REP_S / one) + 1 : 1;
     if (reps > 64) reps = 64;
-    int rounds = reps * one * PREFETCH_TRIES * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
-    if (st == BATON_OK && (!(one > 0.0) || now_s() - tt->t0 > TUNE_TOTAL_S ||
-                           reps * one * PREFETCH_TRIES > TUNE_KIND_S)) {
-        append(out, size, "; read ahead: none (not timed: %s)",
-               one > 0.0 ? "out of tuning time" : "no device time");
-        rounds = 0;
+    *rounds = reps * one * n * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
+    *why = NULL;
+    if (st == BATON_OK && (!(one > 0.0) || now_s() - tt->t0 > TUNE_TOTAL_S || reps * one * n > TUNE_KIND_S)) {
+        *why = one > 0.0 ? "out of tuning time" : "no device time";
+        *rounds = 0;
     }
-    for (int r = 0; r < rounds && st == BATON_OK; r++)
-        for (int i = 0; i < PREFETCH_TRIES && st == BATON_OK; i++) {
+    for (int i = 0; i < n; i++) secs[i] = 0.0;
+    for (int r = 0; r < *rounds && st == BATON_OK; r++)
+        for (int i = 0; i < n && st == BATON_OK; i++) {
             double t = 0.0;
-            st = time_one_token_layer(b, prefetch_mibs[i], reps, &t, err);
+            st = time_one_token_layer(b, sets[i], reps, &t, err);
             if (t > 0.0 && (secs[i] == 0.0 || t < secs[i])) secs[i] = t;
         }
-    int pick = rounds > 0 ? vk_tune_pick(secs, PREFETCH_TRIES, 0, TUNE_MARGIN) : 0;
-    b->prefetch_mib = prefetch_mibs[pick];
-    if (rounds > 0) {
-        if (pick == 0)
-            append(out, size, "; read ahead: none (");
-        else
-            append(out, size, "; read ahead: %u MiB (", prefetch_mibs[pick]);
-        /* What the rest of a layer costs beside its products (timed alone, at one token). */
-        double products = tt->best[b->ctx.coopmat ? K_COOP_FEW : K_MATVEC];
-        if (secs[0] > 0.0 && products > 0.0)
-            append(out, size, "a one-token layer %.3f ms, its products alone %.3f ms; ", secs[0] * 1e3,
-                   products * 1e3);
-        const char *sep = "";
-        for (int i = 1; i < PREFETCH_TRIES; i++)
-            if (secs[i] > 0.0 && secs[0] > 0.0) {
-                append(out, size, "%s%u MiB %.2fx", sep, prefetch_mibs[i], secs[0] / secs[i]);
-                sep = ", ";
-            }
-        append(out, size, " as fast a one-token layer as none)");
-    }
     if (st != BATON_OK) return st;
     st = vk_begin(&b->ctx, err);
     if (st != BATON_OK) return st;
@@ -628,18 +613,102 @@ static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const t
     return vk_submit_wait(&b->ctx, err);
 }
 
+/* Whether one-token products compute their LayerNorms themselves (unless BATON_VK_FUSE pins
+ * it): only where the matvec configuration of the k/v/r or FFN key/receptance product has an LN
+ * twin; on only if whole one-token layers are at least 3% faster so. */
+static baton_status tune_fuse(vk_backend *b, char *out, size_t size, const tune_times *tt,
+                              baton_error *err) {
+    if (b->fuse_pinned) {
+        append(out, size, "; fused LayerNorms: %s (BATON_VK_FUSE)", b->fuse_ln ? "on" : "off");
+        return BATON_OK;
+    }
+    b->fuse_ln = false;
+    vk_context *ctx = &b->ctx;
+    if (ctx->coopmat) {
+        append(out, size, "; fused LayerNorms: off (the tensor-core path)");
+        return BATON_OK;
+    }
+    if (!vk_matvec_ln_ready(ctx, &b->layers[0].att_kvr) && !vk_matvec_ln_ready(ctx, &b->layers[0].ffn_kr)) {
+        append(out, size, "; fused LayerNorms: off (the matvec %s does not stage x)",
+               vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, VK_ROLE_ATT_KVR)].name);
+        return BATON_OK;
+    }
+    const one_token_setting sets[2] = {{.fuse_ln = false}, {.fuse_ln = true}};
+    double secs[2];
+    int rounds = 0;
+    const char *why = NULL;
+    baton_status st = time_settings(b, sets, 2, tt, secs, &rounds, &why, err);
+    if (st != BATON_OK) return st;
+    if (rounds == 0) {
+        append(out, size, "; fused LayerNorms: off (not timed: %s)", why);
+        return BATON_OK;
+    }
+    b->fuse_ln = vk_tune_pick(secs, 2, 0, TUNE_MARGIN) == 1;
+    append(out, size, "; fused LayerNorms: %s (", b->fuse_ln ? "on" : "off");
+    if (secs[0] > 0.0 && secs[1] > 0.0)
+        append(out, size, "%.2fx as fast a one-token layer as apart)", secs[0] / secs[1]);
+    else
+        append(out, size, "not timed)");
+    return BATON_OK;
+}
+
+/* How much to read ahead in one-token steps (unless BATON_VK_PREFETCH pins it), with the fusing
+ * already chosen: each amount timed on whole one-token layers; none gives way only to one at
+ * least 3% faster. */
+static const uint32_t prefetch_mibs[] = {0, 2, 4, 8, 16, 32};
+enum { PREFETCH_TRIES = sizeof prefetch_mibs / sizeof prefetch_mibs[0] };
+
+static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const tune_times *tt,
+                                  baton_error *err) {
+    if (b->prefetch_pinned) {
+        append(out, size, "; read ahead: %u MiB (BATON_VK_PREFETCH)", b->prefetch_mib);
+        return BATON_OK;
+    }
+    one_token_setting sets[PREFETCH_TRIES];
+    for (int i = 0; i < PREFETCH_TRIES; i++)
+        sets[i] = (one_token_setting){.prefetch_mib = prefetch_mibs[i], .fuse_ln = b->fuse_ln};
+    double secs[PREFETCH_TRIES];
+    int rounds = 0;
+    const char *why = NULL;
+    baton_status st = time_settings(b, sets, PREFETCH_TRIES, tt, secs, &rounds, &why, err);
+    int pick = rounds > 0 ? vk_tune_pick(secs, PREFETCH_TRIES, 0, TUNE_MARGIN) : 0;
+    b->prefetch_mib = prefetch_mibs[pick];
+    if (st != BATON_OK) return st;
+    if (rounds == 0) {
+        append(out, size, "; read ahead: none (not timed: %s)", why);
+        return BATON_OK;
+    }
+    if (pick == 0)
+        append(out, size, "; read ahead: none (");
+    else
+        append(out, size, "; read ahead: %u MiB (", prefetch_mibs[pick]);
+    /* What the rest of a layer costs beside its products (timed alone, at one token). */
+    double products = tt->best[b->ctx.coopmat ? K_COOP_FEW : K_MATVEC];
+    if (secs[0] > 0.0 && products > 0.0)
+        append(out, size, "a one-token layer %.3f ms, its products alone %.3f ms; ", secs[0] * 1e3,
+               products * 1e3);
+    const char *sep = "";
+    for (int i = 1; i < PREFETCH_TRIES; i++)
+        if (secs[i] > 0.0 && secs[0] > 0.0) {
+            append(out, size, "%s%u MiB %.2fx", sep, prefetch_mibs[i], secs[0] / secs[i]);
+            sep = ", ";
+        }
+    append(out, size, " as fast a one-token layer as none)");
+    return BATON_OK;
+}
+
 baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     vk_context *ctx = &b->ctx;
     if (ctx->queries == VK_NULL_HANDLE) {
         snprintf(b->tuning, sizeof b->tuning, "not tuned: the device's queue has no timestamps; "
                  "path: %s", vk_backend_path(b));
-        vk_prefetch_note(b, b->tuning, sizeof b->tuning);
+        vk_one_token_notes(b, b->tuning, sizeof b->tuning);
         return BATON_OK;
     }
     if (b->n_layers == 0) {
         snprintf(b->tuning, sizeof b->tuning, "not tuned: the stage has no layers; path: %s",
                  vk_backend_path(b));
-        vk_prefetch_note(b, b->tuning, sizeof b->tuning);
+        vk_one_token_notes(b, b->tuning, sizeof b->tuning);
         return BATON_OK;
     }
     double t0 = now_s();
@@ -670,6 +739,7 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     else if (st == BATON_OK)
         append(chose, sizeof chose, "; path: %s", vk_backend_path(b));
     if (st == BATON_OK) st = vk_kernels_reset(ctx, err);
+    if (st == BATON_OK) st = tune_fuse(b, chose, sizeof chose, &tt, err);
     if (st == BATON_OK) st = tune_prefetch(b, chose, sizeof chose, &tt, err);
     vk_buffer_destroy(ctx, &probe);
     free(ref);
