@@ -15,9 +15,10 @@
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
 #      the NVIDIA device (kernel tuning off but in its own test), then `baton bench --shape 14b
 #      --batch 1,8,64 --prefill 512 --sweep`, tuned as a served model is, the tensor cores
-#      included where tuning finds them faster, and the weights read ahead in one-token steps
-#      where it finds that faster (its `kernels:` line says; the sweep: batch-1 decode reading
-#      0, 2, 8, 16 and 32 MiB ahead, then under each one-token matmul configuration, each checked bitwise against the
+#      included where tuning finds them faster, and the LayerNorms fused into one-token products
+#      and the weights read ahead in one-token steps where it finds that faster (its `kernels:`
+#      line says; the sweep: batch-1 decode reading 0, 2, 4, 8, 16 and 32 MiB ahead, then under
+#      each one-token matmul configuration, x-staging ones also fused (+ln), each checked bitwise against the
 #      default, then the batched ones, then each tensor-core matmul configuration where the
 #      device has VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
 #      $OUT/gpu-check.log (.gpu/out/ when OUT is unset). test_vk_backend also runs the fixture
