@@ -459,7 +459,7 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
                 printf("sweep %-22s: skipped (%s)\n", name, err.msg);
                 break;
             }
-            bool first = i == 0 && !fused;
+            bool first = base_dt == 0.0; /* the first configuration the device runs */
             if (probe_step(be, 1, probe, first ? want : got, &err) != BATON_OK) {
                 fprintf(stderr, "baton bench: sweep %s: %s\n", name, err.msg);
                 rc = BATON_EXIT_FAIL;

@@ -239,17 +239,18 @@ void main() {
             uint s = i / (2u * XT), r = i % (2u * XT);
             uint cs = s * pc.cps + t0 + r / 2u;
             vec4 v = vec4(0.0);
-            if (t0 + r / 2u < pc.cps && cs < nc) v = x[xb[0] + 2u * cs + (r & 1u)];
+            if (t0 + r / 2u < pc.cps && cs < nc) {
+                v = x[xb[0] + 2u * cs + (r & 1u)];
 #if LN
-            uint c4 = 8u * cs + 4u * (r & 1u);  // v's first column
-            [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                uint c = c4 + e;
-                if (t0 + r / 2u < pc.cps && cs < nc) {
+                // v's 4 columns from c4: their LayerNorm, shifted against the old state
+                uint c4 = 8u * cs + 4u * (r & 1u);
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    uint c = c4 + e;
                     float cur = ln_norm(v[e], st, params[pc.ln_w_off + c], params[pc.ln_b_off + c]);
                     v[e] = ln_mix(cur, state[sb + c], params[mix + c]);
                 }
-            }
 #endif
+            }
             xs[s][r] = v;
         }
         barrier();

@@ -412,8 +412,9 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(strstr(t, "NOT BITWISE") == NULL, "tuning found configurations that differ: %s", t);
     /* It chose how much to read ahead, timing whole one-token layers in slot 0, and left that
      * slot as fresh as slot 1. */
-    CHECK_MSG(strstr(t, "read ahead: ") != NULL && strstr(t, "untuned") == NULL,
-              "no read-ahead choice: %s", t);
+    CHECK_MSG(strstr(t, "read ahead: ") != NULL && strstr(t, "fused LayerNorms: ") != NULL &&
+                  strstr(t, "untuned") == NULL,
+              "no read-ahead or fused LayerNorms choice: %s", t);
     size_t state_floats = (size_t)m->n_layer * BATON_STATE_ROWS * (size_t)m->n_embd;
     float *s0 = malloc(state_floats * 4), *s1 = malloc(state_floats * 4);
     REQUIRE(s0 && s1);
@@ -431,13 +432,19 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(memcmp(got, want, (size_t)KINDS * V * 4) == 0, "%s: logits differ after the reset", fc->name);
     baton_backend_free(b);
 
-    /* A stage of at most 4 tokens a step never runs the many-token kernels: not timed. */
+    /* A stage of at most 4 tokens a step never runs the many-token kernels: not timed. What
+     * BATON_VK_PREFETCH pins, tuning keeps, fused LayerNorms timed or not. */
+    env_saved pf = env_save("BATON_VK_PREFETCH");
+    setenv("BATON_VK_PREFETCH", "2", 1);
     b = open_backend(m, 0, m->n_layer, 4);
     t = baton_vk_tuning(b);
     CHECK_MSG(strstr(t, coop ? "many-token" : "32-token") == NULL && strstr(t, "64-token") == NULL,
               "max_tokens 4 tuned: %s", t);
     CHECK_MSG(strstr(t, coop ? "few-token" : "8-token") != NULL, "max_tokens 4 tuned: %s", t);
+    CHECK_MSG(baton_vk_prefetch_mib(b) == 2 && strstr(t, "read ahead: 2 MiB (BATON_VK_PREFETCH)") != NULL,
+              "tuning did not keep the read-ahead pinned (%u MiB): %s", baton_vk_prefetch_mib(b), t);
     baton_backend_free(b);
+    env_restore(&pf);
 
     check_refused(m, "BATON_VK_TUNE", "yes");
     env_restore(&tune);

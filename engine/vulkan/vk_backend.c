@@ -89,18 +89,16 @@ static void record_state_save(vk_backend *b, int l, uint32_t n_seqs) {
 }
 
 /* What record_ln_shift would compute, for a product to compute it itself (one token): LN of x
- * with weight ln_w and bias ln_b, shifted against the state row with mixes[p] for part p; the
- * rows of part xx_part write xx. */
+ * with weight ln_w and bias ln_b, shifted against the state row with mixes[p] for part p of
+ * n_out; the rows of part xx_part write xx. */
 static vk_ln_input ln_input(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
-                            const int *mixes, uint32_t xx_part) {
-    const vk_layer *ly = &b->layers[l];
-    const vk_matrix *w = state_row == BATON_ATT_XX ? &ly->att_kvr : &ly->ffn_kr;
+                            const int *mixes, uint32_t n_out, uint32_t xx_part) {
     vk_ln_input ln = {
-        .state = &ly->state, .params = &b->params, .info = &b->info, .xx = &b->xx,
+        .state = &b->layers[l].state, .params = &b->params, .info = &b->info, .xx = &b->xx,
         .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
         .state_row = state_row, .seq_slot_off = b->o_seq_slot, .xx_part = xx_part,
     };
-    for (int p = 0; p < w->n_parts; p++) ln.mix[p] = layer_param(b, l, mixes[p]);
+    for (uint32_t p = 0; p < n_out; p++) ln.mix[p] = layer_param(b, l, mixes[p]);
     return ln;
 }
 
@@ -168,7 +166,7 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     };
     if (fuse_att) {
         /* xx from the key part's rows; WKV saves it as the shift state */
-        vk_ln_input ln = ln_input(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 0);
+        vk_ln_input ln = ln_input(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, 0);
         vk_record_matmul_ln(ctx, &ly->att_kvr, kvr, &b->x, &b->kvr, &ln);
     } else {
         vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
@@ -207,7 +205,7 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     };
     if (fuse_ffn) {
         /* xx from the receptance part's rows */
-        vk_ln_input ln = ln_input(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 1);
+        vk_ln_input ln = ln_input(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, 1);
         vk_record_matmul_ln(ctx, &ly->ffn_kr, kr, &b->x, &b->kfr, &ln);
         record_prefetch(b, &ly->ffn_value);
         vk_barrier(ctx);

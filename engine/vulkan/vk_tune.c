@@ -633,7 +633,9 @@ static baton_status tune_fuse(vk_backend *b, char *out, size_t size, const tune_
                vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, VK_ROLE_ATT_KVR)].name);
         return BATON_OK;
     }
-    const one_token_setting sets[2] = {{.fuse_ln = false}, {.fuse_ln = true}};
+    /* (The read-ahead is still none here, or BATON_VK_PREFETCH's.) */
+    const one_token_setting sets[2] = {{.prefetch_mib = b->prefetch_mib, .fuse_ln = false},
+                                       {.prefetch_mib = b->prefetch_mib, .fuse_ln = true}};
     double secs[2];
     int rounds = 0;
     const char *why = NULL;
