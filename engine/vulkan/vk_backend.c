@@ -156,7 +156,7 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     if (!fuse_att) {
         record_ln_shift(b, l, P_LN1_W, P_LN1_B, BATON_ATT_XX, att_mix, 3, T, false);
         record_prefetch(b, &ly->att_kvr);
-        vk_barrier(ctx);
+        vk_barrier_compute(ctx);
     }
     /* k = Wk xk; v = Wv xv; r = sigmoid(Wr xr) */
     vk_matmul_part kvr[3] = {
@@ -172,7 +172,7 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         vk_record_matmul_parts(ctx, &ly->att_kvr, kvr, &b->xs, &b->kvr, NULL, 0, T);
     }
     record_prefetch(b, &ly->att_output);
-    vk_barrier(ctx);
+    vk_barrier_compute(ctx);
     /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
     pc_wkv wk = {
         .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
@@ -183,18 +183,18 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
                      bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
     vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
     record_prefetch(b, &ly->att_output);
-    vk_barrier(ctx);
+    vk_barrier_compute(ctx);
     /* x += Wo att */
     record_matmul(b, &ly->att_output, &b->att, &b->x, NULL, T, C, EPI_ADD);
     record_prefetch(b, &ly->ffn_kr);
-    vk_barrier(ctx);
+    vk_barrier_compute(ctx);
 
     /* xx = LN2(x); xk, xr = token shift of xx */
     static const int ffn_mix[2] = {P_FMIX_K, P_FMIX_R};
     if (!fuse_ffn) {
         record_ln_shift(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, T, decode);
         record_prefetch(b, &ly->ffn_kr);
-        vk_barrier(ctx);
+        vk_barrier_compute(ctx);
     }
     /* kf = relu(Wk xk)^2; r = sigmoid(Wr xr); unless saved above, the shift state ffn_xx = last
      * xx (beside the product where LN2 ran apart, else after it: no barrier between it and the
@@ -208,19 +208,19 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         vk_ln_input ln = ln_input(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, 1);
         vk_record_matmul_ln(ctx, &ly->ffn_kr, kr, &b->x, &b->kfr, &ln);
         record_prefetch(b, &ly->ffn_value);
-        vk_barrier(ctx);
+        vk_barrier_compute(ctx);
         record_state_save(b, l, n_seqs);
     } else {
         vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
         if (!decode) record_state_save(b, l, n_seqs);
         record_prefetch(b, &ly->ffn_value);
-        vk_barrier(ctx);
+        vk_barrier_compute(ctx);
     }
     /* x += r * (Wv kf) */
     vk_matmul_part val = {.x_off = 0, .y_off = 0, .y_stride = C, .epilogue = EPI_ADD_MUL};
     vk_record_matmul_parts(ctx, &ly->ffn_value, &val, &b->kfr, &b->x, &b->kfr, b->kf_stride, T);
     record_prefetch(b, next);
-    vk_barrier(ctx);
+    vk_barrier_compute(ctx);
 }
 
 /* LN_out and the head for rows [r0, r0 + n) of the row map at map_off: logits rows 0..n-1. */
@@ -228,7 +228,7 @@ static void record_head(vk_backend *b, uint32_t map_off, uint32_t r0, uint32_t n
     record_layernorm(b, &b->x, &b->xx, global_param(b, P_LNOUT_W), global_param(b, P_LNOUT_B),
                      map_off + r0, n);
     record_prefetch(b, &b->head);
-    vk_barrier(&b->ctx);
+    vk_barrier_compute(&b->ctx);
     record_matmul(b, &b->head, &b->xx, &b->logits, NULL, n, (uint32_t)b->V, EPI_NONE);
     vk_barrier(&b->ctx);
 }
@@ -325,12 +325,15 @@ static baton_status vk_step(baton_backend *base, const baton_step *s, baton_erro
         record_layernorm(b, &b->xx, &b->x, global_param(b, P_LN0_W), global_param(b, P_LN0_B),
                          0xffffffffu, T);
         if (b->n_layers > 0) record_prefetch(b, &b->layers[0].att_kvr);
-        vk_barrier(ctx);
+        vk_barrier_compute(ctx);
     }
     for (int l = 0; l < b->n_layers; l++) vk_record_layer(b, l, T, (uint32_t)s->n_seqs);
 
     if (!cfg->with_head) {
-        if (s->x_out != NULL) vk_copy(ctx, &b->x, 0, &b->down, 0, (VkDeviceSize)T * C * 4);
+        if (s->x_out != NULL) {
+            vk_barrier(ctx); /* the layers' last barrier ordered dispatches only */
+            vk_copy(ctx, &b->x, 0, &b->down, 0, (VkDeviceSize)T * C * 4);
+        }
         st = step_submit(b, err);
         if (st != BATON_OK) return st;
         if (s->x_out != NULL) memcpy(s->x_out, b->down.mapped, (size_t)T * C * sizeof(float));

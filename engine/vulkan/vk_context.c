@@ -102,15 +102,27 @@ static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *m
     if (validation && !has_layer("VK_LAYER_KHRONOS_validation"))
         return baton_fail(err, BATON_ERR_UNAVAILABLE,
                           "BATON_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed");
-    const char *exts[2];
+    const char *exts[3];
     uint32_t n_exts = 0;
     VkInstanceCreateFlags flags = 0;
     if (has_instance_ext(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
         exts[n_exts++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
         flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
     }
-    if (validation) exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    if (validation) {
+        exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+        exts[n_exts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME; /* the layer's own */
+    }
     const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
+    /* Beyond the API's rules, the layer checks synchronization: a read or write of a buffer
+     * that no barrier orders after another dispatch's or copy's write (a hazard one driver may
+     * forgive and another not). */
+    VkValidationFeatureEnableEXT checks[] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+    VkValidationFeaturesEXT features = {
+        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+        .enabledValidationFeatureCount = 1,
+        .pEnabledValidationFeatures = checks,
+    };
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pApplicationName = "baton",
@@ -126,6 +138,7 @@ static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *m
                        VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
         .pfnUserCallback = debug_callback,
     };
+    dbg.pNext = &features;
     VkInstanceCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
         .pNext = validation ? &dbg : NULL,
@@ -146,6 +159,7 @@ static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *m
     if (validation) {
         PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
             vkGetInstanceProcAddr(*out, "vkCreateDebugUtilsMessengerEXT");
+        dbg.pNext = NULL; /* the features were for the instance */
         if (create == NULL || create(*out, &dbg, NULL, messenger) != VK_SUCCESS) {
             vkDestroyInstance(*out, NULL);
             *out = VK_NULL_HANDLE;
@@ -1087,19 +1101,27 @@ void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, 
     if (ctx->prof.first < 0) ctx->prof.first = (int)shader;
 }
 
-void vk_barrier(vk_context *ctx) {
+static void barrier(vk_context *ctx, bool transfers) {
     if (ctx->replaying) return;
     prof_mark(ctx);
     VkMemoryBarrier mb = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT,
     };
-    VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+    if (transfers) {
+        mb.srcAccessMask |= VK_ACCESS_TRANSFER_WRITE_BIT;
+        mb.dstAccessMask |= VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+        stages |= VK_PIPELINE_STAGE_TRANSFER_BIT;
+    }
     vkCmdPipelineBarrier(ctx->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
     ctx->n_barriers++;
 }
+
+void vk_barrier(vk_context *ctx) { barrier(ctx, true); }
+
+void vk_barrier_compute(vk_context *ctx) { barrier(ctx, false); }
 
 void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const vk_buffer *dst,
              VkDeviceSize dst_off, VkDeviceSize size) {

@@ -180,6 +180,10 @@ void vk_dispatch(vk_context *ctx, baton_shader_id shader, const vk_bind *binds, 
                  const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz);
 /* Makes every earlier shader and transfer write visible to every later read or write. */
 void vk_barrier(vk_context *ctx);
+/* The same between dispatches only: every earlier shader write visible to later shaders. No
+ * copy may be recorded on either side of it without a vk_barrier between (on NVIDIA copies run
+ * on another engine, which a barrier naming transfers must wait for). */
+void vk_barrier_compute(vk_context *ctx);
 void vk_copy(vk_context *ctx, const vk_buffer *src, VkDeviceSize src_off, const vk_buffer *dst,
              VkDeviceSize dst_off, VkDeviceSize size);
 /* Timestamp i (0 or 1) after all earlier work; vk_elapsed_s reads t1 - t0 after the wait. */
