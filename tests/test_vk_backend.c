@@ -250,6 +250,28 @@ static void check_refused(const baton_model *m, const char *name, const char *va
     if (b != NULL) baton_backend_free(b);
 }
 
+enum { ONES = 3 }; /* one_then_two's one-token steps */
+
+/* From a fresh slot 0: ONES one-token steps of fc's first tokens, then one step of the next two,
+ * their logits [ONES + 2][V] in logits; the dispatches and barriers of the last one-token step
+ * (one, barriers[0]) and of the two-token step (two, barriers[1]). */
+static void one_then_two(baton_backend *b, const fixture_case *fc, int V, float *logits,
+                         uint32_t *one, uint32_t *two, uint32_t barriers[2]) {
+    baton_error err = {0};
+    slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
+    for (int t = 0; t < ONES; t++) {
+        baton_seq q = {.slot = 0, .n_tokens = 1};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = logits + (size_t)t * V};
+        step_ok(b, &s);
+    }
+    baton_vk_step_counts(b, one, &barriers[0]);
+    baton_seq q = {.slot = 0, .n_tokens = 2};
+    baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[ONES],
+                    .logits = logits + (size_t)ONES * V, .logits_all_tokens = true};
+    step_ok(b, &s);
+    baton_vk_step_counts(b, two, &barriers[1]);
+}
+
 /* Reading ahead (BATON_VK_PREFETCH=1: 1 MiB, which reads most of the fixtures' matrices whole)
  * changes no bit: a sequence decoded token by token, then two tokens in one step, has the logits
  * it has without. Only one-token steps read ahead (at least once per product: more dispatches
@@ -259,7 +281,6 @@ static void test_prefetch(const fixture_case *fc) {
     baton_error err = {0};
     REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
     int V = m->n_vocab, L = m->n_layer;
-    enum { ONES = 3 };
     float *logits[2] = {malloc((size_t)(ONES + 2) * V * 4), malloc((size_t)(ONES + 2) * V * 4)};
     REQUIRE(logits[0] && logits[1]);
     env_saved pf = env_save("BATON_VK_PREFETCH");
@@ -271,19 +292,7 @@ static void test_prefetch(const fixture_case *fc) {
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) REQUIRE(baton_vk_prefetch_set(b, 0, &err) == BATON_OK);
         REQUIRE(baton_vk_prefetch_mib(b) == (pass == 0 ? 1u : 0u));
-        slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
-        for (int t = 0; t < ONES; t++) {
-            baton_seq q = {.slot = 0, .n_tokens = 1};
-            baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
-                            .logits = logits[pass] + (size_t)t * V};
-            step_ok(b, &s);
-        }
-        baton_vk_step_counts(b, &one[pass], &barriers[pass][0]);
-        baton_seq q = {.slot = 0, .n_tokens = 2};
-        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[ONES],
-                        .logits = logits[pass] + (size_t)ONES * V, .logits_all_tokens = true};
-        step_ok(b, &s);
-        baton_vk_step_counts(b, &two[pass], &barriers[pass][1]);
+        one_then_two(b, fc, V, logits[pass], &one[pass], &two[pass], barriers[pass]);
     }
     CHECK_MSG(memcmp(logits[0], logits[1], (size_t)(ONES + 2) * V * 4) == 0,
               "%s: logits differ when reading ahead", fc->name);
@@ -312,7 +321,7 @@ static void test_fuse(const fixture_case *fc) {
     baton_error err = {0};
     REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
     int V = m->n_vocab, L = m->n_layer;
-    enum { ONES = 3, ALL = ONES + 2 };
+    enum { ALL = ONES + 2 };
     size_t state_floats = (size_t)L * 5 * (size_t)m->n_embd;
     float *logits[2] = {malloc((size_t)ALL * V * 4), malloc((size_t)ALL * V * 4)};
     float *state[2] = {malloc(state_floats * 4), malloc(state_floats * 4)};
@@ -329,19 +338,7 @@ static void test_fuse(const fixture_case *fc) {
         uint32_t one[2] = {0}, two[2] = {0}, barriers[2][2] = {{0}};
         for (int pass = 0; pass < 2; pass++) {
             baton_vk_fuse_ln_set(b, pass == 0);
-            slot_op_ok(b->ops->slot_reset(b, 0, &err), &err);
-            for (int t = 0; t < ONES; t++) {
-                baton_seq q = {.slot = 0, .n_tokens = 1};
-                baton_step st = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
-                                 .logits = logits[pass] + (size_t)t * V};
-                step_ok(b, &st);
-            }
-            baton_vk_step_counts(b, &one[pass], &barriers[pass][0]);
-            baton_seq q = {.slot = 0, .n_tokens = 2};
-            baton_step st = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[ONES],
-                             .logits = logits[pass] + (size_t)ONES * V, .logits_all_tokens = true};
-            step_ok(b, &st);
-            baton_vk_step_counts(b, &two[pass], &barriers[pass][1]);
+            one_then_two(b, fc, V, logits[pass], &one[pass], &two[pass], barriers[pass]);
             slot_op_ok(b->ops->slot_read(b, 0, state[pass], &err), &err);
         }
         const char *name = baton_vk_matvec_name(cfg);
