@@ -446,15 +446,17 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         free(got);
         return BATON_EXIT_FAIL;
     }
-    bool own_fuse = baton_vk_fuse_ln(be);
+    static const char *const fusing[4] = {"", " +ln", " +wkv", " +ln+wkv"}; /* BATON_VK_FUSE_* */
+    uint32_t own_fuse = baton_vk_fuse(be);
     printf("sweep: batch-1 decode under each one-token matmul configuration (wr: rows per "
            "workgroup, u: weight loads in flight per thread, xs: x staged in shared memory; "
-           "+ln: the same, its products computing their LayerNorms), %.2f s each\n", seconds);
+           "+ln, +wkv: the same, its products computing their LayerNorms, WKV), %.2f s each\n",
+           seconds);
     for (int i = 0; i < n && rc == BATON_EXIT_OK; i++) {
-        for (int fused = 0; fused < 1 + baton_vk_matvec_fuses(i); fused++) {
+        for (uint32_t fused = 0; fused < (baton_vk_matvec_fuses(i) ? 4u : 1u); fused++) {
             char name[48];
-            snprintf(name, sizeof name, "%s%s", baton_vk_matvec_name(i), fused ? " +ln" : "");
-            baton_vk_fuse_ln_set(be, fused);
+            snprintf(name, sizeof name, "%s%s", baton_vk_matvec_name(i), fusing[fused]);
+            baton_vk_fuse_set(be, fused);
             if (baton_vk_matvec_select(be, i, &err) != BATON_OK) {
                 printf("sweep %-22s: skipped (%s)\n", name, err.msg);
                 break;
@@ -475,7 +477,7 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
             }
             if (first) base_dt = dt;
             if (same && (best_dt == 0.0 || dt < best_dt)) {
-                best = 2 * i + fused;
+                best = 4 * i + (int)fused;
                 best_dt = dt;
             }
             printf("sweep %-22s: batch 1 %7.1f tokens/s  (%.2f ms/step, device %.2f ms, weights at "
@@ -485,16 +487,16 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
                                  : same ? "bitwise equal to the first's"
                                         : "DIFFER FROM THE FIRST'S");
             /* The products alone are the same kernels either way (fused, a product only adds
-             * its LayerNorm): timed once. */
+             * its input's computation): timed once. */
             if (!fused && print_profile(be, "", name, 1) != BATON_EXIT_OK) rc = BATON_EXIT_FAIL;
             if (!same) rc = BATON_EXIT_FAIL;
             if (rc != BATON_EXIT_OK) break;
         }
     }
-    baton_vk_fuse_ln_set(be, own_fuse);
+    baton_vk_fuse_set(be, own_fuse);
     if (rc == BATON_EXIT_OK && best_dt > 0.0)
-        printf("sweep best: %s%s, %.2f ms/step (%.2fx the first)\n", baton_vk_matvec_name(best / 2),
-               best % 2 ? " +ln" : "", best_dt * 1e3, base_dt / best_dt);
+        printf("sweep best: %s%s, %.2f ms/step (%.2fx the first)\n", baton_vk_matvec_name(best / 4),
+               fusing[best % 4], best_dt * 1e3, base_dt / best_dt);
     if (baton_vk_kernels_reset(be, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
     fflush(stdout);
     /* Then the batched configurations, and last the tensor-core path (a failure there

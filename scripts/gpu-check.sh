@@ -15,10 +15,11 @@
 #      when no other is installed, prints nvidia-smi, `baton devices`, runs the Vulkan tests on
 #      the NVIDIA device (kernel tuning off but in its own test), then `baton bench --shape 14b
 #      --batch 1,8,64 --prefill 512 --sweep`, tuned as a served model is, the tensor cores
-#      included where tuning finds them faster, and the LayerNorms fused into one-token products
-#      and the weights read ahead in one-token steps where it finds that faster (its `kernels:`
-#      line says; the sweep: batch-1 decode reading 0, 2, 4, 8, 16 and 32 MiB ahead, then under
-#      each one-token matmul configuration, x-staging ones also fused (+ln), each checked bitwise against the
+#      included where tuning finds them faster, and the LayerNorms and WKV fused into one-token
+#      products and the weights read ahead in one-token steps where it finds that faster (its
+#      `kernels:` line says; the sweep: batch-1 decode reading 0, 2, 4, 8, 16 and 32 MiB ahead,
+#      then under each one-token matmul configuration, x-staging ones also fused (+ln, +wkv,
+#      +ln+wkv), each checked bitwise against the
 #      default, then the batched ones, then each tensor-core matmul configuration where the
 #      device has VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
 #      $OUT/gpu-check.log (.gpu/out/ when OUT is unset). test_vk_backend also runs the fixture
@@ -114,7 +115,7 @@ for t in test_vk_ops test_vk_backend test_vk_sample test_vk_big; do
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then status=1; fi
 done
 echo "== $(echo test_vk_backend) under the validation layer (if installed)"
-BATON_VK_VALIDATION=1 BATON_TEST_SMALL=1 timeout 120 .gpu/bin/test_vk_backend >/dev/null 2>&1
+BATON_VK_VALIDATION=sync BATON_TEST_SMALL=1 timeout 120 .gpu/bin/test_vk_backend >/dev/null 2>&1
 echo "== validation run: exit $? (77: no validation layer on this machine)"
 
 if [ "$dev" = "-1" ]; then bench_dev=vulkan; else bench_dev=vulkan:$dev; fi

@@ -68,6 +68,18 @@
 #if LN && !XS
 #error "LN normalizes x while staging it (XS)"
 #endif
+// WKV = 1 (with XS; one token, one part: the time mix's output product): x (binding 1) holds
+// k, v and r (r already sigmoid) at 0, kvr_stride and 2 kvr_stride, and the product's input,
+// r * wkv, is computed while staging (wkv.glsl: bit for bit what wkv.comp writes) from the state
+// before the token. The rows n < C also write channel n's new state: aa, bb and pp to rows 0 to
+// 2 of binding 3 (m: a later dispatch saves them, since this one's workgroups all read the old) and the attention's shift state ATT_XX = xx[n] (nothing here reads it). A one-token layer
+// then needs no WKV dispatch and no barrier before its output product.
+#ifndef WKV
+#define WKV 0
+#endif
+#if WKV && (!XS || LN)
+#error "WKV computes the input while staging x (XS), and not with LN"
+#endif
 #if CB < 8
 #define G CB
 #else
@@ -91,7 +103,16 @@ layout(local_size_x = WR, local_size_y = SEGS) in;
 layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 layout(std430, binding = 1) readonly buffer X { vec4 x[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
+#if WKV
+// binding 3: no gate in the output product, so it holds the new state instead, [3][next_stride]
+layout(std430, binding = 3) buffer M { float m[]; };
+layout(std430, binding = 4) buffer State { float state[]; };  // this layer: [slot][5][C]
+layout(std430, binding = 5) readonly buffer Params { float params[]; };
+layout(std430, binding = 6) readonly buffer Info { uint info[]; };
+layout(std430, binding = 7) readonly buffer XX { float xx[]; };
+#else
 layout(std430, binding = 3) readonly buffer M { float m[]; };
+#endif
 #if LN
 layout(std430, binding = 4) readonly buffer State { float state[]; };  // this layer: [slot][5][C]
 layout(std430, binding = 5) readonly buffer Params { float params[]; };
@@ -123,6 +144,12 @@ layout(push_constant, std430) uniform Push {
     uint seq_slot_off;        // the sequence's slot in info
     uint xx_group;            // the group whose rows write xx
 #endif
+#if WKV
+    uint u_off, w_off;        // time_first u, time_decay w (= -exp(raw)) in params
+    uint seq_slot_off;        // the sequence's slot in info
+    uint kvr_stride;          // floats from k to v and from v to r in x (a multiple of 4)
+    uint next_stride;         // floats between the rows of wkv_next
+#endif
 } pc;
 
 shared float part[SEGS][G][WRT];
@@ -133,6 +160,10 @@ shared vec4 xs[SEGS][XROW];
 #define LN_THREADS (WR * SEGS)
 #define LN_X(i) x[(i) >> 2u][(i) & 3u]
 #include "ln.glsl"
+#endif
+#if WKV
+#include "wkv.glsl"
+#define X_AT(i) x[(i) >> 2u][(i) & 3u]
 #endif
 
 // acc[b] = fma(w[k], x[b][k], acc[b]) for the 8 columns of chunk c, k in order. precise: each
@@ -231,6 +262,22 @@ void main() {
         if (n < g_rows) xx[n] = ln_norm(LN_X(x0 + n), st, params[pc.ln_w_off + n], params[pc.ln_b_off + n]);
     }
 #endif
+#if WKV
+    uint x0 = 4u * xb[0], ks = pc.kvr_stride;  // k, v and r of channel c: x0 + c, + ks, + 2 ks
+    uint sa = info[pc.seq_slot_off] * 5u * pc.K;  // the slot's state (K = C)
+    if (tid < WR) {
+        uint n = (gblk - gblk0) * RB + row_wg % RB + tid;
+        if (n < g_rows) {
+            float aa = state[sa + ROW_ATT_AA * pc.K + n], bb = state[sa + ROW_ATT_BB * pc.K + n];
+            float pp = state[sa + ROW_ATT_PP * pc.K + n];
+            wkv_next(aa, bb, pp, params[pc.w_off + n], X_AT(x0 + n), X_AT(x0 + ks + n));
+            m[n] = aa;
+            m[pc.next_stride + n] = bb;
+            m[2u * pc.next_stride + n] = pp;
+            state[sa + ROW_ATT_XX * pc.K + n] = xx[n];
+        }
+    }
+#endif
     // Tile t0 holds chunks [s * cps + t0, s * cps + t0 + XT) of every segment s (zeros past the
     // segment or K). The tile loop is uniform over the workgroup (cps is a push constant).
     for (uint t0 = 0u; t0 < pc.cps; t0 += XT) {
@@ -248,6 +295,17 @@ void main() {
                     uint c = c4 + e;
                     float cur = ln_norm(v[e], st, params[pc.ln_w_off + c], params[pc.ln_b_off + c]);
                     v[e] = ln_mix(cur, state[sb + c], params[mix + c]);
+                }
+#endif
+#if WKV
+                // v holds k of 4 channels from c4: r * wkv of each, from the old state
+                uint c4 = 8u * cs + 4u * (r & 1u);
+                vec4 vv = x[xb[0] + ks / 4u + 2u * cs + (r & 1u)];
+                vec4 rr = x[xb[0] + ks / 2u + 2u * cs + (r & 1u)];
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    uint c = c4 + e;
+                    v[e] = wkv_out(state[sa + ROW_ATT_AA * pc.K + c], state[sa + ROW_ATT_BB * pc.K + c],
+                                   state[sa + ROW_ATT_PP * pc.K + c], params[pc.u_off + c], v[e], vv[e], rr[e]);
                 }
 #endif
             }

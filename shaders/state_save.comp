@@ -1,5 +1,8 @@
 #version 450
-// Saves the last token's xx of each sequence as the slot's shift state for the next step.
+// Saves n_rows rows of each sequence's last token as consecutive rows of its slot's state, from
+// state_row: the last token's xx as the shift state (one row, src_stride C), or, after a
+// one-token step whose products computed WKV and a LayerNorm themselves, the rows they wrote
+// (aa, bb, pp and maybe ffn_xx, src_stride apart).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -12,6 +15,8 @@ layout(push_constant) uniform Push {
     uint C;
     uint state_row;
     uint seq_slot_off, seq_first_off, seq_len_off;
+    uint n_rows;      // rows saved
+    uint src_stride;  // floats between source rows (and tokens)
 } pc;
 
 void main() {
@@ -20,5 +25,6 @@ void main() {
     if (c >= pc.C) return;
     uint last = info[pc.seq_first_off + s] + info[pc.seq_len_off + s] - 1u;
     uint slot = info[pc.seq_slot_off + s];
-    state[(slot * 5u + pc.state_row) * pc.C + c] = xx[last * pc.C + c];
+    for (uint r = 0u; r < pc.n_rows; r++)
+        state[(slot * 5u + pc.state_row + r) * pc.C + c] = xx[(last + r) * pc.src_stride + c];
 }

@@ -43,6 +43,12 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b1_wr16_xs_ln|matmul.comp|CB=1 WR=16u XS=1 LN=1"
   "matmul_f16_f32_b1_wr32_xs_ln|matmul.comp|CB=1 WR=32u XS=1 LN=1"
   "matmul_f16_f32_b1_wr16_u16_xs_ln|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1 LN=1"
+  # ... and the twin that computes its input, r * wkv, itself (WKV=1): a one-token layer's
+  # output product without the WKV dispatch.
+  "matmul_f16_f32_b1_xs_wkv|matmul.comp|CB=1 XS=1 WKV=1"
+  "matmul_f16_f32_b1_wr16_xs_wkv|matmul.comp|CB=1 WR=16u XS=1 WKV=1"
+  "matmul_f16_f32_b1_wr32_xs_wkv|matmul.comp|CB=1 WR=32u XS=1 WKV=1"
+  "matmul_f16_f32_b1_wr16_u16_xs_wkv|matmul.comp|CB=1 WR=16u UNROLL=16u XS=1 WKV=1"
   # The 8- and 32-token variants with RT rows per thread (x loaded once for RT rows; the same
   # sums): the sweep's alternatives for batched decode and prefill (vk_batched_configs).
   "matmul_f16_f32_b8_rt2|matmul.comp|CB=8 WR=16u RT=2"

@@ -26,27 +26,13 @@ layout(push_constant) uniform Push {
 // waiting on its own loads.
 #define WU 8u
 
-// One token of the recurrence: out = r * wkv, then the state. Every operation precise, so the
-// unrolled steps and the tail's compute bitwise the same (no contraction chosen per site).
+#include "wkv.glsl"
+
+// One token of the recurrence: out = r * wkv, then the state.
 void wkv_step(inout float aa, inout float bb, inout float pp, float u, float w, float kk, float vv,
               float rr, uint i) {
-    precise float ww = u + kk;              // ww = u + k
-    precise float qq = max(pp, ww);         // qq = max(pp, ww)
-    precise float e1 = exp(pp - qq);        // e1 = exp(pp - qq)
-    precise float e2 = exp(ww - qq);        // e2 = exp(ww - qq)
-    precise float a = e1 * aa + e2 * vv;    // a = e1 * aa + e2 * v
-    precise float b = e1 * bb + e2;         // b = e1 * bb + e2
-    precise float out_i = rr * (a / b);     // r * wkv
-    o[i] = out_i;
-    ww = pp + w;                            // ww = pp + w
-    qq = max(ww, kk);                       // qq = max(ww, k)
-    e1 = exp(ww - qq);
-    e2 = exp(kk - qq);
-    precise float aa2 = e1 * aa + e2 * vv;  // aa = e1 * aa + e2 * v
-    precise float bb2 = e1 * bb + e2;       // bb = e1 * bb + e2
-    aa = aa2;
-    bb = bb2;
-    pp = qq;                                // pp = qq
+    o[i] = wkv_out(aa, bb, pp, u, kk, vv, rr);
+    wkv_next(aa, bb, pp, w, kk, vv);
 }
 
 void main() {

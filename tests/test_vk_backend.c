@@ -6,7 +6,7 @@
  * has cooperative matrices, else its EMULATE variants (BATON_VK_COOPMAT=emulate), within the same
  * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either, and where
  * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one; reading weights ahead
- * (BATON_VK_PREFETCH) and fused LayerNorms (BATON_VK_FUSE) change none either. */
+ * (BATON_VK_PREFETCH) and fusing (BATON_VK_FUSE) change none either. */
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
@@ -312,10 +312,12 @@ static void test_prefetch(const fixture_case *fc) {
     baton_model_free(m);
 }
 
-/* Fused LayerNorms (BATON_VK_FUSE=1): under every matvec configuration that stages x (the ones
- * with an LN twin), one-token steps give bitwise the logits and state of the separate LayerNorm
- * dispatch, with one dispatch and two barriers fewer per layer; a two-token step, and a
- * configuration without a twin, run as before. A bad value is refused up front. */
+/* Fusing (BATON_VK_FUSE): under every matvec configuration that stages x (the ones with LN and
+ * WKV twins), one-token steps whose products compute their LayerNorms, WKV or both themselves
+ * give bitwise the logits and state of the separate dispatches, with per layer one dispatch and
+ * two barriers fewer (LayerNorms), one barrier fewer (WKV: its dispatch becomes the state's
+ * save) or two dispatches and three barriers fewer (both); a two-token step, and a configuration
+ * without twins, run as before. A bad value is refused up front. */
 static void test_fuse(const fixture_case *fc) {
     baton_model *m = NULL;
     baton_error err = {0};
@@ -329,37 +331,45 @@ static void test_fuse(const fixture_case *fc) {
     env_saved fuse = env_save("BATON_VK_FUSE");
     setenv("BATON_VK_FUSE", "1", 1);
     baton_backend *b = open_backend(m, 0, L, 4);
-    CHECK_MSG(baton_vk_fuse_ln(b) && strstr(baton_vk_tuning(b), "fused LayerNorms: on (BATON_VK_FUSE)") != NULL,
+    CHECK_MSG(baton_vk_fuse(b) == (BATON_VK_FUSE_LN | BATON_VK_FUSE_WKV) &&
+                  strstr(baton_vk_tuning(b), "fused: LayerNorms and WKV (BATON_VK_FUSE)") != NULL,
               "BATON_VK_FUSE=1: %s", baton_vk_tuning(b));
+    /* Fewer dispatches and barriers per layer in a one-token step, by BATON_VK_FUSE_* flags. */
+    static const uint32_t fewer[4] = {0, 1, 0, 2}, fewer_barriers[4] = {0, 2, 1, 3};
+    static const char *const modes[4] = {"none", "LayerNorms", "WKV", "LayerNorms and WKV"};
     int checked = 0;
     for (int cfg = 0; cfg < baton_vk_matvec_count(); cfg++) {
-        bool xs = strstr(baton_vk_matvec_name(cfg), " xs") != NULL;
+        bool fuses = baton_vk_matvec_fuses(cfg);
         if (baton_vk_matvec_select(b, cfg, &err) != BATON_OK) continue; /* too little shared memory */
-        uint32_t one[2] = {0}, two[2] = {0}, barriers[2][2] = {{0}};
-        for (int pass = 0; pass < 2; pass++) {
-            baton_vk_fuse_ln_set(b, pass == 0);
-            one_then_two(b, fc, V, logits[pass], &one[pass], &two[pass], barriers[pass]);
-            slot_op_ok(b->ops->slot_read(b, 0, state[pass], &err), &err);
-        }
         const char *name = baton_vk_matvec_name(cfg);
-        CHECK_MSG(memcmp(logits[0], logits[1], (size_t)ALL * V * 4) == 0 &&
-                      memcmp(state[0], state[1], state_floats * 4) == 0,
-                  "%s, matvec %s: logits or state differ with fused LayerNorms", fc->name, name);
-        uint32_t fewer = xs ? (uint32_t)L : 0, fewer_barriers = xs ? 2u * (uint32_t)L : 0;
-        CHECK_MSG(one[0] + fewer == one[1] && barriers[0][0] + fewer_barriers == barriers[1][0] &&
-                      two[0] == two[1] && barriers[0][1] == barriers[1][1],
-                  "%s, matvec %s: a one-token step %u dispatches and %u barriers fused, %u and %u "
-                  "not; a two-token step %u and %u", fc->name, name, one[0], barriers[0][0], one[1],
-                  barriers[1][0], two[0], two[1]);
-        checked += xs;
+        uint32_t one[2] = {0}, two[2] = {0}, barriers[2][2] = {{0}};
+        baton_vk_fuse_set(b, 0);
+        one_then_two(b, fc, V, logits[0], &one[0], &two[0], barriers[0]);
+        slot_op_ok(b->ops->slot_read(b, 0, state[0], &err), &err);
+        for (uint32_t f = 1; f < 4; f++) {
+            baton_vk_fuse_set(b, f);
+            one_then_two(b, fc, V, logits[1], &one[1], &two[1], barriers[1]);
+            slot_op_ok(b->ops->slot_read(b, 0, state[1], &err), &err);
+            CHECK_MSG(memcmp(logits[0], logits[1], (size_t)ALL * V * 4) == 0 &&
+                          memcmp(state[0], state[1], state_floats * 4) == 0,
+                      "%s, matvec %s, fused %s: logits or state differ", fc->name, name, modes[f]);
+            uint32_t d = fuses ? fewer[f] * (uint32_t)L : 0, db = fuses ? fewer_barriers[f] * (uint32_t)L : 0;
+            CHECK_MSG(one[1] + d == one[0] && barriers[1][0] + db == barriers[0][0] && two[0] == two[1] &&
+                          barriers[0][1] == barriers[1][1],
+                      "%s, matvec %s, fused %s: a one-token step %u dispatches and %u barriers, %u "
+                      "and %u apart; a two-token step %u and %u", fc->name, name, modes[f], one[1],
+                      barriers[1][0], one[0], barriers[0][0], two[1], two[0]);
+        }
+        checked += fuses;
     }
-    CHECK_MSG(checked >= 1, "%s: no matvec configuration with fused LayerNorms ran", fc->name);
+    CHECK_MSG(checked >= 1, "%s: no matvec configuration that fuses ran", fc->name);
     REQUIRE(baton_vk_kernels_reset(b, &err) == BATON_OK);
     baton_backend_free(b);
     check_refused(m, "BATON_VK_FUSE", "2");
+    check_refused(m, "BATON_VK_FUSE", "wkv,ln");
     env_restore(&fuse);
-    printf("%s: fused LayerNorms under %d matvec configurations: logits and state unchanged, one "
-           "dispatch and two barriers fewer per layer\n", fc->name, checked);
+    printf("%s: LayerNorms, WKV and both fused under %d matvec configurations: logits and state "
+           "unchanged, fewer dispatches and barriers\n", fc->name, checked);
     for (int i = 0; i < 2; i++) {
         free(logits[i]);
         free(state[i]);
@@ -409,9 +419,9 @@ static void test_tuning(const fixture_case *fc, bool coop) {
     CHECK_MSG(strstr(t, "NOT BITWISE") == NULL, "tuning found configurations that differ: %s", t);
     /* It chose how much to read ahead, timing whole one-token layers in slot 0, and left that
      * slot as fresh as slot 1. */
-    CHECK_MSG(strstr(t, "read ahead: ") != NULL && strstr(t, "fused LayerNorms: ") != NULL &&
+    CHECK_MSG(strstr(t, "read ahead: ") != NULL && strstr(t, "fused: ") != NULL &&
                   strstr(t, "untuned") == NULL,
-              "no read-ahead or fused LayerNorms choice: %s", t);
+              "no read-ahead or fusing choice: %s", t);
     size_t state_floats = (size_t)m->n_layer * BATON_STATE_ROWS * (size_t)m->n_embd;
     float *s0 = malloc(state_floats * 4), *s1 = malloc(state_floats * 4);
     REQUIRE(s0 && s1);

@@ -2,7 +2,8 @@
  * layer and the head, random fp16 weights built in memory), so the FFN matrices (210 MB) and the
  * head (515 MB) are split into row chunks under lavapipe's 128 MiB binding limit. Two tokens
  * one at a time, then both as one prefill; logits and state within the fp16-weight bound; and
- * the two again reading weights ahead, then also with fused LayerNorms, bitwise the same. */
+ * the two again reading weights ahead, then also with fused LayerNorms and WKV, bitwise the
+ * same. */
 #include "bench_model.h"
 #include "fixture_cases.h"
 #include "test_vk_common.h"
@@ -57,11 +58,12 @@ int main(void) {
         REQUIRE(baton_backend_step(vk, &s0, &err) == BATON_OK);
     }
     CHECK_MSG(memcmp(lp, lv, (size_t)2 * V * 4) == 0, "reading 64 MiB ahead changed the logits");
-    /* And again with fused LayerNorms, under the GPUs' default matvec (it stages x): the FFN's
-     * key/receptance product's receptance rows, which write the LayerNorm out for the state, lie
-     * in its last chunks here. Bitwise the same logits and state. */
+    /* And again with fused LayerNorms and WKV under the GPUs' default matvec (it stages x): the
+     * FFN's key/receptance product's receptance rows, which write the LayerNorm out for the state,
+     * lie in its last chunk here (the output matrix, 52 MB, is one). Bitwise the same logits and
+     * state. */
     REQUIRE(baton_vk_matvec_fuses(0) && baton_vk_matvec_select(vk, 0, &err) == BATON_OK);
-    baton_vk_fuse_ln_set(vk, true);
+    baton_vk_fuse_set(vk, BATON_VK_FUSE_LN | BATON_VK_FUSE_WKV);
     REQUIRE(vk->ops->slot_reset(vk, 0, &err) == BATON_OK);
     for (int t = 0; t < 2; t++) {
         baton_seq q0 = {.slot = 0, .n_tokens = 1};
@@ -70,8 +72,8 @@ int main(void) {
     }
     REQUIRE(vk->ops->slot_read(vk, 0, sc, &err) == BATON_OK);
     bool same = memcmp(lp, lv, (size_t)2 * V * 4) == 0 && memcmp(sc, sv, (size_t)L * 5 * C * 4) == 0;
-    CHECK_MSG(same, "fused LayerNorms changed the logits or the state");
-    printf("reading 64 MiB ahead, then with fused LayerNorms under %s: %s\n",
+    CHECK_MSG(same, "fusing changed the logits or the state");
+    printf("reading 64 MiB ahead, then with fused LayerNorms and WKV under %s: %s\n",
            baton_vk_matvec_name(0), same ? "bitwise the same" : "DIFFERENT");
     free(lc);
     free(lv);

@@ -579,7 +579,7 @@ static void test_shift_wkv(int C) {
     vk_bind wb[8] = {{.buf = &kb}, {.buf = &vb}, {.buf = &rb}, {.buf = &ob},
                      {.buf = &st}, {.buf = &pb}, {.buf = &ib}, {.buf = &xx}};
     pc_state_save ss = {.C = (uint32_t)C, .state_row = 4, .seq_slot_off = 16, .seq_first_off = 24,
-                        .seq_len_off = 32};
+                        .seq_len_off = 32, .n_rows = 1, .src_stride = (uint32_t)C};
     vk_bind sb[4] = {{.buf = &xx}, {.buf = &st}, {.buf = &ctx.dummy}, {.buf = &ib}};
     uint32_t gc = (uint32_t)(C + 63) / 64;
     begin();

@@ -77,13 +77,17 @@ static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t s
     vk_dispatch(&b->ctx, BATON_SHADER_ln_shift_f32_f32, binds, 6, &pc, sizeof pc, T, groups, 1);
 }
 
-/* The shift state ffn_xx = the last xx of each sequence (state_save.comp). */
-static void record_state_save(vk_backend *b, int l, uint32_t n_seqs) {
+/* State rows [state_row, state_row + n_rows) of each sequence's slot = rows of src from its last
+ * token's, src_stride floats apart (state_save.comp): the shift state ffn_xx from xx, or what a
+ * fused one-token layer left in b->next. */
+static void record_state_save(vk_backend *b, int l, uint32_t n_seqs, const vk_buffer *src,
+                              uint32_t state_row, uint32_t n_rows, uint32_t src_stride) {
     pc_state_save ss = {
-        .C = (uint32_t)b->C, .state_row = BATON_FFN_XX, .seq_slot_off = b->o_seq_slot,
-        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+        .C = (uint32_t)b->C, .state_row = state_row, .seq_slot_off = b->o_seq_slot,
+        .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len, .n_rows = n_rows,
+        .src_stride = src_stride,
     };
-    vk_bind binds[4] = {bind(&b->xx), bind(&b->layers[l].state), bind(&b->ctx.dummy), bind(&b->info)};
+    vk_bind binds[4] = {bind(src), bind(&b->layers[l].state), bind(&b->ctx.dummy), bind(&b->info)};
     vk_dispatch(&b->ctx, BATON_SHADER_state_save_f32_f32, binds, 4, &ss, sizeof ss,
                 ((uint32_t)b->C + 63) / 64, n_seqs, 1);
 }
@@ -147,9 +151,12 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
                                                      : NULL;
     uint32_t C = (uint32_t)b->C, F = (uint32_t)b->F, S = b->act_stride, groups_c = (C + 63) / 64;
     bool decode = T == n_seqs;
-    /* Where a one-token product computes its input's LayerNorm and shift itself. */
-    bool fuse_att = b->fuse_ln && T == 1 && !ctx->coopmat && vk_matvec_ln_ready(ctx, &ly->att_kvr);
-    bool fuse_ffn = b->fuse_ln && T == 1 && !ctx->coopmat && vk_matvec_ln_ready(ctx, &ly->ffn_kr);
+    /* Where a one-token product computes its input itself: the LayerNorm and shift (att, ffn),
+     * r * wkv (wkv). */
+    bool one = T == 1 && !ctx->coopmat;
+    bool fuse_att = one && (b->fuse & BATON_VK_FUSE_LN) && vk_matvec_ln_ready(ctx, &ly->att_kvr);
+    bool fuse_wkv = one && (b->fuse & BATON_VK_FUSE_WKV) && vk_matvec_wkv_ready(ctx, &ly->att_output);
+    bool fuse_ffn = one && (b->fuse & BATON_VK_FUSE_LN) && vk_matvec_ln_ready(ctx, &ly->ffn_kr);
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
     static const int att_mix[3] = {P_MIX_K, P_MIX_V, P_MIX_R};
@@ -173,19 +180,30 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     }
     record_prefetch(b, &ly->att_output);
     vk_barrier_compute(ctx);
-    /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
-    pc_wkv wk = {
-        .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
-        .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
-    };
-    vk_bind wb[8] = {bind_region(&b->kvr, 0, S), bind_region(&b->kvr, S, S),
-                     bind_region(&b->kvr, 2 * S, S), bind(&b->att),
-                     bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
-    vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
-    record_prefetch(b, &ly->att_output);
-    vk_barrier_compute(ctx);
-    /* x += Wo att */
-    record_matmul(b, &ly->att_output, &b->att, &b->x, NULL, T, C, EPI_ADD);
+    if (fuse_wkv) {
+        /* x += Wo (r * wkv(k, v)): the product computes its input; aa, bb, pp go to b->next
+         * (saved below), att_xx to the state */
+        vk_wkv_input wk = {
+            .next = &b->next, .state = &ly->state, .params = &b->params, .info = &b->info,
+            .xx = &b->xx, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
+            .seq_slot_off = b->o_seq_slot, .kvr_stride = S, .next_stride = b->next_stride,
+        };
+        vk_record_matmul_wkv(ctx, &ly->att_output, &b->kvr, &b->x, &wk);
+    } else {
+        /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
+        pc_wkv wk = {
+            .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
+            .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+        };
+        vk_bind wb[8] = {bind_region(&b->kvr, 0, S), bind_region(&b->kvr, S, S),
+                         bind_region(&b->kvr, 2 * S, S), bind(&b->att),
+                         bind(&ly->state), bind(&b->params), bind(&b->info), bind(&b->xx)};
+        vk_dispatch(ctx, BATON_SHADER_wkv_f32_f32, wb, 8, &wk, sizeof wk, groups_c, n_seqs, 1);
+        record_prefetch(b, &ly->att_output);
+        vk_barrier_compute(ctx);
+        /* x += Wo att */
+        record_matmul(b, &ly->att_output, &b->att, &b->x, NULL, T, C, EPI_ADD);
+    }
     record_prefetch(b, &ly->ffn_kr);
     vk_barrier_compute(ctx);
 
@@ -203,16 +221,27 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         {.x_off = 0, .y_off = 0, .y_stride = F, .epilogue = EPI_RELU_SQ},
         {.x_off = S, .y_off = b->kf_stride, .y_stride = C, .epilogue = EPI_SIGMOID},
     };
+    uint32_t next_row = b->next_stride; /* b->next's rows */
     if (fuse_ffn) {
-        /* xx from the receptance part's rows */
+        /* xx from the receptance part's rows: to b->next's last row beside aa, bb and pp where
+         * the output product computed WKV, so that one dispatch saves the four */
         vk_ln_input ln = ln_input(b, l, P_LN2_W, P_LN2_B, BATON_FFN_XX, ffn_mix, 2, 1);
+        if (fuse_wkv) {
+            ln.xx = &b->next;
+            ln.xx_off = 3 * next_row;
+        }
         vk_record_matmul_ln(ctx, &ly->ffn_kr, kr, &b->x, &b->kfr, &ln);
         record_prefetch(b, &ly->ffn_value);
         vk_barrier_compute(ctx);
-        record_state_save(b, l, n_seqs);
+        if (fuse_wkv)
+            record_state_save(b, l, n_seqs, &b->next, BATON_ATT_AA, 4, next_row);
+        else
+            record_state_save(b, l, n_seqs, &b->xx, BATON_FFN_XX, 1, C);
     } else {
         vk_record_matmul_parts(ctx, &ly->ffn_kr, kr, &b->xs, &b->kfr, NULL, 0, T);
-        if (!decode) record_state_save(b, l, n_seqs);
+        /* (the LayerNorm saved ffn_xx where every sequence has one token: never with WKV fused) */
+        if (!decode) record_state_save(b, l, n_seqs, &b->xx, BATON_FFN_XX, 1, C);
+        if (fuse_wkv) record_state_save(b, l, n_seqs, &b->next, BATON_ATT_AA, 3, next_row);
         record_prefetch(b, &ly->ffn_value);
         vk_barrier_compute(ctx);
     }
@@ -452,7 +481,7 @@ static void vk_backend_free(baton_backend *base) {
     vk_buffer_destroy(ctx, &b->counts);
     vk_buffer_destroy(ctx, &b->scratch);
     vk_buffer_destroy(ctx, &b->logits);
-    vk_buffer *acts[] = {&b->kfr, &b->kvr, &b->xs, &b->att, &b->xx, &b->x};
+    vk_buffer *acts[] = {&b->next, &b->kfr, &b->kvr, &b->xs, &b->att, &b->xx, &b->x};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) vk_buffer_destroy(ctx, acts[i]);
     vk_matrix_free(ctx, &b->head);
     if (b->layers != NULL) {
@@ -549,12 +578,13 @@ baton_status baton_vk_prefetch_set(baton_backend *base, uint32_t mib, baton_erro
     return BATON_OK;
 }
 
-bool baton_vk_fuse_ln(const baton_backend *base) { return ((const vk_backend *)base)->fuse_ln; }
+uint32_t baton_vk_fuse(const baton_backend *base) { return ((const vk_backend *)base)->fuse; }
 
-void baton_vk_fuse_ln_set(baton_backend *base, bool on) {
+void baton_vk_fuse_set(baton_backend *base, uint32_t flags) {
     vk_backend *b = (vk_backend *)base;
-    if (b->fuse_ln != on) vk_replays_invalidate(&b->ctx);
-    b->fuse_ln = on;
+    flags &= BATON_VK_FUSE_LN | BATON_VK_FUSE_WKV;
+    if (b->fuse != flags) vk_replays_invalidate(&b->ctx);
+    b->fuse = flags;
 }
 
 int baton_vk_batched_count(void) { return VK_BATCHED_CONFIGS; }
@@ -610,7 +640,8 @@ baton_status baton_vk_coop_select(baton_backend *base, int few, int many, baton_
 int baton_vk_matvec_count(void) { return VK_MATVEC_CONFIGS; }
 
 bool baton_vk_matvec_fuses(int config) {
-    return config >= 0 && config < VK_MATVEC_CONFIGS && vk_matvec_configs[config].ln >= 0;
+    return config >= 0 && config < VK_MATVEC_CONFIGS && vk_matvec_configs[config].ln >= 0 &&
+           vk_matvec_configs[config].wkv >= 0;
 }
 
 const char *baton_vk_matvec_name(int config) {
@@ -724,6 +755,8 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->xs, err);
     if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->kvr, err);
     if (s == BATON_OK) s = vk_buffer_create(ctx, (KF + S) * 4, false, &b->kfr, err);
+    b->next_stride = (uint32_t)((C + 63) & ~(uint64_t)63); /* rows on 256 bytes: bound alone */
+    if (s == BATON_OK) s = vk_buffer_create(ctx, 4 * (uint64_t)b->next_stride * 4, false, &b->next, err);
     if (s != BATON_OK) return s;
 
     b->o_tok_seq = 0;
@@ -804,19 +837,29 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
                               "chooses) or 0 to %d (MiB of weights read ahead in one-token steps)",
                               pf_env, VK_PREFETCH_MAX_MIB);
     }
-    /* BATON_VK_FUSE=1 or 0: one-token steps' products normalize their own inputs, or never;
+    /* BATON_VK_FUSE=ln, wkv, 1 (both) or 0: what one-token steps' products compute themselves;
      * unset or "auto": tuning's choice. */
     const char *fuse_env = getenv("BATON_VK_FUSE");
     bool fuse_pinned = fuse_env != NULL && fuse_env[0] != '\0' && strcmp(fuse_env, "auto") != 0;
-    if (fuse_pinned && strcmp(fuse_env, "0") != 0 && strcmp(fuse_env, "1") != 0)
-        return baton_fail(err, BATON_ERR_ARG, "BATON_VK_FUSE=%.40s: expected auto (tuning chooses), "
-                          "1 (one-token products compute their LayerNorms) or 0", fuse_env);
+    uint32_t fuse = 0;
+    if (fuse_pinned) {
+        if (strcmp(fuse_env, "1") == 0)
+            fuse = BATON_VK_FUSE_LN | BATON_VK_FUSE_WKV;
+        else if (strcmp(fuse_env, "ln") == 0)
+            fuse = BATON_VK_FUSE_LN;
+        else if (strcmp(fuse_env, "wkv") == 0)
+            fuse = BATON_VK_FUSE_WKV;
+        else if (strcmp(fuse_env, "0") != 0)
+            return baton_fail(err, BATON_ERR_ARG, "BATON_VK_FUSE=%.40s: expected auto (tuning "
+                              "chooses), ln (one-token products compute their LayerNorms), wkv "
+                              "(the output product its WKV), 1 (both) or 0", fuse_env);
+    }
     vk_backend *b = calloc(1, sizeof *b);
     if (b == NULL) return baton_fail(err, BATON_ERR_NOMEM, "out of memory");
     b->sample_few = (uint32_t)few;
     b->prefetch_mib = (uint32_t)pf;
     b->prefetch_pinned = pf_pinned;
-    b->fuse_ln = fuse_pinned && strcmp(fuse_env, "1") == 0;
+    b->fuse = fuse;
     b->fuse_pinned = fuse_pinned;
     b->C = model->n_embd;
     b->F = model->n_ffn;

@@ -11,7 +11,7 @@
  * composition, so a sequence's logits are bitwise the same alone or in any batch.
  *
  * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
- * (baton_vk_validation_messages); BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
+ * (baton_vk_validation_messages), =sync its synchronization validation as well; BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
  * BATON_VK_COOPMAT: whether every matmul runs on the tensor cores where the device has
  * VK_NV_cooperative_matrix (another order of sums, so other bits): unset, tuning chooses; 1
  * always; 0 never (see baton_vk_coopmat_state);
@@ -23,8 +23,9 @@
  * BATON_VK_PREFETCH=N (0 to 64) or auto: the MiB of each matrix product's weights a one-token
  * step reads ahead, beside the dispatches before it (unset or auto: tuning's choice, none
  * untuned; see baton_vk_prefetch_set);
- * BATON_VK_FUSE=1, 0 or auto: whether a one-token step's products compute their LayerNorms
- * themselves (unset or auto: tuning's choice, off untuned; see baton_vk_fuse_ln_set). */
+ * BATON_VK_FUSE=1, ln, wkv, 0 or auto: whether a one-token step's products compute their
+ * LayerNorms (ln), WKV (wkv) or both (1) themselves (unset or auto: tuning's choice, none
+ * untuned; see baton_vk_fuse_set). */
 #ifndef BATON_VK_BACKEND_H
 #define BATON_VK_BACKEND_H
 
@@ -114,7 +115,7 @@ typedef struct {
 } baton_vk_profile_entry;
 /* Up to max entries, the longest first, and the steps profiled; returns how many (at most
  * BATON_SHADER_ENTRIES: one per shader variant and one for groups of copies alone). */
-enum { BATON_SHADER_ENTRIES = 64 };
+enum { BATON_SHADER_ENTRIES = 96 };
 int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_entry *out,
                           uint32_t *steps);
 
@@ -124,7 +125,7 @@ int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_ent
  * shared memory). */
 int baton_vk_matvec_count(void);
 const char *baton_vk_matvec_name(int config);
-/* Whether configuration config can compute its product's LayerNorm (baton_vk_fuse_ln_set). */
+/* Whether configuration config can compute its product's input itself (baton_vk_fuse_set). */
 bool baton_vk_matvec_fuses(int config);
 /* Makes `config` the matvec of the backend's later steps, for every product (tuning's choices per
  * product set aside until baton_vk_kernels_reset; so too the batched and tensor-core
@@ -185,15 +186,19 @@ int baton_vk_batched_tokens(int config);
  * steps (BATON_ERR_ARG beyond 64). */
 uint32_t baton_vk_prefetch_mib(const baton_backend *be);
 baton_status baton_vk_prefetch_set(baton_backend *be, uint32_t mib, baton_error *err);
-/* Fused LayerNorms: in a step of one sequence and one token, a layer's k/v/r product and its FFN
- * key/receptance product each compute their input (the LayerNorm of the residual with the token
- * shift) themselves while staging it, bitwise what the separate LayerNorm dispatch gives, so the
- * layer runs no LayerNorm dispatch and two barriers fewer. Only where the matvec configuration a
- * product runs stages x in shared memory (an xs one: the GPUs' default) and on the fp32 path;
- * elsewhere the LayerNorm runs apart as before. The backend starts with BATON_VK_FUSE or
- * tuning's choice (off untuned); baton_vk_fuse_ln_set changes it for later steps. */
-bool baton_vk_fuse_ln(const baton_backend *be);
-void baton_vk_fuse_ln_set(baton_backend *be, bool on);
+/* Fusing, in a step of one sequence and one token: with BATON_VK_FUSE_LN a layer's k/v/r product
+ * and its FFN key/receptance product each compute their input (the LayerNorm of the residual
+ * with the token shift) themselves while staging it, so the layer runs no LayerNorm dispatch;
+ * with BATON_VK_FUSE_WKV its output product computes r * wkv the same way, so it runs no WKV
+ * dispatch. Each is bitwise what the separate dispatch gives, and saves a barrier per dispatch
+ * (the new state is saved beside a later product). Only where the matvec configuration a
+ * product runs stages x in shared memory (an xs one: the GPUs' default) and on the fp32 path
+ * (WKV: where the output matrix is one chunk); elsewhere the dispatch runs apart as before. The
+ * backend starts with BATON_VK_FUSE or tuning's choice (none untuned); baton_vk_fuse_set
+ * changes it for later steps. */
+enum { BATON_VK_FUSE_LN = 1, BATON_VK_FUSE_WKV = 2 };
+uint32_t baton_vk_fuse(const baton_backend *be);
+void baton_vk_fuse_set(baton_backend *be, uint32_t flags);
 
 /* Back to the configurations the backend started with: the kind of device's defaults, or what
  * its tuning chose (the tensor-core ones included). */

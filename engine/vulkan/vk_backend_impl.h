@@ -39,7 +39,9 @@ typedef struct {
     vk_buffer xs;       /* regions xk, xv, xr (channel mix: xk, xr) */
     vk_buffer kvr;      /* regions k, v, sigmoid(r) */
     vk_buffer kfr;      /* kf [max_tokens][F] (kf_stride floats), then sigmoid(r) of the channel mix */
-    uint32_t act_stride, kf_stride;
+    vk_buffer next;     /* [4][next_stride]: a fused one-token layer's new state rows aa, bb, pp
+                         * and ffn_xx, saved into the slot once no dispatch reads the old */
+    uint32_t act_stride, kf_stride, next_stride;
     uint32_t dispatches, barriers; /* recorded by the last step */
     bool replayed;                 /* the last step's command buffer was recorded before */
     double rec_t0;                 /* when the current command buffer began recording */
@@ -70,11 +72,11 @@ typedef struct {
     const vk_matrix *pf_w;
     VkDeviceSize pf_done;
     vk_buffer pf_sink;  /* what prefetch.comp would write (nothing does) */
-    /* Fused LayerNorms in one-token steps: the k/v/r and FFN key/receptance products compute
-     * their input's LayerNorm and token shift themselves (matmul.comp LN) where their matvec
-     * configuration has such a twin; pinned by BATON_VK_FUSE, else tuning's choice (off
-     * untuned). */
-    bool fuse_ln;
+    /* Fusing in one-token steps (BATON_VK_FUSE_* flags): the k/v/r and FFN key/receptance
+     * products compute their input's LayerNorm and token shift themselves (LN), the output
+     * product its input r * wkv (WKV), where their matvec configuration has such a twin; pinned
+     * by BATON_VK_FUSE, else tuning's choice (none untuned). */
+    uint32_t fuse;
     bool fuse_pinned;
 } vk_backend;
 
@@ -91,8 +93,8 @@ uint32_t vk_step_info(vk_backend *b, const baton_step *s);
 /* Records one layer (index l within the stage) of a step of T tokens in n_seqs sequences. */
 void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs);
 
-/* Appends "; read ahead: ..." and "; fused LayerNorms: ..." for a backend whose reading ahead
- * and fusing tuning did not choose. */
+/* Appends "; read ahead: ..." and "; fused: ..." for a backend whose reading ahead and fusing
+ * tuning did not choose. */
 void vk_one_token_notes(const vk_backend *b, char *out, size_t size);
 
 /* Records the reset of a slot's state (every layer) and its token counts. */

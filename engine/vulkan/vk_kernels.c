@@ -7,17 +7,19 @@ _Static_assert(VK_KIND_B32 - VK_KIND_B8 == VK_TIER_32 && VK_KIND_B64 - VK_KIND_B
                VK_TIER_8 == 0, "the batched kinds follow the tiers");
 
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
-    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1, BATON_SHADER_matmul_f16_f32_b1_wr32_xs_ln},
-    {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0, -1},
-    {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0, -1},
-    {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0, -1},
-    {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0, -1},
-    {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0, -1},
-    {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0, -1},
-    {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1, BATON_SHADER_matmul_f16_f32_b1_xs_ln},
-    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1, BATON_SHADER_matmul_f16_f32_b1_wr16_xs_ln},
+#define TWINS(name) BATON_SHADER_##name##_ln, BATON_SHADER_##name##_wkv
+    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1, TWINS(matmul_f16_f32_b1_wr32_xs)},
+    {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0, -1, -1},
+    {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0, -1, -1},
+    {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0, -1, -1},
+    {"wr32 u8", BATON_SHADER_matmul_f16_f32_b1_wr32, 32, 8, 0, -1, -1},
+    {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0, -1, -1},
+    {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0, -1, -1},
+    {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1, TWINS(matmul_f16_f32_b1_xs)},
+    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1, TWINS(matmul_f16_f32_b1_wr16_xs)},
     {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1,
-     BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs_ln},
+     TWINS(matmul_f16_f32_b1_wr16_u16_xs)},
+#undef TWINS
 };
 
 enum { MM_XT = 80 }; /* XT in matmul.comp: chunks per segment per staged tile of x */
@@ -247,17 +249,19 @@ int vk_kind_config(const vk_context *ctx, int kind, int role) {
     return all[kind];
 }
 
-/* ln: NULL, or the LayerNorm a one-token product computes itself (vk_record_matmul_ln). */
+/* ln, wkv: NULL, or the input a one-token product computes itself (vk_record_matmul_ln,
+ * vk_record_matmul_wkv). */
 static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                          const vk_buffer *x, const vk_buffer *y, const vk_buffer *m, uint32_t m_off,
-                         uint32_t T, const vk_ln_input *ln) {
-    assert(w->n_parts >= 1 && w->n_parts <= 3);
+                         uint32_t T, const vk_ln_input *ln, const vk_wkv_input *wkv) {
+    assert(w->n_parts >= 1 && w->n_parts <= 3 && !(ln != NULL && wkv != NULL));
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
-    if (ln != NULL) {
+    if (ln != NULL || wkv != NULL) {
         const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
-        assert(T == 1 && !ctx->coopmat && mv->ln >= 0);
-        shader = (baton_shader_id)mv->ln;
+        int twin = ln != NULL ? mv->ln : mv->wkv;
+        assert(T == 1 && !ctx->coopmat && twin >= 0);
+        shader = (baton_shader_id)twin;
         cb = 1;
         wr = mv->wr;
     } else if (ctx->coopmat) {
@@ -280,6 +284,7 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     }
     uint32_t nc = (uint32_t)(w->cols / 8);
     pc_matmul_ln pl = {0};
+    pc_matmul_wkv pw = {0};
     pc_matmul pc = {
         .K = (uint32_t)w->cols,
         .T = T,
@@ -292,7 +297,8 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     for (int p = 0; p < w->n_parts; p++) {
         assert(parts[p].x_off % 4 == 0);
         pc.rows[p] = (uint32_t)w->part_rows[p];
-        pc.x_off[p] = ln != NULL ? 0 : parts[p].x_off / 4; /* ln: every part reads the residual row */
+        /* ln: every part reads the residual row; wkv: x holds k, v and r from 0 */
+        pc.x_off[p] = ln != NULL || wkv != NULL ? 0 : parts[p].x_off / 4;
         pc.y_off[p] = parts[p].y_off;
         pc.y_stride[p] = parts[p].y_stride;
         pc.epi[p] = parts[p].epilogue;
@@ -305,6 +311,14 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
         pl.seq_slot_off = ln->seq_slot_off;
         pl.xx_group = ln->xx_part;
     }
+    if (wkv != NULL) {
+        assert(w->n_parts == 1 && wkv->kvr_stride % 4 == 0);
+        pw.u_off = wkv->u_off;
+        pw.w_off = wkv->w_off;
+        pw.seq_slot_off = wkv->seq_slot_off;
+        pw.kvr_stride = wkv->kvr_stride;
+        pw.next_stride = wkv->next_stride;
+    }
     for (int c = 0; c < w->n_chunks; c++) {
         int64_t row0 = (int64_t)c * w->chunk_rows;
         int64_t rows = w->rows - row0 < w->chunk_rows ? w->rows - row0 : w->chunk_rows;
@@ -312,39 +326,67 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
         pc.blk0 = (uint32_t)(row0 / VK_ROW_BLOCK);
         pc.n_blk = (uint32_t)blocks;
         vk_bind binds[8] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
+        const void *push = &pc;
+        uint32_t push_size = sizeof pc;
         if (ln != NULL) {
             binds[4].buf = ln->state;
             binds[5].buf = ln->params;
             binds[6].buf = ln->info;
-            binds[7].buf = ln->xx;
+            binds[7] = (vk_bind){.buf = ln->xx, .offset = (VkDeviceSize)ln->xx_off * 4};
             pl.mm = pc;
+            push = &pl;
+            push_size = sizeof pl;
+        } else if (wkv != NULL) {
+            binds[3].buf = wkv->next;
+            binds[4].buf = wkv->state;
+            binds[5].buf = wkv->params;
+            binds[6].buf = wkv->info;
+            binds[7].buf = wkv->xx;
+            pw.mm = pc;
+            push = &pw;
+            push_size = sizeof pw;
         }
         /* wr rows per workgroup: a part of a block, or (64) a tile of two, the last one of a
          * chunk of an odd number of blocks half empty */
-        vk_dispatch(ctx, shader, binds, ln != NULL ? 8 : 4, ln != NULL ? (const void *)&pl : &pc,
-                    ln != NULL ? sizeof pl : sizeof pc, (T + cb - 1) / cb,
-                    (uint32_t)((blocks * VK_ROW_BLOCK + wr - 1) / wr), 1);
+        vk_dispatch(ctx, shader, binds, ln != NULL || wkv != NULL ? 8 : 4, push, push_size,
+                    (T + cb - 1) / cb, (uint32_t)((blocks * VK_ROW_BLOCK + wr - 1) / wr), 1);
     }
 }
 
 void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                             const vk_buffer *x, const vk_buffer *y, const vk_buffer *m,
                             uint32_t m_off, uint32_t T) {
-    record_parts(ctx, w, parts, x, y, m, m_off, T, NULL);
+    record_parts(ctx, w, parts, x, y, m, m_off, T, NULL, NULL);
 }
 
 enum { MM_LN_SHARED = 256 * 4 }; /* ln.glsl's ln_red */
 
+/* Whether the twin (an LN or WKV variant, -1 for none) of the matvec configuration i can run
+ * here, its pipeline built; extra: the shared memory it needs beyond i's. */
+static bool twin_ready(vk_context *ctx, int i, int twin, uint32_t extra) {
+    if (twin < 0 || vk_matvec_shared_bytes(i) + extra > ctx->info.max_shared_bytes) return false;
+    return vk_pipeline_ensure(ctx, (baton_shader_id)twin, NULL) == BATON_OK;
+}
+
 bool vk_matvec_ln_ready(vk_context *ctx, const vk_matrix *w) {
     int i = vk_kind_config(ctx, VK_KIND_MATVEC, w->role);
-    const vk_matvec_config *mv = &vk_matvec_configs[i];
-    if (mv->ln < 0 || vk_matvec_shared_bytes(i) + MM_LN_SHARED > ctx->info.max_shared_bytes) return false;
-    return vk_pipeline_ensure(ctx, (baton_shader_id)mv->ln, NULL) == BATON_OK;
+    return twin_ready(ctx, i, vk_matvec_configs[i].ln, MM_LN_SHARED);
+}
+
+bool vk_matvec_wkv_ready(vk_context *ctx, const vk_matrix *w) {
+    int i = vk_kind_config(ctx, VK_KIND_MATVEC, w->role);
+    return w->n_chunks == 1 && twin_ready(ctx, i, vk_matvec_configs[i].wkv, 0);
 }
 
 void vk_record_matmul_ln(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                          const vk_buffer *x, const vk_buffer *y, const vk_ln_input *ln) {
-    record_parts(ctx, w, parts, x, y, NULL, 0, 1, ln);
+    record_parts(ctx, w, parts, x, y, NULL, 0, 1, ln, NULL);
+}
+
+void vk_record_matmul_wkv(vk_context *ctx, const vk_matrix *w, const vk_buffer *kvr,
+                          const vk_buffer *y, const vk_wkv_input *wkv) {
+    vk_matmul_part part = {.x_off = 0, .y_off = 0, .y_stride = (uint32_t)w->rows, .epilogue = EPI_ADD};
+    record_parts(ctx, w, &part, kvr, y, NULL, 0, 1, NULL, wkv);
 }
 
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,

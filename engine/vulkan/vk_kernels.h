@@ -16,9 +16,9 @@ typedef struct {
 } pc_ln_shift;
 _Static_assert(sizeof(pc_ln_shift) == 56, "ln_shift.comp push block");
 typedef struct {
-    uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off;
+    uint32_t C, state_row, seq_slot_off, seq_first_off, seq_len_off, n_rows, src_stride;
 } pc_state_save;
-_Static_assert(sizeof(pc_state_save) == 20, "state_save.comp push block");
+_Static_assert(sizeof(pc_state_save) == 28, "state_save.comp push block");
 typedef struct {
     uint32_t C, u_off, w_off, seq_slot_off, seq_first_off, seq_len_off;
 } pc_wkv;
@@ -35,6 +35,12 @@ typedef struct {
 } pc_matmul_ln;
 _Static_assert(sizeof(pc_matmul_ln) == 128 && sizeof(pc_matmul_ln) <= VK_PUSH_BYTES,
                "matmul.comp's LN push block");
+typedef struct {
+    pc_matmul mm;
+    uint32_t u_off, w_off, seq_slot_off, kvr_stride, next_stride;
+} pc_matmul_wkv;
+_Static_assert(sizeof(pc_matmul_wkv) == 116 && sizeof(pc_matmul_wkv) <= VK_PUSH_BYTES,
+               "matmul.comp's WKV push block");
 typedef struct {
     uint32_t V, all_rows, seq_slot_off, seq_first_off, seq_len_off, params_off, few_max;
 } pc_sample;
@@ -65,7 +71,8 @@ typedef struct {
     const char *name;
     baton_shader_id shader;
     uint32_t wr, unroll, xs;
-    int ln; /* the twin that normalizes its own input (LN=1; xs ones only), or -1 */
+    int ln;  /* the twin that normalizes its own input (LN=1; xs ones only), or -1 */
+    int wkv; /* the twin that computes its input r * wkv itself (WKV=1; xs ones only), or -1 */
 } vk_matvec_config;
 enum { VK_MATVEC_CONFIGS = 10, VK_MATVEC_FALLBACK = 1 };
 extern const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS];
@@ -189,6 +196,7 @@ void vk_record_matmul_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul
 typedef struct {
     const vk_buffer *state, *params, *info, *xx;
     uint32_t w_off, b_off, mix[3], state_row, seq_slot_off, xx_part;
+    uint32_t xx_off; /* where in xx the rows write (floats; a multiple of the offset alignment) */
 } vk_ln_input;
 
 /* Whether matrix w's one-token product can normalize its own input here: the matvec
@@ -199,5 +207,23 @@ bool vk_matvec_ln_ready(vk_context *ctx, const vk_matrix *w);
  * (their x_off unused); vk_matvec_ln_ready(ctx, w) must hold, and the path be the fp32 one. */
 void vk_record_matmul_ln(vk_context *ctx, const vk_matrix *w, const vk_matmul_part *parts,
                          const vk_buffer *x, const vk_buffer *y, const vk_ln_input *ln);
+
+/* The time mix's output product for one token computing its input, r * wkv, itself (matmul.comp
+ * WKV), bitwise what wkv.comp writes, from k, v and r in kvr (at 0, kvr_stride, 2 kvr_stride)
+ * and the state before the token; its rows n write channel n's new aa, bb and pp to rows 0 to 2
+ * of next (next_stride floats apart) for a later dispatch to save, and the state's ATT_XX = xx. */
+typedef struct {
+    const vk_buffer *next, *state, *params, *info, *xx;
+    uint32_t u_off, w_off, seq_slot_off, kvr_stride, next_stride;
+} vk_wkv_input;
+
+/* Whether matrix w's one-token product can compute r * wkv itself here: one chunk, and the
+ * matvec configuration its role runs has a WKV twin that the device runs (pipeline built). */
+bool vk_matvec_wkv_ready(vk_context *ctx, const vk_matrix *w);
+
+/* y += W (r * wkv) for one token (EPI_ADD); vk_matvec_wkv_ready(ctx, w) must hold, and the path
+ * be the fp32 one. */
+void vk_record_matmul_wkv(vk_context *ctx, const vk_matrix *w, const vk_buffer *kvr,
+                          const vk_buffer *y, const vk_wkv_input *wkv);
 
 #endif

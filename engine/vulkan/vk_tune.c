@@ -540,21 +540,27 @@ static baton_status choose_path(vk_backend *b, const vk_buffer *probe, float *re
     return BATON_OK;
 }
 
+/* What the BATON_VK_FUSE_* flags fuse, in words. */
+static const char *fuse_name(uint32_t flags) {
+    static const char *const names[4] = {"none", "LayerNorms", "WKV", "LayerNorms and WKV"};
+    return names[flags & 3];
+}
+
 void vk_one_token_notes(const vk_backend *b, char *out, size_t size) {
     if (b->prefetch_pinned)
         append(out, size, "; read ahead: %u MiB (BATON_VK_PREFETCH)", b->prefetch_mib);
     else
         append(out, size, "; read ahead: none (untuned)");
     if (b->fuse_pinned)
-        append(out, size, "; fused LayerNorms: %s (BATON_VK_FUSE)", b->fuse_ln ? "on" : "off");
+        append(out, size, "; fused: %s (BATON_VK_FUSE)", fuse_name(b->fuse));
     else
-        append(out, size, "; fused LayerNorms: off (untuned)");
+        append(out, size, "; fused: none (untuned)");
 }
 
 /* A setting of one-token steps that tuning chooses by timing whole layers. */
 typedef struct {
     uint32_t prefetch_mib;
-    bool fuse_ln;
+    uint32_t fuse; /* BATON_VK_FUSE_* */
 } one_token_setting;
 
 /* The device time of one layer of a one-token step, the real one (vk_record_layer: the
@@ -571,7 +577,7 @@ static baton_status time_one_token_layer(vk_backend *b, one_token_setting set, i
     vk_copy(ctx, &b->up, 0, &b->info, 0, (VkDeviceSize)b->info_words * 4);
     vk_barrier(ctx);
     b->prefetch_mib = set.prefetch_mib;
-    b->fuse_ln = set.fuse_ln;
+    b->fuse = set.fuse;
     b->pf_step = set.prefetch_mib > 0;
     b->pf_w = NULL;
     vk_timestamp(ctx, 0);
@@ -613,44 +619,53 @@ static baton_status time_settings(vk_backend *b, const one_token_setting *sets, 
     return vk_submit_wait(&b->ctx, err);
 }
 
-/* Whether one-token products compute their LayerNorms themselves (unless BATON_VK_FUSE pins
- * it): only where the matvec configuration of the k/v/r or FFN key/receptance product has an LN
- * twin; on only if whole one-token layers are at least 3% faster so. */
+/* What one-token products compute themselves (unless BATON_VK_FUSE pins it): their LayerNorms,
+ * WKV or both, where the matvec configurations of the products have such twins; whole one-token
+ * layers timed each way, and none gives way only to one at least 3% faster. */
 static baton_status tune_fuse(vk_backend *b, char *out, size_t size, const tune_times *tt,
                               baton_error *err) {
     if (b->fuse_pinned) {
-        append(out, size, "; fused LayerNorms: %s (BATON_VK_FUSE)", b->fuse_ln ? "on" : "off");
+        append(out, size, "; fused: %s (BATON_VK_FUSE)", fuse_name(b->fuse));
         return BATON_OK;
     }
-    b->fuse_ln = false;
+    b->fuse = 0;
     vk_context *ctx = &b->ctx;
     if (ctx->coopmat) {
-        append(out, size, "; fused LayerNorms: off (the tensor-core path)");
+        append(out, size, "; fused: none (the tensor-core path)");
         return BATON_OK;
     }
-    if (!vk_matvec_ln_ready(ctx, &b->layers[0].att_kvr) && !vk_matvec_ln_ready(ctx, &b->layers[0].ffn_kr)) {
-        append(out, size, "; fused LayerNorms: off (the matvec %s does not stage x)",
+    const vk_layer *ly = &b->layers[0];
+    bool ln = vk_matvec_ln_ready(ctx, &ly->att_kvr) || vk_matvec_ln_ready(ctx, &ly->ffn_kr);
+    bool wkv = vk_matvec_wkv_ready(ctx, &ly->att_output);
+    if (!ln && !wkv) {
+        append(out, size, "; fused: none (the matvec %s does not stage x)",
                vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, VK_ROLE_ATT_KVR)].name);
         return BATON_OK;
     }
     /* (The read-ahead is still none here, or BATON_VK_PREFETCH's.) */
-    const one_token_setting sets[2] = {{.prefetch_mib = b->prefetch_mib, .fuse_ln = false},
-                                       {.prefetch_mib = b->prefetch_mib, .fuse_ln = true}};
-    double secs[2];
+    one_token_setting sets[4];
+    int n = 0;
+    for (uint32_t f = 0; f < 4; f++)
+        if ((!(f & BATON_VK_FUSE_LN) || ln) && (!(f & BATON_VK_FUSE_WKV) || wkv))
+            sets[n++] = (one_token_setting){.prefetch_mib = b->prefetch_mib, .fuse = f};
+    double secs[4];
     int rounds = 0;
     const char *why = NULL;
-    baton_status st = time_settings(b, sets, 2, tt, secs, &rounds, &why, err);
+    baton_status st = time_settings(b, sets, n, tt, secs, &rounds, &why, err);
     if (st != BATON_OK) return st;
     if (rounds == 0) {
-        append(out, size, "; fused LayerNorms: off (not timed: %s)", why);
+        append(out, size, "; fused: none (not timed: %s)", why);
         return BATON_OK;
     }
-    b->fuse_ln = vk_tune_pick(secs, 2, 0, TUNE_MARGIN) == 1;
-    append(out, size, "; fused LayerNorms: %s (", b->fuse_ln ? "on" : "off");
-    if (secs[0] > 0.0 && secs[1] > 0.0)
-        append(out, size, "%.2fx as fast a one-token layer as apart)", secs[0] / secs[1]);
-    else
-        append(out, size, "not timed)");
+    b->fuse = sets[vk_tune_pick(secs, n, 0, TUNE_MARGIN)].fuse;
+    append(out, size, "; fused: %s (", fuse_name(b->fuse));
+    const char *sep = "";
+    for (int i = 1; i < n; i++)
+        if (secs[i] > 0.0 && secs[0] > 0.0) {
+            append(out, size, "%s%s %.2fx", sep, fuse_name(sets[i].fuse), secs[0] / secs[i]);
+            sep = ", ";
+        }
+    append(out, size, " as fast a one-token layer as none)");
     return BATON_OK;
 }
 
@@ -668,7 +683,7 @@ static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const t
     }
     one_token_setting sets[PREFETCH_TRIES];
     for (int i = 0; i < PREFETCH_TRIES; i++)
-        sets[i] = (one_token_setting){.prefetch_mib = prefetch_mibs[i], .fuse_ln = b->fuse_ln};
+        sets[i] = (one_token_setting){.prefetch_mib = prefetch_mibs[i], .fuse = b->fuse};
     double secs[PREFETCH_TRIES];
     int rounds = 0;
     const char *why = NULL;
