@@ -57,6 +57,7 @@ void main() {
         uint o = t * pc.C + c;
         outs[o] = ln_mix(cur, prev, params[pc.mix0_off + c]);
         outs[pc.out_stride + o] = ln_mix(cur, prev, params[pc.mix1_off + c]);
-        if (pc.n_out > 2u) outs[2u * pc.out_stride + o] = ln_mix(cur, prev, params[pc.mix2_off + c]);
+        if (pc.n_out > 2u)
+            outs[2u * pc.out_stride + o] = ln_mix(cur, prev, params[pc.mix2_off + c]);
     }
 }

@@ -72,8 +72,9 @@
 // k, v and r (r already sigmoid) at 0, kvr_stride and 2 kvr_stride, and the product's input,
 // r * wkv, is computed while staging (wkv.glsl: bit for bit what wkv.comp writes) from the state
 // before the token. The rows n < C also write channel n's new state: aa, bb and pp to rows 0 to
-// 2 of binding 3 (m: a later dispatch saves them, since this one's workgroups all read the old) and the attention's shift state ATT_XX = xx[n] (nothing here reads it). A one-token layer
-// then needs no WKV dispatch and no barrier before its output product.
+// 2 of binding 3 (m; a later dispatch saves them, since this one's workgroups all read the old),
+// and the attention's shift state ATT_XX = xx[n] (nothing here reads it). A one-token layer then
+// needs no WKV dispatch and no barrier before its output product.
 #ifndef WKV
 #define WKV 0
 #endif
@@ -148,7 +149,7 @@ layout(push_constant, std430) uniform Push {
     uint u_off, w_off;        // time_first u, time_decay w (= -exp(raw)) in params
     uint seq_slot_off;        // the sequence's slot in info
     uint kvr_stride;          // floats from k to v and from v to r in x (a multiple of 4)
-    uint next_stride;         // floats between the rows of wkv_next
+    uint next_stride;         // floats between the rows of the new state in m
 #endif
 } pc;
 
@@ -259,7 +260,8 @@ void main() {
     uint mix = g == 2u ? pc.mix_2 : g == 1u ? pc.mix_1 : pc.mix_0;
     if (g == pc.xx_group && tid < WR) {
         uint n = (gblk - gblk0) * RB + row_wg % RB + tid;
-        if (n < g_rows) xx[n] = ln_norm(LN_X(x0 + n), st, params[pc.ln_w_off + n], params[pc.ln_b_off + n]);
+        if (n < g_rows)
+            xx[n] = ln_norm(LN_X(x0 + n), st, params[pc.ln_w_off + n], params[pc.ln_b_off + n]);
     }
 #endif
 #if WKV
@@ -304,8 +306,9 @@ void main() {
                 vec4 rr = x[xb[0] + ks / 2u + 2u * cs + (r & 1u)];
                 [[unroll]] for (uint e = 0u; e < 4u; e++) {
                     uint c = c4 + e;
-                    v[e] = wkv_out(state[sa + ROW_ATT_AA * pc.K + c], state[sa + ROW_ATT_BB * pc.K + c],
-                                   state[sa + ROW_ATT_PP * pc.K + c], params[pc.u_off + c], v[e], vv[e], rr[e]);
+                    float aa = state[sa + ROW_ATT_AA * pc.K + c], bb = state[sa + ROW_ATT_BB * pc.K + c];
+                    float pp = state[sa + ROW_ATT_PP * pc.K + c];
+                    v[e] = wkv_out(aa, bb, pp, params[pc.u_off + c], v[e], vv[e], rr[e]);
                 }
 #endif
             }

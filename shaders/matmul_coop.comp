@@ -117,7 +117,8 @@ uint frag_at(uint blk, uint r0, uint f, uint nc, uint c) {
 // acc[f][j][e] is element (row l / 8 + 4 e, token 8 j + l % 8) of that product.
 struct Frag { uvec4 q[4]; };
 #define FRAG_LOAD(fr, at) \
-    [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) fr.q[e_] = w[(at) / 8u + gl_LocalInvocationID.x % 32u / 8u + 4u * e_]
+    [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) \
+        fr.q[e_] = w[(at) / 8u + gl_LocalInvocationID.x % 32u / 8u + 4u * e_]
 float acc[RF][NJ][4];
 #else
 #define Frag fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
@@ -206,7 +207,8 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 // whole (loaded before), else chunk by chunk up to the segment's end (its last, partial round).
 #define MULTIPLY_ROUND(A, whole, q) \
     if (whole) { \
-        [[unroll]] for (uint cc = 0u; cc < KR; cc++) multiply(A[cc], (sg * KS + cc * 8u) * TNP, fin); \
+        [[unroll]] for (uint cc = 0u; cc < KR; cc++) \
+            multiply(A[cc], (sg * KS + cc * 8u) * TNP, fin); \
     } else { \
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) { \
             uint c = c_begin + (q) + cc; \

@@ -58,7 +58,8 @@ static void test_case(const fixture_case *fc, int n_tokens) {
     int replayed = 0;
     for (int t = 0; t < n_tokens; t++) {
         baton_seq q = {.slot = 0, .n_tokens = 1};
-        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t], .logits = logits + (size_t)t * V};
+        baton_step s = {.n_seqs = 1, .seqs = &q, .tokens = &fc->tokens[t],
+                        .logits = logits + (size_t)t * V};
         step_ok(b, &s);
         replayed += baton_vk_step_replayed(b);
     }
@@ -353,7 +354,8 @@ static void test_fuse(const fixture_case *fc) {
             CHECK_MSG(memcmp(logits[0], logits[1], (size_t)ALL * V * 4) == 0 &&
                           memcmp(state[0], state[1], state_floats * 4) == 0,
                       "%s, matvec %s, fused %s: logits or state differ", fc->name, name, modes[f]);
-            uint32_t d = fuses ? fewer[f] * (uint32_t)L : 0, db = fuses ? fewer_barriers[f] * (uint32_t)L : 0;
+            uint32_t d = fuses ? fewer[f] * (uint32_t)L : 0;
+            uint32_t db = fuses ? fewer_barriers[f] * (uint32_t)L : 0;
             CHECK_MSG(one[1] + d == one[0] && barriers[1][0] + db == barriers[0][0] && two[0] == two[1] &&
                           barriers[0][1] == barriers[1][1],
                       "%s, matvec %s, fused %s: a one-token step %u dispatches and %u barriers, %u "

@@ -155,7 +155,8 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
      * r * wkv (wkv). */
     bool one = T == 1 && !ctx->coopmat;
     bool fuse_att = one && (b->fuse & BATON_VK_FUSE_LN) && vk_matvec_ln_ready(ctx, &ly->att_kvr);
-    bool fuse_wkv = one && (b->fuse & BATON_VK_FUSE_WKV) && vk_matvec_wkv_ready(ctx, &ly->att_output);
+    bool fuse_wkv =
+        one && (b->fuse & BATON_VK_FUSE_WKV) && vk_matvec_wkv_ready(ctx, &ly->att_output);
     bool fuse_ffn = one && (b->fuse & BATON_VK_FUSE_LN) && vk_matvec_ln_ready(ctx, &ly->ffn_kr);
 
     /* xx = LN1(x); xk, xv, xr = token shift of xx */
@@ -193,7 +194,8 @@ void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
         /* att = r * wkv(k, v), state aa, bb, pp and att_xx updated */
         pc_wkv wk = {
             .C = C, .u_off = layer_param(b, l, P_FIRST), .w_off = layer_param(b, l, P_DECAY),
-            .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first, .seq_len_off = b->o_seq_len,
+            .seq_slot_off = b->o_seq_slot, .seq_first_off = b->o_seq_first,
+            .seq_len_off = b->o_seq_len,
         };
         vk_bind wb[8] = {bind_region(&b->kvr, 0, S), bind_region(&b->kvr, S, S),
                          bind_region(&b->kvr, 2 * S, S), bind(&b->att),
@@ -756,7 +758,8 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->kvr, err);
     if (s == BATON_OK) s = vk_buffer_create(ctx, (KF + S) * 4, false, &b->kfr, err);
     b->next_stride = (uint32_t)((C + 63) & ~(uint64_t)63); /* rows on 256 bytes: bound alone */
-    if (s == BATON_OK) s = vk_buffer_create(ctx, 4 * (uint64_t)b->next_stride * 4, false, &b->next, err);
+    if (s == BATON_OK)
+        s = vk_buffer_create(ctx, 4 * (uint64_t)b->next_stride * 4, false, &b->next, err);
     if (s != BATON_OK) return s;
 
     b->o_tok_seq = 0;

@@ -11,7 +11,8 @@
  * composition, so a sequence's logits are bitwise the same alone or in any batch.
  *
  * Environment: BATON_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and counts its messages
- * (baton_vk_validation_messages), =sync its synchronization validation as well; BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
+ * (baton_vk_validation_messages), =sync its synchronization validation as well;
+ * BATON_VK_TIMEOUT_S bounds every fence wait (default 120 s);
  * BATON_VK_COOPMAT: whether every matmul runs on the tensor cores where the device has
  * VK_NV_cooperative_matrix (another order of sums, so other bits): unset, tuning chooses; 1
  * always; 0 never (see baton_vk_coopmat_state);

@@ -119,7 +119,9 @@ static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *m
      * buffer that no barrier orders after another dispatch's or copy's write (a hazard one
      * driver may forgive and another not). Not by default: Debian 12's layer leaks memory at
      * exit when it does, which LeakSanitizer takes for ours. */
-    VkValidationFeatureEnableEXT checks[] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+    VkValidationFeatureEnableEXT checks[] = {
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT,
+    };
     VkValidationFeaturesEXT features = {
         .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
         .enabledValidationFeatureCount = 1,

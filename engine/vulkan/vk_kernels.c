@@ -8,7 +8,8 @@ _Static_assert(VK_KIND_B32 - VK_KIND_B8 == VK_TIER_32 && VK_KIND_B64 - VK_KIND_B
 
 const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
 #define TWINS(name) BATON_SHADER_##name##_ln, BATON_SHADER_##name##_wkv
-    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1, TWINS(matmul_f16_f32_b1_wr32_xs)},
+    {"wr32 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr32_xs, 32, 8, 1,
+     TWINS(matmul_f16_f32_b1_wr32_xs)},
     {"wr8 u8 (fallback)", BATON_SHADER_matmul_f16_f32_b1, 8, 8, 0, -1, -1},
     {"wr4 u8", BATON_SHADER_matmul_f16_f32_b1_wr4, 4, 8, 0, -1, -1},
     {"wr16 u8", BATON_SHADER_matmul_f16_f32_b1_wr16, 16, 8, 0, -1, -1},
@@ -16,7 +17,8 @@ const vk_matvec_config vk_matvec_configs[VK_MATVEC_CONFIGS] = {
     {"wr8 u4", BATON_SHADER_matmul_f16_f32_b1_u4, 8, 4, 0, -1, -1},
     {"wr8 u16", BATON_SHADER_matmul_f16_f32_b1_u16, 8, 16, 0, -1, -1},
     {"wr8 u8 xs", BATON_SHADER_matmul_f16_f32_b1_xs, 8, 8, 1, TWINS(matmul_f16_f32_b1_xs)},
-    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1, TWINS(matmul_f16_f32_b1_wr16_xs)},
+    {"wr16 u8 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_xs, 16, 8, 1,
+     TWINS(matmul_f16_f32_b1_wr16_xs)},
     {"wr16 u16 xs", BATON_SHADER_matmul_f16_f32_b1_wr16_u16_xs, 16, 16, 1,
      TWINS(matmul_f16_f32_b1_wr16_u16_xs)},
 #undef TWINS
@@ -258,7 +260,8 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
     if (ln != NULL || wkv != NULL) {
-        const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
+        const vk_matvec_config *mv =
+            &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
         int twin = ln != NULL ? mv->ln : mv->wkv;
         assert(T == 1 && !ctx->coopmat && twin >= 0);
         shader = (baton_shader_id)twin;
@@ -325,7 +328,8 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
         int64_t blocks = (rows + VK_ROW_BLOCK - 1) / VK_ROW_BLOCK;
         pc.blk0 = (uint32_t)(row0 / VK_ROW_BLOCK);
         pc.n_blk = (uint32_t)blocks;
-        vk_bind binds[8] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y}, {.buf = m ? m : &ctx->dummy}};
+        vk_bind binds[8] = {{.buf = &w->chunks[c]}, {.buf = x}, {.buf = y},
+                            {.buf = m ? m : &ctx->dummy}};
         const void *push = &pc;
         uint32_t push_size = sizeof pc;
         if (ln != NULL) {
@@ -385,7 +389,9 @@ void vk_record_matmul_ln(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
 
 void vk_record_matmul_wkv(vk_context *ctx, const vk_matrix *w, const vk_buffer *kvr,
                           const vk_buffer *y, const vk_wkv_input *wkv) {
-    vk_matmul_part part = {.x_off = 0, .y_off = 0, .y_stride = (uint32_t)w->rows, .epilogue = EPI_ADD};
+    vk_matmul_part part = {
+        .x_off = 0, .y_off = 0, .y_stride = (uint32_t)w->rows, .epilogue = EPI_ADD,
+    };
     record_parts(ctx, w, &part, kvr, y, NULL, 0, 1, NULL, wkv);
 }
 

@@ -601,7 +601,8 @@ static baton_status time_settings(vk_backend *b, const one_token_setting *sets, 
     if (reps > 64) reps = 64;
     *rounds = reps * one * n * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
     *why = NULL;
-    if (st == BATON_OK && (!(one > 0.0) || now_s() - tt->t0 > TUNE_TOTAL_S || reps * one * n > TUNE_KIND_S)) {
+    if (st == BATON_OK &&
+        (!(one > 0.0) || now_s() - tt->t0 > TUNE_TOTAL_S || reps * one * n > TUNE_KIND_S)) {
         *why = one > 0.0 ? "out of tuning time" : "no device time";
         *rounds = 0;
     }
