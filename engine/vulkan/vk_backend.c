@@ -141,8 +141,10 @@ static void record_prefetch(vk_backend *b, const vk_matrix *w) {
 /* One layer over the step's T tokens and n_seqs sequences: time mix, then channel mix. Eight
  * dispatches and seven barriers, seven dispatches in a decode step (every sequence one token):
  * products that share an input step run as one dispatch, and a decode step's second LayerNorm
- * saves the channel-mix shift state itself. A one-token step that reads ahead adds a read beside
- * the dispatch before each product (record_prefetch), no barrier. */
+ * saves the channel-mix shift state itself. In a one-token step, products that compute their
+ * own input (b->fuse) take the LayerNorms' and WKV's dispatches and barriers away (five and four
+ * with both), and reading ahead adds a read beside the dispatch before each product
+ * (record_prefetch), no barrier. */
 void vk_record_layer(vk_backend *b, int l, uint32_t T, uint32_t n_seqs) {
     vk_context *ctx = &b->ctx;
     vk_layer *ly = &b->layers[l];

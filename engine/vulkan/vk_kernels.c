@@ -257,17 +257,10 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
                          const vk_buffer *x, const vk_buffer *y, const vk_buffer *m, uint32_t m_off,
                          uint32_t T, const vk_ln_input *ln, const vk_wkv_input *wkv) {
     assert(w->n_parts >= 1 && w->n_parts <= 3 && !(ln != NULL && wkv != NULL));
+    assert((ln == NULL && wkv == NULL) || (T == 1 && !ctx->coopmat));
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
-    if (ln != NULL || wkv != NULL) {
-        const vk_matvec_config *mv =
-            &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
-        int twin = ln != NULL ? mv->ln : mv->wkv;
-        assert(T == 1 && !ctx->coopmat && twin >= 0);
-        shader = (baton_shader_id)twin;
-        cb = 1;
-        wr = mv->wr;
-    } else if (ctx->coopmat) {
+    if (ctx->coopmat) {
         const vk_coop_config *cc =
             &vk_coop_configs[vk_kind_config(ctx, T <= 8 ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
@@ -275,7 +268,9 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
         wr = cc->rm;
     } else if (T <= 1) {
         const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
-        shader = mv->shader;
+        int twin = ln != NULL ? mv->ln : wkv != NULL ? mv->wkv : (int)mv->shader;
+        assert(twin >= 0);
+        shader = (baton_shader_id)twin;
         cb = 1;
         wr = mv->wr;
     } else {

@@ -546,15 +546,24 @@ static const char *fuse_name(uint32_t flags) {
     return names[flags & 3];
 }
 
-void vk_one_token_notes(const vk_backend *b, char *out, size_t size) {
+/* "; read ahead: ..." and "; fused: ..." where tuning did not choose them. */
+static void prefetch_note(const vk_backend *b, char *out, size_t size) {
     if (b->prefetch_pinned)
         append(out, size, "; read ahead: %u MiB (BATON_VK_PREFETCH)", b->prefetch_mib);
     else
         append(out, size, "; read ahead: none (untuned)");
+}
+
+static void fuse_note(const vk_backend *b, char *out, size_t size) {
     if (b->fuse_pinned)
         append(out, size, "; fused: %s (BATON_VK_FUSE)", fuse_name(b->fuse));
     else
         append(out, size, "; fused: none (untuned)");
+}
+
+void vk_one_token_notes(const vk_backend *b, char *out, size_t size) {
+    prefetch_note(b, out, size);
+    fuse_note(b, out, size);
 }
 
 /* A setting of one-token steps that tuning chooses by timing whole layers. */
@@ -626,7 +635,7 @@ static baton_status time_settings(vk_backend *b, const one_token_setting *sets, 
 static baton_status tune_fuse(vk_backend *b, char *out, size_t size, const tune_times *tt,
                               baton_error *err) {
     if (b->fuse_pinned) {
-        append(out, size, "; fused: %s (BATON_VK_FUSE)", fuse_name(b->fuse));
+        fuse_note(b, out, size);
         return BATON_OK;
     }
     b->fuse = 0;
@@ -679,7 +688,7 @@ enum { PREFETCH_TRIES = sizeof prefetch_mibs / sizeof prefetch_mibs[0] };
 static baton_status tune_prefetch(vk_backend *b, char *out, size_t size, const tune_times *tt,
                                   baton_error *err) {
     if (b->prefetch_pinned) {
-        append(out, size, "; read ahead: %u MiB (BATON_VK_PREFETCH)", b->prefetch_mib);
+        prefetch_note(b, out, size);
         return BATON_OK;
     }
     one_token_setting sets[PREFETCH_TRIES];
