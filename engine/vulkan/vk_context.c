@@ -4,6 +4,7 @@
 #include "vk_kernels.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,55 @@ static void instance_destroy(VkInstance instance, VkDebugUtilsMessengerEXT messe
     if (instance != VK_NULL_HANDLE) vkDestroyInstance(instance, NULL);
 }
 
+/* One instance per validation mode (none, 1, sync), kept for the life of the process and shared
+ * by every context and device listing: NVIDIA's driver (580.159.04 on the H100, run E) fails
+ * vkCreateInstance with VK_ERROR_INCOMPATIBLE_DRIVER after enough create and destroy cycles in one
+ * process, as test_vk_backend's hundred-odd backends found, and other projects report its
+ * subgroups going wrong after a dozen. At exit, those no context still holds are destroyed. */
+static struct {
+    VkInstance instance;
+    VkDebugUtilsMessengerEXT messenger;
+    int users;
+} shared_instances[3];
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool shared_atexit;
+
+static void shared_instances_free(void) {
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < 3; i++)
+        if (shared_instances[i].instance != VK_NULL_HANDLE && shared_instances[i].users == 0) {
+            instance_destroy(shared_instances[i].instance, shared_instances[i].messenger);
+            shared_instances[i].instance = VK_NULL_HANDLE;
+        }
+    pthread_mutex_unlock(&shared_lock);
+}
+
+/* The process's instance for BATON_VK_VALIDATION's mode now, created on first use; a hold on it
+ * until instance_release. */
+static baton_status instance_acquire(VkInstance *out, baton_error *err) {
+    const char *vv = getenv("BATON_VK_VALIDATION");
+    int mode = !env_flag("BATON_VK_VALIDATION") ? 0 : strcmp(vv, "sync") == 0 ? 2 : 1;
+    baton_status s = BATON_OK;
+    pthread_mutex_lock(&shared_lock);
+    if (shared_instances[mode].instance == VK_NULL_HANDLE)
+        s = instance_create(&shared_instances[mode].instance, &shared_instances[mode].messenger, err);
+    if (s == BATON_OK) {
+        shared_instances[mode].users++;
+        *out = shared_instances[mode].instance;
+        if (!shared_atexit) shared_atexit = atexit(shared_instances_free) == 0;
+    }
+    pthread_mutex_unlock(&shared_lock);
+    return s;
+}
+
+static void instance_release(VkInstance instance) {
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < 3; i++)
+        if (instance != VK_NULL_HANDLE && shared_instances[i].instance == instance)
+            shared_instances[i].users--;
+    pthread_mutex_unlock(&shared_lock);
+}
+
 static bool has_device_ext(VkPhysicalDevice phys, const char *name) {
     uint32_t n = 0;
     if (vkEnumerateDeviceExtensionProperties(phys, NULL, &n, NULL) != VK_SUCCESS || n == 0)
@@ -325,8 +375,7 @@ baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton
     *out = NULL;
     *count = 0;
     VkInstance instance;
-    VkDebugUtilsMessengerEXT messenger;
-    baton_status s = instance_create(&instance, &messenger, err);
+    baton_status s = instance_acquire(&instance, err);
     if (s != BATON_OK) return s;
     uint32_t n = 0;
     VkResult r = vkEnumeratePhysicalDevices(instance, &n, NULL);
@@ -355,7 +404,7 @@ baton_status baton_vk_devices_list(baton_vk_device_info **out, int *count, baton
     *out = infos;
     *count = (int)n;
 out_instance:
-    instance_destroy(instance, messenger);
+    instance_release(instance);
     return s;
 }
 
@@ -634,7 +683,7 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     if (t != NULL && atof(t) > 0) timeout_s = atof(t);
     ctx->timeout_ns = (uint64_t)(timeout_s * 1e9);
 
-    baton_status s = instance_create(&ctx->instance, &ctx->messenger, err);
+    baton_status s = instance_acquire(&ctx->instance, err);
     if (s != BATON_OK) return s;
 
     uint32_t n = 0;
@@ -882,7 +931,7 @@ out_pool:
 out_device:
     vkDestroyDevice(ctx->device, NULL);
 out_instance:
-    instance_destroy(ctx->instance, ctx->messenger);
+    instance_release(ctx->instance);
     memset(ctx, 0, sizeof *ctx);
     return s;
 }
@@ -904,7 +953,7 @@ void vk_context_free(vk_context *ctx) {
     vkDestroyFence(ctx->device, ctx->fence, NULL);
     vkDestroyCommandPool(ctx->device, ctx->pool, NULL);
     vkDestroyDevice(ctx->device, NULL);
-    instance_destroy(ctx->instance, ctx->messenger);
+    instance_release(ctx->instance);
     memset(ctx, 0, sizeof *ctx);
 }
 

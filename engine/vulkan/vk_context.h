@@ -87,7 +87,6 @@ typedef struct {
 
 typedef struct {
     VkInstance instance;
-    VkDebugUtilsMessengerEXT messenger;
     VkPhysicalDevice phys;
     baton_vk_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
