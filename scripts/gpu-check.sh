@@ -22,7 +22,8 @@
 #      +ln+wkv), each checked bitwise against the
 #      default, then the batched ones, then each tensor-core matmul configuration where the
 #      device has VK_NV_cooperative_matrix, each checked bitwise against the default pair), all tee'd to
-#      $OUT/gpu-check.log (.gpu/out/ when OUT is unset). test_vk_backend also runs the fixture
+#      $OUT/gpu-check.log (.gpu/out/ when OUT is unset), with nvidia-smi's clocks and power every
+#      100 ms through the bench in $OUT/clocks.csv. test_vk_backend also runs the fixture
 #      cases with BATON_VK_COOPMAT=1 there, held to the same bounds and batch invariance.
 #
 # Local rehearsal on lavapipe: BATON_BENCH_SHAPE=4,512,2000 BATON_BENCH_PREFILL=64 bash .gpu/run.sh
@@ -123,8 +124,22 @@ shape=${BATON_BENCH_SHAPE:-14b}
 prefill=${BATON_BENCH_PREFILL:-512}
 echo "== baton bench --device $bench_dev --shape $shape --batch 1,8,64 --prefill $prefill --sweep"
 start=$(date +%s)
+# The GPU's clocks and power every 100 ms through the bench (tuning times at whatever clocks the
+# device runs at then), to $OUT/clocks.csv.
+smi=
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu \
+    --format=csv,noheader -lms 100 > "$OUT/clocks.csv" 2>/dev/null &
+  smi=$!
+fi
+echo "== bench starts at $(date -u +%T.%N)"
 BATON_VK_TUNE= timeout 420 .gpu/bin/baton bench --device "$bench_dev" --shape "$shape" --batch 1,8,64 --prefill "$prefill" --sweep
 rc=$?
+if [ -n "$smi" ]; then
+  kill "$smi" 2>/dev/null
+  echo "== SM clock (MHz) over the bench, first and every 50th sample of $(wc -l < "$OUT/clocks.csv"):"
+  awk -F', ' 'NR == 1 || NR % 50 == 0 {print "   " $1 ": SM " $2 ", memory " $3 ", " $4 ", busy " $5}' "$OUT/clocks.csv"
+fi
 echo "== bench: exit $rc ($(( $(date +%s) - start )) s)"
 if [ "$rc" -ne 0 ]; then status=1; fi
 echo "== gpu-check done: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
