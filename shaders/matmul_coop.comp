@@ -2,7 +2,8 @@
 // y = W x on the tensor cores (GL_NV_cooperative_matrix), where the backend's tuning chooses
 // them or BATON_VK_COOPMAT=1 asks: W fp16 as uploaded for matmul.comp (interleaved row blocks),
 // x split into two fp16 halves, x = hi + lo
-// (hi = fp16(x), lo = fp16(x - hi): about 22 bits of x, where fp16 alone keeps 11), products
+// (hi = fp16(x), lo = fp16(x - hi): about 22 bits of x, where fp16 alone keeps 11; past fp16's
+// range hi stops at 65504 and lo takes the rest, up to 131008), products
 // accumulated in fp32 by 16x8x8 matrix products.
 //
 // Order of the sums (the same for every variant, so batch invariance holds as far as the
@@ -24,6 +25,12 @@
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
 // in one 32-row block or one tile, so in one group).
 //
+// XG=1: x comes already split (split.comp, one dispatch before the product) in a mirror of its
+// buffer, and each subgroup loads its x fragments straight from there (128 bytes of 8 tokens' hi
+// or lo for one chunk): no staging, no barrier in the rounds, subgroups never wait for each other
+// until the segment sums meet. The same values, products and order: the same bits as staging.
+// (Run E, with the staging and round barriers cut out: 11.7 to 39 TFLOP/s for r64 t64 k1.)
+//
 // EMULATE=1 (test_vk_ops, on any device): the same staging, rounds, segments, groups and
 // epilogues with each 16x8x8 product done by plain fp32 arithmetic on the same fp16 values (hi
 // and lo packed in one uint per element), so that everything but the cooperative-matrix calls
@@ -39,6 +46,7 @@
 #extension GL_EXT_shader_16bit_storage : require
 #endif
 #include "common.glsl"
+#include "split.glsl"
 
 // ROWS, TOKENS, ROUND: the variant's RM, TN and KR (plain integers for the preprocessor).
 #ifndef ROWS
@@ -52,6 +60,9 @@
 #endif
 #ifndef DB
 #define DB 0                // 1: the next round's weight fragments load during this round
+#endif
+#ifndef XG
+#define XG 0                // 1: x split in memory by split.comp (no staging, no round barriers)
 #endif
 const uint RM = ROWS, TN = TOKENS, KR = ROUND;
 const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
@@ -78,7 +89,13 @@ layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 #else
 layout(std430, binding = 0) readonly buffer W { float16_t wh[]; };
 #endif
+#if XG && EMULATE
+layout(std430, binding = 1) readonly buffer X { uint xsu[]; };      // split x, two halves a word
+#elif XG
+layout(std430, binding = 1) readonly buffer X { float16_t xsp[]; }; // split x
+#else
 layout(std430, binding = 1) readonly buffer X { vec4 x[]; };
+#endif
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer M { float m[]; };
 
@@ -93,8 +110,9 @@ layout(push_constant, std430) uniform Push {
 } pc;
 
 // x of the round: [segment][KS columns][TNP tokens].
-#if EMULATE
-shared uint xhl[SEGS * KS * TNP];   // packHalf2x16(hi, lo)
+#if XG
+#elif EMULATE
+shared uint xhl[SEGS * KS * TNP];   // split_hl: hi's and lo's fp16 bits
 #else
 shared float16_t xh[SEGS * KS * TNP];
 shared float16_t xl[SEGS * KS * TNP];
@@ -126,11 +144,51 @@ float acc[RF][NJ][4];
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
 #endif
 
+#if XG && EMULATE
+// Half h of the split x.
+float xs_half(uint h) {
+    vec2 v = unpackHalf2x16(xsu[h >> 1u]);
+    return (h & 1u) != 0u ? v.y : v.x;
+}
+#endif
+
 // acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
 // (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
-// column j; a holds the chunk's RF weight fragments, xbase its staged x.
+// column j; a holds the chunk's RF weight fragments, xbase its staged x (XG: the index, in
+// halves, of the chunk's hi for the workgroup's first token in the split x; a token's row is 2 K
+// halves, its lo 8 halves after its hi).
 void multiply(Frag a[RF], uint xbase, uint fin) {
-#if EMULATE
+#if XG && EMULATE
+    uint n = gl_LocalInvocationID.x % 8u, xrow = 2u * pc.K;
+    [[unroll]] for (uint j = 0u; j < NJ; j++)
+        [[unroll]] for (uint f = 0u; f < RF; f++) {
+            if (f >= fin) break;
+            uint xt = xbase + (8u * j + n) * xrow;
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                float wr[8];
+                vec2 p0 = unpackHalf2x16(a[f].q[e].x), p1 = unpackHalf2x16(a[f].q[e].y);
+                vec2 p2 = unpackHalf2x16(a[f].q[e].z), p3 = unpackHalf2x16(a[f].q[e].w);
+                wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
+                wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
+                precise float s = acc[f][j][e];
+                for (uint kk = 0u; kk < 8u; kk++) s = fma(wr[kk], xs_half(xt + kk), s);
+                for (uint kk = 0u; kk < 8u; kk++) s = fma(wr[kk], xs_half(xt + 8u + kk), s);
+                acc[f][j][e] = s;
+            }
+        }
+#elif XG
+    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+        fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
+        uint xt = xbase + 8u * j * 2u * pc.K;
+        coopMatLoadNV(bh, xsp, xt, 2u * pc.K, true);       // column n: token n's 8 halves
+        coopMatLoadNV(bl, xsp, xt + 8u, 2u * pc.K, true);
+        [[unroll]] for (uint f = 0u; f < RF; f++) {
+            if (f >= fin) break;  // uniform: the workgroup's blocks
+            acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
+            acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
+        }
+    }
+#elif EMULATE
     uint n = gl_LocalInvocationID.x % 8u;
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
@@ -163,6 +221,7 @@ void multiply(Frag a[RF], uint xbase, uint fin) {
 #endif
 }
 
+#if !XG
 // Stages round q0 of x: KR chunks of every segment for the workgroup's first tv tokens (from
 // col0; x_off: the group's input), one vec4 (4 columns) per item, consecutive items along a
 // token's row, as hi and lo. Zeros past a segment or K.
@@ -177,23 +236,35 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
             v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
         uint o = (s * KS + 4u * k4) * TNP + t;
         [[unroll]] for (uint e = 0u; e < 4u; e++) {
+            uint hl = split_hl(v[e]);
 #if EMULATE
-            precise float hi = unpackHalf2x16(packHalf2x16(vec2(v[e], 0.0))).x;
-            precise float lo = v[e] - hi;
-            xhl[o + e * TNP] = packHalf2x16(vec2(hi, lo));
+            xhl[o + e * TNP] = hl;
 #else
-            float16_t hi = float16_t(v[e]);
-            precise float lo = v[e] - float(hi);
-            xh[o + e * TNP] = hi;
-            xl[o + e * TNP] = float16_t(lo);
+            f16vec2 h = unpackFloat2x16(hl); // a bit cast
+            xh[o + e * TNP] = h.x;
+            xl[o + e * TNP] = h.y;
 #endif
         }
     }
 }
+#endif
 
 // The round loop's parts, as macros so that the fragment arrays stay in registers whatever the
 // compiler inlines (no copies of cooperative matrices). They use main()'s blk, r0, fin, nc,
-// c_begin, c_end (this subgroup's segment: chunks [c_begin, c_end)) and sg.
+// c_begin, c_end (this subgroup's segment: chunks [c_begin, c_end)), sg and (XG) xg0.
+//
+// XBASE(q, cc): multiply()'s xbase for chunk cc of round q: staged, the round's chunk cc of the
+// subgroup's segment; XG, chunk c_begin + q + cc in the split x (16 halves a chunk).
+// STAGE(q), MET: staging round q and meeting after its products (XG: nothing).
+#if XG
+#define XBASE(q, cc) (xg0 + 16u * (c_begin + (q) + (cc)))
+#define STAGE(q)
+#define MET
+#else
+#define XBASE(q, cc) ((sg * KS + (cc) * 8u) * TNP)
+#define STAGE(q) stage_x(q, tv, col0, x_off); barrier();
+#define MET barrier();
+#endif
 //
 // LOAD_ROUND(A, q): every fragment of the subgroup's round q into A (a whole round: q + KR
 // chunks within the segment), KR * RF loads in flight at once.
@@ -208,7 +279,7 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 #define MULTIPLY_ROUND(A, whole, q) \
     if (whole) { \
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) \
-            multiply(A[cc], (sg * KS + cc * 8u) * TNP, fin); \
+            multiply(A[cc], XBASE(q, cc), fin); \
     } else { \
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) { \
             uint c = c_begin + (q) + cc; \
@@ -218,7 +289,7 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
                 if (f >= fin) break; \
                 FRAG_LOAD(ap[f], frag_at(blk, r0, f, nc, c)); \
             } \
-            multiply(ap, (sg * KS + cc * 8u) * TNP, fin); \
+            multiply(ap, XBASE(q, cc), fin); \
         } \
     }
 #if DB
@@ -229,10 +300,9 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 #define DO_ROUND(A, B, q) { \
         bool whole_ = c_begin + (q) + KR <= c_end; \
         if (c_begin + (q) + 2u * KR <= c_end) { LOAD_ROUND(B, (q) + KR) } \
-        stage_x(q, tv, col0, x_off); \
-        barrier(); \
+        STAGE(q) \
         MULTIPLY_ROUND(A, whole_, q) \
-        barrier(); \
+        MET \
     }
 #else
 // DB = 0: the round loads its own fragments first, in flight while its x is staged and the
@@ -240,10 +310,9 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 #define DO_ROUND(A, B, q) { \
         bool whole_ = c_begin + (q) + KR <= c_end; \
         if (whole_) { LOAD_ROUND(A, q) } \
-        stage_x(q, tv, col0, x_off); \
-        barrier(); \
+        STAGE(q) \
         MULTIPLY_ROUND(A, whole_, q) \
-        barrier(); \
+        MET \
     }
 #endif
 
@@ -278,6 +347,12 @@ void main() {
 #endif
         }
 
+#if XG
+    // The workgroup's columns past the step's tokens read whatever the split x holds there:
+    // their outputs are never stored, and a product's output column reads only its own column
+    // of x. xg0: its first token's row in the split x, in halves.
+    uint xg0 = (x_off + col0 * (pc.K / 4u)) * 8u;
+#else
     // The workgroup's tokens that are in the step (tv <= TN; fewer in a small step or the last
     // workgroup of a larger one): only their columns of x are staged each round. The others are
     // zeroed once here and stay zero, as the products see them (a product's output column reads
@@ -293,6 +368,7 @@ void main() {
         xl[i] = float16_t(0.0);
 #endif
     }
+#endif
 
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
     // has no chunks left in a round only stages and meets the others at the barriers.

@@ -19,6 +19,8 @@ set(BATON_SHADER_VARIANTS
   "sample_f32_i32|sample.comp|"
   # Reads the next product's first weights ahead (a one-token step, where tuning finds it pays).
   "prefetch_u32_u32|prefetch.comp|"
+  # x split into fp16 hi and lo for the tensor cores' XG matmuls (a mirror of x's buffer).
+  "split_f32_f16|split.comp|"
   # The bench's memory-bandwidth yardstick.
   "copy_u32_u32|copy.comp|"
 )
@@ -79,6 +81,13 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t64_db|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2 DB=1"
   "matmul_coop_r64_t32_db|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1"
   "matmul_coop_r64_t64_k1_db|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1"
+  # XG: x split by split_f32_f16 beforehand and read from memory, no staging or round barriers
+  # (double-buffered weight fragments, rounds of ROUND chunks).
+  "matmul_coop_r32_t8_g|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1 XG=1"
+  "matmul_coop_r32_t32_g|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=4 DB=1 XG=1"
+  "matmul_coop_r32_t64_g|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=4 DB=1 XG=1"
+  "matmul_coop_r64_t32_g|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=4 DB=1 XG=1"
+  "matmul_coop_r64_t64_g|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=2 DB=1 XG=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device;
   # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
   "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
@@ -99,4 +108,9 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t64_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
   "matmul_coop_r64_t32_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 EMULATE=1"
   "matmul_coop_r64_t64_k1_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
+  "matmul_coop_r32_t8_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r32_t32_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r32_t64_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r64_t32_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r64_t64_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
 )

@@ -752,11 +752,13 @@ int main(void) {
      * epilogues, chunks, batch invariance across its few- and many-token configurations (the
      * cooperative-matrix calls themselves need a device that has them). */
     ctx.coopmat = ctx.coopmat_emulated = true;
+    REQUIRE(vk_coop_xsplit_reserve(&ctx, 8u << 20, &err) == BATON_OK); /* the XG ones' split x */
     printf("matmul_coop.comp, emulated:\n");
-    /* The 64-row ones (8, 9) also on stacks whose parts end mid-tile, on chunks of one block
-     * and on an odd number of blocks. */
-    const int pairs[5][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}, {2, 8}, {1, 9}};
-    for (int p = 0; p < 5; p++) {
+    /* The 64-row ones (8, 9, 19, 20) also on stacks whose parts end mid-tile, on chunks of one
+     * block and on an odd number of blocks; the XG ones (16 to 20) also with staging ones. */
+    const int pairs[8][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 4}, {3, 6}, {2, 8}, {1, 9},
+                             {16, 20}, {0, 19}, {16, 18}};
+    for (int p = 0; p < 8; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,
                vk_coop_configs[pairs[p][1]].name);

@@ -116,7 +116,7 @@ typedef struct {
 } baton_vk_profile_entry;
 /* Up to max entries, the longest first, and the steps profiled; returns how many (at most
  * BATON_SHADER_ENTRIES: one per shader variant and one for groups of copies alone). */
-enum { BATON_SHADER_ENTRIES = 96 };
+enum { BATON_SHADER_ENTRIES = 112 };
 int baton_vk_profile_read(const baton_backend *be, int max, baton_vk_profile_entry *out,
                           uint32_t *steps);
 

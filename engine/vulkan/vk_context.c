@@ -940,6 +940,7 @@ void vk_context_free(vk_context *ctx) {
     if (ctx->device == VK_NULL_HANDLE) return;
     /* After a timed-out wait the device may never go idle; destroy without waiting then. */
     if (!ctx->lost) vkDeviceWaitIdle(ctx->device);
+    vk_buffer_destroy(ctx, &ctx->xsplit);
     vk_buffer_destroy(ctx, &ctx->dummy);
     free(ctx->dsets);
     vkDestroyDescriptorPool(ctx->device, ctx->dpool, NULL);

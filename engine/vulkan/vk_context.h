@@ -115,6 +115,7 @@ typedef struct {
     vk_dset_entry *dsets; /* [VK_DSET_CACHE] */
     int n_dsets;
     vk_buffer dummy;      /* binds where a shader's binding is unused */
+    vk_buffer xsplit;     /* x split for the tensor cores' XG matmuls (vk_coop_xsplit_reserve) */
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */

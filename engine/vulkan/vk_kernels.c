@@ -139,52 +139,96 @@ void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) 
 
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
     {"r16 t8", BATON_SHADER_matmul_coop_r16_t8,
-     BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8},
+     BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8, false},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
-     BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8},
+     BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8, false},
     {"r16 t8 k16", BATON_SHADER_matmul_coop_r16_t8_k16,
-     BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4},
+     BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4, false},
     {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16,
-     BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4},
+     BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4, false},
     {"r16 t32", BATON_SHADER_matmul_coop_r16_t32,
-     BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2},
+     BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2, false},
     {"r32 t32", BATON_SHADER_matmul_coop_r32_t32,
-     BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2},
+     BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2, false},
     {"r16 t64", BATON_SHADER_matmul_coop_r16_t64,
-     BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1},
+     BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1, false},
     {"r32 t64", BATON_SHADER_matmul_coop_r32_t64,
-     BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1},
+     BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1, false},
     /* A tile of two blocks: each staged x feeds twice the rows (x staged per weight byte: 1 at
      * t32, 2 at t64, against 4 for r32 t64). */
     {"r64 t32", BATON_SHADER_matmul_coop_r64_t32,
-     BATON_SHADER_matmul_coop_r64_t32_emulated, 64, 32, 2, 2},
+     BATON_SHADER_matmul_coop_r64_t32_emulated, 64, 32, 2, 2, false},
     {"r64 t64 k1", BATON_SHADER_matmul_coop_r64_t64_k1,
-     BATON_SHADER_matmul_coop_r64_t64_k1_emulated, 64, 64, 1, 1},
+     BATON_SHADER_matmul_coop_r64_t64_k1_emulated, 64, 64, 1, 1, false},
     /* Double-buffered (db): each round's weight fragments load during the round before, so the
      * memory does not wait for a round's staging, barrier and products (twice the registers for
      * fragments). */
     {"r16 t8 db", BATON_SHADER_matmul_coop_r16_t8_db,
-     BATON_SHADER_matmul_coop_r16_t8_db_emulated, 16, 8, 8, 4},
+     BATON_SHADER_matmul_coop_r16_t8_db_emulated, 16, 8, 8, 4, false},
     {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
-     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2},
+     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false},
     {"r16 t8 k16 db", BATON_SHADER_matmul_coop_r16_t8_k16_db,
-     BATON_SHADER_matmul_coop_r16_t8_k16_db_emulated, 16, 8, 16, 4},
+     BATON_SHADER_matmul_coop_r16_t8_k16_db_emulated, 16, 8, 16, 4, false},
     {"r32 t64 db", BATON_SHADER_matmul_coop_r32_t64_db,
-     BATON_SHADER_matmul_coop_r32_t64_db_emulated, 32, 64, 2, 1},
+     BATON_SHADER_matmul_coop_r32_t64_db_emulated, 32, 64, 2, 1, false},
     {"r64 t32 db", BATON_SHADER_matmul_coop_r64_t32_db,
-     BATON_SHADER_matmul_coop_r64_t32_db_emulated, 64, 32, 2, 2},
+     BATON_SHADER_matmul_coop_r64_t32_db_emulated, 64, 32, 2, 2, false},
     {"r64 t64 k1 db", BATON_SHADER_matmul_coop_r64_t64_k1_db,
-     BATON_SHADER_matmul_coop_r64_t64_k1_db_emulated, 64, 64, 1, 1},
+     BATON_SHADER_matmul_coop_r64_t64_k1_db_emulated, 64, 64, 1, 1, false},
+    /* g: x split once per product by split.comp and read from memory, not staged per workgroup
+     * and round: no barriers in the rounds (double-buffered). On the H100 (run E), cutting the
+     * staging and round barriers out of the others took r64 t64 k1 from 11.7 to 39 TFLOP/s. */
+    {"r32 t8 g", BATON_SHADER_matmul_coop_r32_t8_g,
+     BATON_SHADER_matmul_coop_r32_t8_g_emulated, 32, 8, 8, 2, true},
+    {"r32 t32 g", BATON_SHADER_matmul_coop_r32_t32_g,
+     BATON_SHADER_matmul_coop_r32_t32_g_emulated, 32, 32, 4, 2, true},
+    {"r32 t64 g", BATON_SHADER_matmul_coop_r32_t64_g,
+     BATON_SHADER_matmul_coop_r32_t64_g_emulated, 32, 64, 4, 1, true},
+    {"r64 t32 g", BATON_SHADER_matmul_coop_r64_t32_g,
+     BATON_SHADER_matmul_coop_r64_t32_g_emulated, 64, 32, 4, 2, true},
+    {"r64 t64 g", BATON_SHADER_matmul_coop_r64_t64_g,
+     BATON_SHADER_matmul_coop_r64_t64_g_emulated, 64, 64, 2, 1, true},
 };
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {
     assert(i >= 0 && i < VK_COOP_CONFIGS);
     const vk_coop_config *c = &vk_coop_configs[i];
     uint32_t ks = 8 * (emulated ? c->kr_emulated : c->kr);
-    /* x: uint (hi, lo) per element emulated, else two float16_t arrays with TNP = TN + 8 (8
-     * for TN 8); part[SEGS][RM][8] floats. */
+    /* x (none for XG): uint (hi, lo) per element emulated, else two float16_t arrays with TNP =
+     * TN + 8 (8 for TN 8); part[SEGS][RM][8] floats. */
     uint32_t tnp = emulated ? c->tn : c->tn == 8 ? 8 : c->tn + 8;
-    return MM_SEGS * ks * tnp * 4 + MM_SEGS * c->rm * 8 * 4;
+    return (c->xg ? 0 : MM_SEGS * ks * tnp * 4) + MM_SEGS * c->rm * 8 * 4;
+}
+
+baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err) {
+    if (ctx->xsplit.size >= bytes) return BATON_OK;
+    vk_buffer grown;
+    baton_status s = vk_buffer_create(ctx, bytes, false, &grown, err);
+    if (s != BATON_OK) return s;
+    vk_buffer_destroy(ctx, &ctx->xsplit);
+    ctx->xsplit = grown;
+    vk_replays_invalidate(ctx);
+    return BATON_OK;
+}
+
+/* Splits each group's x (pc's x_off, T tokens of K) into ctx->xsplit for an XG product, and
+ * orders the split before the product. */
+static void record_split(vk_context *ctx, const pc_matmul *pc, const vk_buffer *x) {
+    uint64_t end = 0;
+    pc_split ps = {.K = pc->K, .T = pc->T, .n_groups = pc->n_groups};
+    for (uint32_t g = 0; g < pc->n_groups; g++) {
+        ps.x_off[g] = pc->x_off[g];
+        uint64_t e = ((uint64_t)pc->x_off[g] + ((uint64_t)pc->T + 63) * (pc->K / 4)) * 16;
+        if (e > end) end = e;
+    }
+    assert(end <= ctx->xsplit.size); /* vk_coop_xsplit_reserve */
+    (void)end;
+    uint64_t items = (uint64_t)pc->n_groups * pc->T * (pc->K / 8);
+    uint64_t groups = (items + 63) / 64;
+    vk_bind binds[4] = {{.buf = &ctx->dummy}, {.buf = x}, {.buf = &ctx->xsplit}, {.buf = &ctx->dummy}};
+    vk_dispatch(ctx, BATON_SHADER_split_f32_f16, binds, 4, &ps, sizeof ps,
+                (uint32_t)(groups < 65535 ? groups : 65535), 1, 1);
+    vk_barrier_compute(ctx);
 }
 
 static baton_status coop_check(const vk_context *ctx, int i, baton_error *err) {
@@ -260,12 +304,14 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     assert((ln == NULL && wkv == NULL) || (T == 1 && !ctx->coopmat));
     baton_shader_id shader;
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
+    bool xg = false;
     if (ctx->coopmat) {
         const vk_coop_config *cc =
             &vk_coop_configs[vk_kind_config(ctx, T <= 8 ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
         cb = cc->tn;
         wr = cc->rm;
+        xg = cc->xg;
     } else if (T <= 1) {
         const vk_matvec_config *mv = &vk_matvec_configs[vk_kind_config(ctx, VK_KIND_MATVEC, w->role)];
         int twin = ln != NULL ? mv->ln : wkv != NULL ? mv->wkv : (int)mv->shader;
@@ -308,6 +354,10 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
         pl.state_row = ln->state_row;
         pl.seq_slot_off = ln->seq_slot_off;
         pl.xx_group = ln->xx_part;
+    }
+    if (xg) {
+        record_split(ctx, &pc, x);
+        x = &ctx->xsplit;
     }
     if (wkv != NULL) {
         assert(w->n_parts == 1 && wkv->kvr_stride % 4 == 0);

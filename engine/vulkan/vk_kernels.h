@@ -30,6 +30,10 @@ typedef struct {
 } pc_matmul;
 _Static_assert(sizeof(pc_matmul) == 96, "matmul.comp and matmul_coop.comp push block");
 typedef struct {
+    uint32_t K, T, n_groups, x_off[3];
+} pc_split;
+_Static_assert(sizeof(pc_split) == 24, "split.comp push block");
+typedef struct {
     pc_matmul mm;
     uint32_t ln_w_off, ln_b_off, mix[3], state_row, seq_slot_off, xx_group;
 } pc_matmul_ln;
@@ -146,12 +150,19 @@ typedef struct {
     const char *name;
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
+    bool xg; /* x split beforehand (split.comp into ctx->xsplit) and read from there, not staged */
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7 };
+enum { VK_COOP_CONFIGS = 21, VK_COOP_MANY_DEFAULT = 7 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
 uint32_t vk_coop_shared_bytes(int i, bool emulated);
+
+/* Makes ctx->xsplit, the split x of the XG configurations (a mirror of an x buffer: the same
+ * offsets, 8 hi and 8 lo halves where x has 8 floats), at least `bytes`: at least the largest x
+ * buffer a product reads, plus 64 rows of its K past its last token (a workgroup's columns past
+ * the step read there). Only between steps (it may replace the buffer). */
+baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err);
 
 /* Makes configurations few (tn 8) and many the context's tensor-core matmuls, building their
  * pipelines (the EMULATE variants when ctx->coopmat_emulated): BATON_ERR_UNSUPPORTED when the
