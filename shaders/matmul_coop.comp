@@ -11,25 +11,27 @@
 // (cps chunks of 8 columns each, fixed by K alone). For each output, segment s sums from zero, one
 // chunk at a time in k order, the chunk's product with hi and then with lo (two 16x8x8 products);
 // the 8 segment sums are then added in order 0..7 in plain fp32. The variants differ in how much
-// they compute at once (RM rows, TN tokens, KR chunks of x staged per round), never in that order.
+// they compute at once (RM rows, TN tokens, KR chunks a round), never in that order.
 //
 // A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one, two or four
 // 16-row fragments: of one 32-row block, or of the two of a tile, which never spans two stacked
 // parts or chunks; the second block is missing at the end of a chunk of an odd number) for TN
-// tokens. Per round, the workgroup stages KR chunks of every segment's x for its TN tokens in
-// shared memory (hi and lo), then each subgroup multiplies its chunks: the weights' 16x8
-// fragments come straight from the buffer (16 rows of a chunk are 256 contiguous bytes in the
-// interleaved layout: one coalesced load), each used for TN / 8 token columns twice. The segment
-// sums meet in shared memory, one 8-token column at a time.
+// tokens. Each subgroup multiplies its chunks: the weights' 16x8 fragments come straight from
+// the buffer (16 rows of a chunk are 256 contiguous bytes in the interleaved layout: one
+// coalesced load), each used for TN / 8 token columns twice. The segment sums meet in shared
+// memory, one 8-token column at a time. x reaches the products one of two ways:
+// - staged (TN 8, steps of up to 8 tokens): per round, the workgroup splits KR chunks of every
+//   segment's x for its tokens into shared memory (hi and lo), meets at a barrier, multiplies,
+//   and meets again;
+// - XG=1: x comes already split (split.comp, one dispatch before the product) in a mirror of its
+//   buffer, and each subgroup loads its x fragments straight from there (a chunk's 16 bytes of
+//   hi or lo for each of 8 tokens): no staging, no barrier in the rounds, subgroups never wait
+//   for each other until the segment sums meet. The same values, products and order: the same
+//   bits as staging. On the H100 (run E) staging many-token configurations ran 64-token
+//   products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42.
 //
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
 // in one 32-row block or one tile, so in one group).
-//
-// XG=1: x comes already split (split.comp, one dispatch before the product) in a mirror of its
-// buffer, and each subgroup loads its x fragments straight from there (128 bytes of 8 tokens' hi
-// or lo for one chunk): no staging, no barrier in the rounds, subgroups never wait for each other
-// until the segment sums meet. The same values, products and order: the same bits as staging.
-// (Run E, with the staging and round barriers cut out: 11.7 to 39 TFLOP/s for r64 t64 k1.)
 //
 // EMULATE=1 (test_vk_ops, on any device): the same staging, rounds, segments, groups and
 // epilogues with each 16x8x8 product done by plain fp32 arithmetic on the same fp16 values (hi
@@ -56,7 +58,7 @@
 #define TOKENS 8            // tokens per workgroup: a multiple of 8
 #endif
 #ifndef ROUND
-#define ROUND 8             // chunks of every segment's x staged per round
+#define ROUND 8             // chunks a round (staged: of every segment's x)
 #endif
 #ifndef DB
 #define DB 0                // 1: the next round's weight fragments load during this round
@@ -69,13 +71,12 @@ const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
 const uint RF = RM / 16u;   // 16-row fragments per subgroup
 const uint NJ = TN / 8u;    // 8-token columns per workgroup
 const uint KS = KR * 8u;    // staged columns per segment
-#if EMULATE
-const uint TNP = TN;        // one uint (hi, lo) per element: no fragment loads to align
-#elif TOKENS == 8
-const uint TNP = 8u;        // row stride of the staged x (halves): 16 bytes puts the 8 rows of
-#else                       // a fragment on distinct banks; TN + 8 does for wider tiles
-const uint TNP = TN + 8u;
+#if !XG && TOKENS != 8
+#error "x is staged for 8 tokens per workgroup; wider tiles read it split (XG=1)"
 #endif
+// Row stride of the staged x: 8 (one uint (hi, lo) per element emulated; 16 bytes of halves,
+// which put the 8 rows of a fragment on distinct banks).
+const uint TNP = 8u;
 
 #define EPI_NONE 0u
 #define EPI_SIGMOID 1u

@@ -61,53 +61,35 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b64_rt2|matmul.comp|CB=64 WR=16u RT=2"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
   # hi + lo), where tuning chooses them or BATON_VK_COOPMAT=1 asks; built only there. ROWS and
-  # TOKENS per workgroup, ROUND chunks of x staged per round; every one sums in the same order.
-  # t8: steps of up to 8 tokens; t32, t64: larger steps (vk_coop_configs in vk_kernels.c).
+  # TOKENS per workgroup, ROUND chunks per round; every one sums in the same order
+  # (vk_coop_configs in vk_kernels.c). t8, for steps of up to 8 tokens, stage x in shared memory
+  # as they go (ROUND chunks of it a round); DB: the next round's weight fragments load during
+  # this round.
+  "matmul_coop_r32_t8_db|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1"
   "matmul_coop_r16_t8|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8"
   "matmul_coop_r32_t8|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8"
   "matmul_coop_r16_t8_k16|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16"
   "matmul_coop_r32_t8_k16|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=16"
-  "matmul_coop_r16_t32|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2"
-  "matmul_coop_r32_t32|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2"
-  "matmul_coop_r16_t64|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=2"
-  "matmul_coop_r32_t64|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2"
-  # 64 rows: a tile of two blocks (vk_upload.h), one staging of x for twice the rows.
-  "matmul_coop_r64_t32|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2"
-  "matmul_coop_r64_t64_k1|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1"
-  # DB: double-buffered, the next round's weight fragments loading through this round.
   "matmul_coop_r16_t8_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 DB=1"
-  "matmul_coop_r32_t8_db|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1"
   "matmul_coop_r16_t8_k16_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16 DB=1"
-  "matmul_coop_r32_t64_db|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2 DB=1"
-  "matmul_coop_r64_t32_db|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1"
-  "matmul_coop_r64_t64_k1_db|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1"
-  # XG: x split by split_f32_f16 beforehand and read from memory, no staging or round barriers
-  # (double-buffered weight fragments, rounds of ROUND chunks).
+  # XG (g): x split by split_f32_f16 beforehand and read from memory, no staging or round
+  # barriers (double-buffered); the only kind for larger steps. 64 rows: a tile of two blocks.
   "matmul_coop_r32_t8_g|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1 XG=1"
   "matmul_coop_r32_t32_g|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=4 DB=1 XG=1"
   "matmul_coop_r32_t64_g|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=4 DB=1 XG=1"
   "matmul_coop_r64_t32_g|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=4 DB=1 XG=1"
   "matmul_coop_r64_t64_g|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=2 DB=1 XG=1"
-  # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device;
-  # rounds small enough for lavapipe's 32 KiB of shared memory; the round never changes a sum).
+  # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device),
+  # in rounds of few chunks, small enough for lavapipe's 32 KiB of shared memory and so that the
+  # tests' K give many rounds, odd and even counts and partial last rounds (the round never
+  # changes a sum).
+  "matmul_coop_r32_t8_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 EMULATE=1"
   "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
   "matmul_coop_r32_t8_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 EMULATE=1"
   "matmul_coop_r16_t8_k16_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 EMULATE=1"
   "matmul_coop_r32_t8_k16_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=4 EMULATE=1"
-  "matmul_coop_r16_t32_emulated|matmul_coop.comp|ROWS=16 TOKENS=32 ROUND=2 EMULATE=1"
-  "matmul_coop_r32_t32_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 EMULATE=1"
-  "matmul_coop_r16_t64_emulated|matmul_coop.comp|ROWS=16 TOKENS=64 ROUND=1 EMULATE=1"
-  "matmul_coop_r32_t64_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 EMULATE=1"
-  "matmul_coop_r64_t32_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 EMULATE=1"
-  "matmul_coop_r64_t64_k1_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 EMULATE=1"
-  # Double-buffered, in rounds of few chunks so that the tests' K give many rounds, odd and even
-  # counts and partial last rounds.
   "matmul_coop_r16_t8_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
-  "matmul_coop_r32_t8_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 EMULATE=1"
   "matmul_coop_r16_t8_k16_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
-  "matmul_coop_r32_t64_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
-  "matmul_coop_r64_t32_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 EMULATE=1"
-  "matmul_coop_r64_t64_k1_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 EMULATE=1"
   "matmul_coop_r32_t8_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r32_t32_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r32_t64_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"

@@ -138,6 +138,9 @@ void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) 
 }
 
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
+    /* Steps of up to 8 tokens, x staged as they go. */
+    {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
+     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false},
     {"r16 t8", BATON_SHADER_matmul_coop_r16_t8,
      BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8, false},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
@@ -146,38 +149,14 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4, false},
     {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16,
      BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4, false},
-    {"r16 t32", BATON_SHADER_matmul_coop_r16_t32,
-     BATON_SHADER_matmul_coop_r16_t32_emulated, 16, 32, 2, 2, false},
-    {"r32 t32", BATON_SHADER_matmul_coop_r32_t32,
-     BATON_SHADER_matmul_coop_r32_t32_emulated, 32, 32, 2, 2, false},
-    {"r16 t64", BATON_SHADER_matmul_coop_r16_t64,
-     BATON_SHADER_matmul_coop_r16_t64_emulated, 16, 64, 2, 1, false},
-    {"r32 t64", BATON_SHADER_matmul_coop_r32_t64,
-     BATON_SHADER_matmul_coop_r32_t64_emulated, 32, 64, 2, 1, false},
-    /* A tile of two blocks: each staged x feeds twice the rows (x staged per weight byte: 1 at
-     * t32, 2 at t64, against 4 for r32 t64). */
-    {"r64 t32", BATON_SHADER_matmul_coop_r64_t32,
-     BATON_SHADER_matmul_coop_r64_t32_emulated, 64, 32, 2, 2, false},
-    {"r64 t64 k1", BATON_SHADER_matmul_coop_r64_t64_k1,
-     BATON_SHADER_matmul_coop_r64_t64_k1_emulated, 64, 64, 1, 1, false},
-    /* Double-buffered (db): each round's weight fragments load during the round before, so the
-     * memory does not wait for a round's staging, barrier and products (twice the registers for
-     * fragments). */
     {"r16 t8 db", BATON_SHADER_matmul_coop_r16_t8_db,
      BATON_SHADER_matmul_coop_r16_t8_db_emulated, 16, 8, 8, 4, false},
-    {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
-     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false},
     {"r16 t8 k16 db", BATON_SHADER_matmul_coop_r16_t8_k16_db,
      BATON_SHADER_matmul_coop_r16_t8_k16_db_emulated, 16, 8, 16, 4, false},
-    {"r32 t64 db", BATON_SHADER_matmul_coop_r32_t64_db,
-     BATON_SHADER_matmul_coop_r32_t64_db_emulated, 32, 64, 2, 1, false},
-    {"r64 t32 db", BATON_SHADER_matmul_coop_r64_t32_db,
-     BATON_SHADER_matmul_coop_r64_t32_db_emulated, 64, 32, 2, 2, false},
-    {"r64 t64 k1 db", BATON_SHADER_matmul_coop_r64_t64_k1_db,
-     BATON_SHADER_matmul_coop_r64_t64_k1_db_emulated, 64, 64, 1, 1, false},
     /* g: x split once per product by split.comp and read from memory, not staged per workgroup
-     * and round: no barriers in the rounds (double-buffered). On the H100 (run E), cutting the
-     * staging and round barriers out of the others took r64 t64 k1 from 11.7 to 39 TFLOP/s. */
+     * and round: no barriers in the rounds (double-buffered). On the H100 (run E) r32 t32 g ran
+     * 64-token products at 25 to 42 TFLOP/s, the staging many-token ones it replaced (r16, r32
+     * and r64 rows by 32 and 64 tokens) at 4 to 13. */
     {"r32 t8 g", BATON_SHADER_matmul_coop_r32_t8_g,
      BATON_SHADER_matmul_coop_r32_t8_g_emulated, 32, 8, 8, 2, true},
     {"r32 t32 g", BATON_SHADER_matmul_coop_r32_t32_g,
@@ -194,10 +173,9 @@ uint32_t vk_coop_shared_bytes(int i, bool emulated) {
     assert(i >= 0 && i < VK_COOP_CONFIGS);
     const vk_coop_config *c = &vk_coop_configs[i];
     uint32_t ks = 8 * (emulated ? c->kr_emulated : c->kr);
-    /* x (none for XG): uint (hi, lo) per element emulated, else two float16_t arrays with TNP =
-     * TN + 8 (8 for TN 8); part[SEGS][RM][8] floats. */
-    uint32_t tnp = emulated ? c->tn : c->tn == 8 ? 8 : c->tn + 8;
-    return (c->xg ? 0 : MM_SEGS * ks * tnp * 4) + MM_SEGS * c->rm * 8 * 4;
+    /* x (staged ones: 8 tokens): a uint (hi, lo) per element emulated, else two float16_t
+     * arrays; part[SEGS][RM][8] floats. */
+    return (c->xg ? 0 : MM_SEGS * ks * 8 * 4) + MM_SEGS * c->rm * 8 * 4;
 }
 
 baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err) {
