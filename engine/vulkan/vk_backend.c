@@ -760,10 +760,10 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     if (s == BATON_OK) s = vk_buffer_create(ctx, 3 * S * 4, false, &b->kvr, err);
     if (s == BATON_OK) s = vk_buffer_create(ctx, (KF + S) * 4, false, &b->kfr, err);
     /* The tensor cores' split x: a mirror of the largest x a product reads (xs, kfr), and 64
-     * rows of the widest K past its end. */
+     * rows of the widest K past its end; made while the tensor-core path is in use. */
     uint64_t widest = C > F ? C : F;
-    if (s == BATON_OK && ctx->coopmat_ready)
-        s = vk_coop_xsplit_reserve(ctx, ((3 * S > KF + S ? 3 * S : KF + S) + 64 * widest) * 4, err);
+    ctx->xsplit_bytes = ((3 * S > KF + S ? 3 * S : KF + S) + 64 * widest) * 4;
+    if (s == BATON_OK && ctx->coopmat) s = vk_coop_xsplit_reserve(ctx, ctx->xsplit_bytes, err);
     b->next_stride = (uint32_t)((C + 63) & ~(uint64_t)63); /* rows on 256 bytes: bound alone */
     if (s == BATON_OK)
         s = vk_buffer_create(ctx, 4 * (uint64_t)b->next_stride * 4, false, &b->next, err);

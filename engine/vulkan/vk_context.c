@@ -596,11 +596,13 @@ bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err) {
     if (ctx->coopmat != on) vk_replays_invalidate(ctx);
     if (!on) {
         ctx->coopmat = false;
+        vk_buffer_destroy(ctx, &ctx->xsplit); /* the fp32 path has no use for it */
         return true;
     }
     if (ctx->coopmat_ready) {
         baton_error coop_err = {0};
-        if (vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, &coop_err) == BATON_OK) {
+        if (vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, &coop_err) == BATON_OK &&
+            vk_coop_xsplit_reserve(ctx, ctx->xsplit_bytes, &coop_err) == BATON_OK) {
             ctx->coopmat = true;
             return true;
         }

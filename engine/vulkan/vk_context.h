@@ -116,6 +116,7 @@ typedef struct {
     int n_dsets;
     vk_buffer dummy;      /* binds where a shader's binding is unused */
     vk_buffer xsplit;     /* x split for the tensor cores' XG matmuls (vk_coop_xsplit_reserve) */
+    VkDeviceSize xsplit_bytes; /* what the stage needs of it: made on the tensor-core path */
     uint64_t timeout_ns;
     uint32_t n_dispatches, n_barriers; /* recorded since the caller last zeroed them */
     int matvec;           /* the one-token matmul configuration (vk_matvec_configs) */
