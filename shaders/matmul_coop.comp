@@ -66,6 +66,12 @@
 #ifndef XG
 #define XG 0                // 1: x split in memory by split.comp (no staging, no round barriers)
 #endif
+#ifndef XP
+#define XP 0                // (XG) 1: a round's x fragments load with its weight fragments
+#endif
+#if XP && !(XG && DB)
+#error "XP loads x fragments a round ahead: XG and DB only"
+#endif
 const uint RM = ROWS, TN = TOKENS, KR = ROUND;
 const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
 const uint RF = RM / 16u;   // 16-row fragments per subgroup
@@ -145,26 +151,35 @@ float acc[RF][NJ][4];
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
 #endif
 
-#if XG && EMULATE
-// Half h of the split x.
-float xs_half(uint h) {
-    vec2 v = unpackHalf2x16(xsu[h >> 1u]);
-    return (h & 1u) != 0u ? v.y : v.x;
-}
+#if XG
+// XFrag: an 8x8 fragment of the split x (8 columns of a chunk, hi or lo, by 8 tokens) as the
+// subgroup holds it; XLOAD(xf, xbase) loads a chunk's [NJ][2] (8-token column j; hi, lo) from
+// its hi for the workgroup's first token at xbase (halves; a token's row is 2 K halves, its lo 8
+// halves after its hi).
+#if EMULATE
+// Emulated, lane l holds token l % 8's 8 halves, two a word.
+struct XFrag { uint q[4]; };
+#define XLOAD(xf, xbase) \
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
+        [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) \
+            [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) \
+                xf[j_][h_].q[i_] = xsu[((xbase) + (8u * j_ + gl_LocalInvocationID.x % 8u) * 2u * pc.K + 8u * h_) / 2u + i_]
+#else
+#define XFrag fcoopmatNV<16, gl_ScopeSubgroup, 8, 8>
+#define XLOAD(xf, xbase) \
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
+        [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) /* column n: token n's 8 halves */ \
+            coopMatLoadNV(xf[j_][h_], xsp, (xbase) + 8u * j_ * 2u * pc.K + 8u * h_, 2u * pc.K, true)
 #endif
 
-// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
-// (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
-// column j; a holds the chunk's RF weight fragments, xbase its staged x (XG: the index, in
-// halves, of the chunk's hi for the workgroup's first token in the split x; a token's row is 2 K
-// halves, its lo 8 halves after its hi).
-void multiply(Frag a[RF], uint xbase, uint fin) {
-#if XG && EMULATE
-    uint n = gl_LocalInvocationID.x % 8u, xrow = 2u * pc.K;
+// acc[f][j] += the chunk's product with hi, then with lo (xf[j]), for every fragment f in the
+// chunk (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and
+// 8-token column j; a holds the chunk's RF weight fragments.
+void multiply_x(Frag a[RF], XFrag xf[NJ][2], uint fin) {
+#if EMULATE
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
             if (f >= fin) break;
-            uint xt = xbase + (8u * j + n) * xrow;
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
                 float wr[8];
                 vec2 p0 = unpackHalf2x16(a[f].q[e].x), p1 = unpackHalf2x16(a[f].q[e].y);
@@ -172,24 +187,36 @@ void multiply(Frag a[RF], uint xbase, uint fin) {
                 wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
                 wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
                 precise float s = acc[f][j][e];
-                for (uint kk = 0u; kk < 8u; kk++) s = fma(wr[kk], xs_half(xt + kk), s);
-                for (uint kk = 0u; kk < 8u; kk++) s = fma(wr[kk], xs_half(xt + 8u + kk), s);
+                [[unroll]] for (uint h = 0u; h < 2u; h++)
+                    for (uint kk = 0u; kk < 8u; kk++) {
+                        vec2 xv = unpackHalf2x16(xf[j][h].q[kk / 2u]);
+                        s = fma(wr[kk], (kk & 1u) != 0u ? xv.y : xv.x, s);
+                    }
                 acc[f][j][e] = s;
             }
         }
-#elif XG
-    [[unroll]] for (uint j = 0u; j < NJ; j++) {
-        fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
-        uint xt = xbase + 8u * j * 2u * pc.K;
-        coopMatLoadNV(bh, xsp, xt, 2u * pc.K, true);       // column n: token n's 8 halves
-        coopMatLoadNV(bl, xsp, xt + 8u, 2u * pc.K, true);
+#else
+    [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
             if (f >= fin) break;  // uniform: the workgroup's blocks
-            acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
-            acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
+            acc[f][j] = coopMatMulAddNV(a[f], xf[j][0], acc[f][j]);
+            acc[f][j] = coopMatMulAddNV(a[f], xf[j][1], acc[f][j]);
         }
-    }
-#elif EMULATE
+#endif
+}
+
+// The same, x loaded now from xbase (XLOAD's).
+void multiply(Frag a[RF], uint xbase, uint fin) {
+    XFrag xf[NJ][2];
+    XLOAD(xf, xbase);
+    multiply_x(a, xf, fin);
+}
+#else
+// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
+// (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
+// column j; a holds the chunk's RF weight fragments, xbase its staged x.
+void multiply(Frag a[RF], uint xbase, uint fin) {
+#if EMULATE
     uint n = gl_LocalInvocationID.x % 8u;
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
@@ -221,6 +248,7 @@ void multiply(Frag a[RF], uint xbase, uint fin) {
     }
 #endif
 }
+#endif
 
 #if !XG
 // Stages round q0 of x: KR chunks of every segment for the workgroup's first tv tokens (from
@@ -267,20 +295,32 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 #define MET barrier();
 #endif
 //
-// LOAD_ROUND(A, q): every fragment of the subgroup's round q into A (a whole round: q + KR
-// chunks within the segment), KR * RF loads in flight at once.
-#define LOAD_ROUND(A, q) \
+// XP: LOAD_X(XA, q) loads round q's x fragments into XA ([KR][NJ][2]) beside its weights', and
+// MULTIPLY_WHOLE takes them from there; otherwise each chunk's products load their x as they go.
+#if XP
+#define LOAD_X(XA, q) [[unroll]] for (uint cc = 0u; cc < KR; cc++) { XLOAD(XA[cc], XBASE(q, cc)); }
+#define MULTIPLY_WHOLE(A, XA, q, cc) multiply_x(A[cc], XA[cc], fin)
+#else
+#define LOAD_X(XA, q)
+#define MULTIPLY_WHOLE(A, XA, q, cc) multiply(A[cc], XBASE(q, cc), fin)
+#endif
+//
+// LOAD_ROUND(A, XA, q): every fragment of the subgroup's round q into A (a whole round: q + KR
+// chunks within the segment), KR * RF loads in flight at once (XP: and its x's into XA).
+#define LOAD_ROUND(A, XA, q) \
     [[unroll]] for (uint cc = 0u; cc < KR; cc++) \
         [[unroll]] for (uint f = 0u; f < RF; f++) { \
             if (f >= fin) break; \
             FRAG_LOAD(A[cc][f], frag_at(blk, r0, f, nc, c_begin + (q) + cc)); \
-        }
-// MULTIPLY_ROUND(A, whole, q): round q's products, in chunk order: from A where the round is
-// whole (loaded before), else chunk by chunk up to the segment's end (its last, partial round).
-#define MULTIPLY_ROUND(A, whole, q) \
+        } \
+    LOAD_X(XA, q)
+// MULTIPLY_ROUND(A, XA, whole, q): round q's products, in chunk order: from A (and XA) where the
+// round is whole (loaded before), else chunk by chunk up to the segment's end (its last, partial
+// round).
+#define MULTIPLY_ROUND(A, XA, whole, q) \
     if (whole) { \
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) \
-            multiply(A[cc], XBASE(q, cc), fin); \
+            MULTIPLY_WHOLE(A, XA, q, cc); \
     } else { \
         [[unroll]] for (uint cc = 0u; cc < KR; cc++) { \
             uint c = c_begin + (q) + cc; \
@@ -294,25 +334,26 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
         } \
     }
 #if DB
-// DO_ROUND(A, B, q): round q. DB = 1, double-buffered: the round multiplies the fragments A that
-// the round before loaded, and first issues the loads of round q + KR into B, so that they are
-// in flight through this round's staging, barrier and products: the memory never waits for a
-// round's products. Twice the registers for fragments; the same products in the same order.
-#define DO_ROUND(A, B, q) { \
+// DO_ROUND(A, XA, B, XB, q): round q. DB = 1, double-buffered: the round multiplies the
+// fragments A (XA) that the round before loaded, and first issues the loads of round q + KR into
+// B (XB), so that they are in flight through this round's staging, barrier and products: the
+// memory never waits for a round's products. Twice the registers for fragments; the same
+// products in the same order.
+#define DO_ROUND(A, XA, B, XB, q) { \
         bool whole_ = c_begin + (q) + KR <= c_end; \
-        if (c_begin + (q) + 2u * KR <= c_end) { LOAD_ROUND(B, (q) + KR) } \
+        if (c_begin + (q) + 2u * KR <= c_end) { LOAD_ROUND(B, XB, (q) + KR) } \
         STAGE(q) \
-        MULTIPLY_ROUND(A, whole_, q) \
+        MULTIPLY_ROUND(A, XA, whole_, q) \
         MET \
     }
 #else
 // DB = 0: the round loads its own fragments first, in flight while its x is staged and the
 // workgroup meets at the barrier.
-#define DO_ROUND(A, B, q) { \
+#define DO_ROUND(A, XA, B, XB, q) { \
         bool whole_ = c_begin + (q) + KR <= c_end; \
-        if (whole_) { LOAD_ROUND(A, q) } \
+        if (whole_) { LOAD_ROUND(A, XA, q) } \
         STAGE(q) \
-        MULTIPLY_ROUND(A, whole_, q) \
+        MULTIPLY_ROUND(A, XA, whole_, q) \
         MET \
     }
 #endif
@@ -375,15 +416,18 @@ void main() {
     // has no chunks left in a round only stages and meets the others at the barriers.
 #if DB
     Frag a0[KR][RF], a1[KR][RF];
-    if (c_begin + KR <= c_end) { LOAD_ROUND(a0, 0u) }
+#if XP
+    XFrag x0[KR][NJ][2], x1[KR][NJ][2];
+#endif
+    if (c_begin + KR <= c_end) { LOAD_ROUND(a0, x0, 0u) }
     for (uint q0 = 0u; q0 < pc.cps; q0 += 2u * KR) {
-        DO_ROUND(a0, a1, q0)
+        DO_ROUND(a0, x0, a1, x1, q0)
         if (q0 + KR >= pc.cps) break;
-        DO_ROUND(a1, a0, q0 + KR)
+        DO_ROUND(a1, x1, a0, x0, q0 + KR)
     }
 #else
     Frag a0[KR][RF];
-    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, a0, q0)
+    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, x0, a0, x0, q0)
 #endif
 
     // The segment sums, one 8-token column at a time: in order 0..7, then the epilogue.

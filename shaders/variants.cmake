@@ -79,6 +79,10 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t64_g|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=4 DB=1 XG=1"
   "matmul_coop_r64_t32_g|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=4 DB=1 XG=1"
   "matmul_coop_r64_t64_g|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=2 DB=1 XG=1"
+  # XP (gp): a round's x fragments load a round ahead too, beside its weight fragments.
+  "matmul_coop_r32_t8_gp|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1 XG=1 XP=1"
+  "matmul_coop_r32_t32_gp|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=4 DB=1 XG=1 XP=1"
+  "matmul_coop_r32_t64_gp|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2 DB=1 XG=1 XP=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device),
   # in rounds of few chunks, small enough for lavapipe's 32 KiB of shared memory and so that the
   # tests' K give many rounds, odd and even counts and partial last rounds (the round never
@@ -95,4 +99,7 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r32_t64_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r64_t32_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r64_t64_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r32_t8_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 XG=1 XP=1 EMULATE=1"
+  "matmul_coop_r32_t32_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 XP=1 EMULATE=1"
+  "matmul_coop_r32_t64_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 XP=1 EMULATE=1"
 )

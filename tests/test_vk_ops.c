@@ -754,16 +754,16 @@ int main(void) {
     ctx.coopmat = ctx.coopmat_emulated = true;
     REQUIRE(vk_coop_xsplit_reserve(&ctx, 8u << 20, &err) == BATON_OK); /* the XG ones' split x */
     printf("matmul_coop.comp, emulated:\n");
-    /* Every one at least once; the 64-row ones (10, 11) also on stacks whose parts end
-     * mid-tile, on chunks of one block and on an odd number of blocks. */
-    const int pairs[8][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 9}, {2, 10}, {3, 11}, {4, 8},
-                             {5, 9}, {6, 8}, {7, 11}};
-    for (int p = 0; p < 8; p++) {
+    /* Every one at least once; the 64-row ones (10, 11) and the gp ones (12 to 14) also on
+     * stacks whose parts end mid-tile, on chunks of one block and on an odd number of blocks. */
+    const int pairs[10][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 9}, {2, 10}, {3, 11}, {4, 8},
+                              {5, 9}, {6, 8}, {7, 11}, {12, 13}, {0, 14}};
+    for (int p = 0; p < 10; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,
                vk_coop_configs[pairs[p][1]].name);
         test_matmul(100, 72, 2 * 32 * 72 * 2);
-        if (p > 0 && vk_coop_configs[pairs[p][1]].rm != 64) continue;
+        if (p > 0 && p < 8 && vk_coop_configs[pairs[p][1]].rm != 64) continue;
         test_matmul(100, 72, 3 * 32 * 72 * 2); /* chunks of 2 blocks (3 rounds down to a tile) */
         test_matmul(100, 72, 32 * 72 * 2);     /* chunks of 1 block: a tile's second is missing */
         test_matmul(37, 16, 0);

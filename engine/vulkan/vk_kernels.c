@@ -167,6 +167,14 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      BATON_SHADER_matmul_coop_r64_t32_g_emulated, 64, 32, 4, 2, true},
     {"r64 t64 g", BATON_SHADER_matmul_coop_r64_t64_g,
      BATON_SHADER_matmul_coop_r64_t64_g_emulated, 64, 64, 2, 1, true},
+    /* gp: a round's x fragments load a round ahead too, beside its weight fragments (not yet
+     * measured on a GPU). */
+    {"r32 t8 gp", BATON_SHADER_matmul_coop_r32_t8_gp,
+     BATON_SHADER_matmul_coop_r32_t8_gp_emulated, 32, 8, 8, 2, true},
+    {"r32 t32 gp", BATON_SHADER_matmul_coop_r32_t32_gp,
+     BATON_SHADER_matmul_coop_r32_t32_gp_emulated, 32, 32, 4, 2, true},
+    {"r32 t64 gp", BATON_SHADER_matmul_coop_r32_t64_gp,
+     BATON_SHADER_matmul_coop_r32_t64_gp_emulated, 32, 64, 2, 1, true},
 };
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {
