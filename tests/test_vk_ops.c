@@ -339,9 +339,10 @@ static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
     mm_case_free(&c);
 }
 
-/* matmul_coop.comp's configurations (emulated): T = 20 tokens under every many-token
- * configuration and token 0 alone under every few-token one, each bitwise equal to the default
- * pair's results, which are checked against a double reference. */
+/* matmul_coop.comp's configurations (emulated, or on the tensor cores where the device has them):
+ * T = 20 tokens under every many-token configuration and token 0 alone under every few-token
+ * one, each bitwise equal to the default pair's results, which are checked against a double
+ * reference. */
 static void test_coop_configs(int N, int K, uint64_t chunk_bytes) {
     enum { T = 20 };
     mm_case c;
@@ -365,8 +366,9 @@ static void test_coop_configs(int N, int K, uint64_t chunk_bytes) {
         checked++;
     }
     REQUIRE(vk_coop_select(&ctx, 0, VK_COOP_MANY_DEFAULT, &err) == BATON_OK);
-    printf("coop %dx%d (%d chunk(s)): normalized error %.2g, %d configurations bitwise equal\n", N,
-           K, c.wm.n_chunks, worst, checked);
+    printf("coop %dx%d (%d chunk(s)%s): normalized error %.2g, %d configurations bitwise equal\n",
+           N, K, c.wm.n_chunks, ctx.coopmat_emulated ? ", emulated" : ", tensor cores", worst,
+           checked);
     mm_case_free(&c);
 }
 
@@ -750,7 +752,9 @@ int main(void) {
      * of x (K 5336 and 10248: 2 and 3 tiles, the last partial). */
     /* matmul_coop.comp with its products emulated: staging, rounds, segments, groups,
      * epilogues, chunks, batch invariance across its few- and many-token configurations (the
-     * cooperative-matrix calls themselves need a device that has them). */
+     * cooperative-matrix calls themselves need a device that has them: test_coop_configs runs
+     * every configuration there too). */
+    bool tensor_cores = ctx.coopmat_ready && !ctx.coopmat_emulated; /* the device's own */
     ctx.coopmat = ctx.coopmat_emulated = true;
     REQUIRE(vk_coop_xsplit_reserve(&ctx, 8u << 20, &err) == BATON_OK); /* the XG ones' split x */
     printf("matmul_coop.comp, emulated:\n");
@@ -774,6 +778,12 @@ int main(void) {
     test_coop_configs(100, 72, 2 * 32 * 72 * 2);
     test_coop_configs(70, 1096, 0); /* cps 18: rounds of 8 end mid-segment */
     test_coop_configs(40, 1024, 0); /* cps 16: whole rounds only, in even counts */
+    if (tensor_cores) { /* the same on the real thing */
+        ctx.coopmat_emulated = false;
+        test_coop_configs(100, 72, 2 * 32 * 72 * 2);
+        test_coop_configs(70, 1096, 0);
+        test_coop_configs(40, 1024, 0);
+    }
     ctx.coopmat = ctx.coopmat_emulated = false;
     test_batched_configs(100, 72, 2 * 32 * 72 * 2);
     test_batched_configs(37, 1096, 0);
