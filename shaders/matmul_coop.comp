@@ -28,7 +28,8 @@
 //   hi or lo for each of 8 tokens): no staging, no barrier in the rounds, subgroups never wait
 //   for each other until the segment sums meet. The same values, products and order: the same
 //   bits as staging. On the H100 (run E) staging many-token configurations ran 64-token
-//   products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42.
+//   products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42. XP=1 (gp) also loads a round's x
+//   fragments a round ahead, beside its weight fragments.
 //
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
 // in one 32-row block or one tile, so in one group).
@@ -116,7 +117,7 @@ layout(push_constant, std430) uniform Push {
     uint n_blk;    // the chunk's row blocks
 } pc;
 
-// x of the round: [segment][KS columns][TNP tokens].
+// x of the round, staged: [segment][KS columns][TNP tokens].
 #if XG
 #elif EMULATE
 shared uint xhl[SEGS * KS * TNP];   // split_hl: hi's and lo's fp16 bits
