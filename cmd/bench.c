@@ -73,9 +73,11 @@ static bool parse_shape(const char *text, int *L, int *C, int *V) {
 }
 
 /* Per step, on average: the device's busy time (timestamps; < 0 when unknown) and the host's
- * recording time. */
+ * recording time; and the warm-up's steps, the first's and the last's device time. */
 typedef struct {
     double gpu_s, record_s;
+    int warm_steps;
+    double warm_first_s, warm_last_s;
 } step_split;
 
 /* Runs steps of n_seqs sequences of n_tokens each, sampled as `how` says (NULL: greedy), for
@@ -102,6 +104,11 @@ static double time_steps_sampled(baton_backend *be, int n_seqs, int n_tokens, do
     for (int w = 0; w < 1 || t - t0 < seconds / 4; w++) {
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
         t = now_s();
+        double g, r;
+        baton_vk_step_times(be, &g, &r);
+        if (w == 0) split->warm_first_s = g;
+        split->warm_last_s = g;
+        split->warm_steps = w + 1;
     }
     int steps = 0;
     t0 = t;
@@ -650,8 +657,10 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         uint32_t dispatches = 0, barriers = 0;
         baton_vk_step_counts(be, &dispatches, &barriers);
         printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s; %u dispatches, "
-               "%u barriers per step; device busy %.2f ms, recording %.2f ms)\n", B, tps, dt * 1e3,
-               weight_bytes / dt * 1e-9, dispatches, barriers, sp.gpu_s * 1e3, sp.record_s * 1e3);
+               "%u barriers per step; device busy %.2f ms, recording %.2f ms; after %d warm-up "
+               "steps, the first %.2f ms of device time, the last %.2f)\n", B, tps, dt * 1e3,
+               weight_bytes / dt * 1e-9, dispatches, barriers, sp.gpu_s * 1e3, sp.record_s * 1e3,
+               sp.warm_steps, sp.warm_first_s * 1e3, sp.warm_last_s * 1e3);
         fflush(stdout);
         if (B == 1) {
             tps1 = tps;
