@@ -184,18 +184,21 @@ static baton_status kind_select(vk_context *ctx, int kind, int i, baton_error *e
     }
 }
 
-/* The tokens a kind is timed at (0: this stage never runs it): 1, 8, 32, and 64 for the 64-token
- * tier and the tensor-core many-token kind (the batch the goals name; a prefill runs the same
- * kernel), within max_tokens. */
-static uint32_t kind_tokens(const vk_backend *b, int kind) {
+/* The tokens a kind is timed at on its path (0: this stage never runs it): 1, 8, 32, and 64 for
+ * the 64-token tier and the tensor-core many-token kind (the batch the goals name; a prefill runs
+ * the same kernel), within max_tokens. kind_tokens: the same, 0 for the other path's kinds. */
+static uint32_t kind_tokens_on_path(const vk_backend *b, int kind) {
     uint32_t most = (uint32_t)b->max_tokens;
-    bool coop = b->ctx.coopmat;
-    if ((kind >= K_COOP_FEW) != coop) return 0; /* the other path's kernels never run */
     if (kind == K_MATVEC || kind == K_COOP_FEW) return 1;
     if (kind == K_B8) return most >= 2 ? (most < 8 ? most : 8) : 0;
     if (kind == K_B32) return most > 8 ? (most < 32 ? most : 32) : 0;
     if (kind == K_B64) return most > 32 ? (most < 64 ? most : 64) : 0;
     return most > 8 ? (most < 64 ? most : 64) : 0;
+}
+
+static uint32_t kind_tokens(const vk_backend *b, int kind) {
+    if ((kind >= K_COOP_FEW) != b->ctx.coopmat) return 0; /* the other path's kernels never run */
+    return kind_tokens_on_path(b, kind);
 }
 
 enum { TUNE_ROUNDS = 3 };
@@ -278,6 +281,27 @@ static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, c
     }
     if (sum > 0.0) *layer = sum;
     return BATON_OK;
+}
+
+/* Builds the pipeline of every configuration tuning may time, the tensor cores' too where it may
+ * choose them, then puts the start configurations back: with the warm-up after it, each kernel
+ * is timed at least TUNE_WARM_S after it was made, as a served one runs. On the H100 (run E)
+ * tuning timed the tensor cores, built moments before, at 0.27x the matvec at one token and 2.90x
+ * the fp32 path at 64, where whole steps ran them at 0.81x and 1.31x: a lead that new pipelines
+ * run slow at first, not a proof. */
+static baton_status prebuild(vk_backend *b, baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    bool coop_may = ctx->coopmat || (ctx->coopmat_ready && ctx->coop_mode == VK_COOP_AUTO);
+    for (int kind = 0; kind < K_KINDS; kind++) {
+        bool coop = kind >= K_COOP_FEW;
+        if (coop ? !coop_may : ctx->coopmat) continue;
+        if (kind_tokens_on_path(b, kind) == 0) continue;
+        for (int i = 0; i < kind_size(kind); i++) {
+            baton_error why = {0}; /* one the device cannot run is named when timed */
+            if (kind_has(kind, i)) (void)kind_select(ctx, kind, i, &why);
+        }
+    }
+    return vk_kernels_reset(ctx, err);
 }
 
 /* Keeps the device busy for about TUNE_WARM_S with the first layer's one-token products before
@@ -775,6 +799,7 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     }
     char chose[sizeof b->tuning] = "";
     tune_times tt = {.t0 = t0};
+    if (st == BATON_OK) st = prebuild(b, err);
     if (st == BATON_OK) st = warm_up(b, err);
     st = st == BATON_OK ? tune_path(b, &probe, ref, got, chose, sizeof chose, &tt, err) : st;
     if (st == BATON_OK && !ctx->coopmat && ctx->coopmat_ready && ctx->coop_mode == VK_COOP_AUTO)
