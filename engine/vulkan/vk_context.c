@@ -90,9 +90,15 @@ static bool has_instance_ext(const char *name) {
     return found;
 }
 
-/* The instance, with validation and its messenger when BATON_VK_VALIDATION is set (1: the API's
- * rules; sync: its synchronization checks too). */
-static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *messenger,
+/* BATON_VK_VALIDATION's mode: 0 unset (no layer), 1 the API's rules, 2 (sync) its
+ * synchronization checks too. */
+static int validation_mode(void) {
+    if (!env_flag("BATON_VK_VALIDATION")) return 0;
+    return strcmp(getenv("BATON_VK_VALIDATION"), "sync") == 0 ? 2 : 1;
+}
+
+/* The instance, with validation and its messenger in validation mode 1 or 2. */
+static baton_status instance_create(int mode, VkInstance *out, VkDebugUtilsMessengerEXT *messenger,
                                     baton_error *err) {
     *out = VK_NULL_HANDLE;
     *messenger = VK_NULL_HANDLE;
@@ -100,9 +106,7 @@ static baton_status instance_create(VkInstance *out, VkDebugUtilsMessengerEXT *m
     if (vkEnumerateInstanceVersion(&loader_version) != VK_SUCCESS ||
         loader_version < VK_API_VERSION_1_2)
         return baton_fail(err, BATON_ERR_UNAVAILABLE, "the Vulkan loader is older than 1.2");
-    bool validation = env_flag("BATON_VK_VALIDATION");
-    const char *vv = getenv("BATON_VK_VALIDATION");
-    bool sync = validation && strcmp(vv, "sync") == 0;
+    bool validation = mode > 0, sync = mode == 2;
     if (validation && !has_layer("VK_LAYER_KHRONOS_validation"))
         return baton_fail(err, BATON_ERR_UNAVAILABLE,
                           "BATON_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed");
@@ -209,12 +213,12 @@ static void shared_instances_free(void) {
 /* The process's instance for BATON_VK_VALIDATION's mode now, created on first use; a hold on it
  * until instance_release. */
 static baton_status instance_acquire(VkInstance *out, baton_error *err) {
-    const char *vv = getenv("BATON_VK_VALIDATION");
-    int mode = !env_flag("BATON_VK_VALIDATION") ? 0 : strcmp(vv, "sync") == 0 ? 2 : 1;
+    int mode = validation_mode();
     baton_status s = BATON_OK;
     pthread_mutex_lock(&shared_lock);
     if (shared_instances[mode].instance == VK_NULL_HANDLE)
-        s = instance_create(&shared_instances[mode].instance, &shared_instances[mode].messenger, err);
+        s = instance_create(mode, &shared_instances[mode].instance,
+                            &shared_instances[mode].messenger, err);
     if (s == BATON_OK) {
         shared_instances[mode].users++;
         *out = shared_instances[mode].instance;
