@@ -152,25 +152,47 @@ float acc[RF][NJ][4];
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
 #endif
 
-#if XG
-// XFrag: an 8x8 fragment of the split x (8 columns of a chunk, hi or lo, by 8 tokens) as the
-// subgroup holds it; XLOAD(xf, xbase) loads a chunk's [NJ][2] (8-token column j; hi, lo) from
-// its hi for the workgroup's first token at xbase (halves; a token's row is 2 K halves, its lo 8
-// halves after its hi).
+// XFrag: an 8x8 fragment of x (8 columns of a chunk, hi or lo, by 8 tokens) as the subgroup
+// holds it; XLOAD(xf, xbase) loads a chunk's [NJ][2] (8-token column j; hi, lo): staged, from the
+// round's x in shared memory at xbase; XG, from the split x, whose hi for the workgroup's first
+// token is at xbase (halves; a token's row is 2 K halves, its lo 8 halves after its hi).
 #if EMULATE
 // Emulated, lane l holds token l % 8's 8 halves, two a word.
 struct XFrag { uint q[4]; };
+#if XG
 #define XLOAD(xf, xbase) \
     [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
         [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) \
-            [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) \
-                xf[j_][h_].q[i_] = xsu[((xbase) + (8u * j_ + gl_LocalInvocationID.x % 8u) * 2u * pc.K + 8u * h_) / 2u + i_]
+            [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) { \
+                uint t_ = 8u * j_ + gl_LocalInvocationID.x % 8u; \
+                xf[j_][h_].q[i_] = xsu[((xbase) + t_ * 2u * pc.K + 8u * h_) / 2u + i_]; \
+            }
+#else
+// (staged, element (k, token) is xhl[xbase + k TNP + token]: hi in its low half, lo in its high)
+#define XLOAD(xf, xbase) \
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
+        [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) { \
+            uint t_ = 8u * j_ + gl_LocalInvocationID.x % 8u; \
+            uint e0_ = xhl[(xbase) + 2u * i_ * TNP + t_]; \
+            uint e1_ = xhl[(xbase) + (2u * i_ + 1u) * TNP + t_]; \
+            xf[j_][0].q[i_] = (e0_ & 0xffffu) | (e1_ << 16u); \
+            xf[j_][1].q[i_] = (e0_ >> 16u) | (e1_ & 0xffff0000u); \
+        }
+#endif
 #else
 #define XFrag fcoopmatNV<16, gl_ScopeSubgroup, 8, 8>
+#if XG
 #define XLOAD(xf, xbase) \
     [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
         [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) /* column n: token n's 8 halves */ \
             coopMatLoadNV(xf[j_][h_], xsp, (xbase) + 8u * j_ * 2u * pc.K + 8u * h_, 2u * pc.K, true)
+#else
+#define XLOAD(xf, xbase) \
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) { \
+        coopMatLoadNV(xf[j_][0], xh, (xbase) + 8u * j_, TNP, false); \
+        coopMatLoadNV(xf[j_][1], xl, (xbase) + 8u * j_, TNP, false); \
+    }
+#endif
 #endif
 
 // acc[f][j] += the chunk's product with hi, then with lo (xf[j]), for every fragment f in the
@@ -212,44 +234,6 @@ void multiply(Frag a[RF], uint xbase, uint fin) {
     XLOAD(xf, xbase);
     multiply_x(a, xf, fin);
 }
-#else
-// acc[f][j] += the chunk's product with hi, then with lo, for every fragment f in the chunk
-// (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and 8-token
-// column j; a holds the chunk's RF weight fragments, xbase its staged x.
-void multiply(Frag a[RF], uint xbase, uint fin) {
-#if EMULATE
-    uint n = gl_LocalInvocationID.x % 8u;
-    [[unroll]] for (uint j = 0u; j < NJ; j++)
-        [[unroll]] for (uint f = 0u; f < RF; f++) {
-            if (f >= fin) break;
-            [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                float wr[8];
-                vec2 p0 = unpackHalf2x16(a[f].q[e].x), p1 = unpackHalf2x16(a[f].q[e].y);
-                vec2 p2 = unpackHalf2x16(a[f].q[e].z), p3 = unpackHalf2x16(a[f].q[e].w);
-                wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
-                wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
-                precise float s = acc[f][j][e];
-                for (uint kk = 0u; kk < 8u; kk++)
-                    s = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).x, s);
-                for (uint kk = 0u; kk < 8u; kk++)
-                    s = fma(wr[kk], unpackHalf2x16(xhl[xbase + kk * TNP + 8u * j + n]).y, s);
-                acc[f][j][e] = s;
-            }
-        }
-#else
-    [[unroll]] for (uint j = 0u; j < NJ; j++) {
-        fcoopmatNV<16, gl_ScopeSubgroup, 8, 8> bh, bl;
-        coopMatLoadNV(bh, xh, xbase + 8u * j, TNP, false);
-        coopMatLoadNV(bl, xl, xbase + 8u * j, TNP, false);
-        [[unroll]] for (uint f = 0u; f < RF; f++) {
-            if (f >= fin) break;  // uniform: the workgroup's blocks
-            acc[f][j] = coopMatMulAddNV(a[f], bh, acc[f][j]);
-            acc[f][j] = coopMatMulAddNV(a[f], bl, acc[f][j]);
-        }
-    }
-#endif
-}
-#endif
 
 #if !XG
 // Stages round q0 of x: KR chunks of every segment for the workgroup's first tv tokens (from
