@@ -6,30 +6,39 @@
 // range hi stops at 65504 and lo takes the rest, up to 131008), products
 // accumulated in fp32 by 16x8x8 matrix products.
 //
+// hi and lo are columns of x side by side: an 8x8 fragment of x holds 4 tokens, column 2 t + h
+// being token t's hi (h 0) or lo (h 1), so that one product takes both halves of 4 tokens. At one
+// token that is one product a chunk where hi and lo in the same column took two (and half a
+// fragment's columns are the token's, where one in eight was); at many tokens, the same products
+// as before for twice the accumulators.
+//
 // Order of the sums (the same for every variant, so batch invariance holds as far as the
 // hardware's products treat each column alike): K is cut into the 8 segments of matmul.comp
-// (cps chunks of 8 columns each, fixed by K alone). For each output, segment s sums from zero, one
-// chunk at a time in k order, the chunk's product with hi and then with lo (two 16x8x8 products);
-// the 8 segment sums are then added in order 0..7 in plain fp32. The variants differ in how much
-// they compute at once (RM rows, TN tokens, KR chunks a round), never in that order.
+// (cps chunks of 8 columns each, fixed by K alone). For each output and segment s, the products
+// with hi sum from zero, one chunk at a time in k order (16x8x8 products: a chunk's 8 terms and
+// the sum so far, as the hardware adds them), into H_s, and those with lo likewise into L_s. Then
+// y = (H_0 + L_0) + (H_1 + L_1) + ... + (H_7 + L_7), in that order in plain fp32. The variants
+// differ in how much they compute at once (RM rows, TN tokens, KR chunks a round), never in that
+// order.
 //
 // A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one, two or four
 // 16-row fragments: of one 32-row block, or of the two of a tile, which never spans two stacked
 // parts or chunks; the second block is missing at the end of a chunk of an odd number) for TN
 // tokens. Each subgroup multiplies its chunks: the weights' 16x8 fragments come straight from
 // the buffer (16 rows of a chunk are 256 contiguous bytes in the interleaved layout: one
-// coalesced load), each used for TN / 8 token columns twice. The segment sums meet in shared
-// memory, one 8-token column at a time. x reaches the products one of two ways:
-// - staged (TN 8, steps of up to 8 tokens): per round, the workgroup splits KR chunks of every
-//   segment's x for its tokens into shared memory (hi and lo), meets at a barrier, multiplies,
-//   and meets again;
-// - XG=1: x comes already split (split.comp, one dispatch before the product) in a mirror of its
-//   buffer, and each subgroup loads its x fragments straight from there (a chunk's 16 bytes of
-//   hi or lo for each of 8 tokens): no staging, no barrier in the rounds, subgroups never wait
-//   for each other until the segment sums meet. The same values, products and order: the same
-//   bits as staging. On the H100 (run E) staging many-token configurations ran 64-token
-//   products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42. XP=1 (gp) also loads a round's x
-//   fragments a round ahead, beside its weight fragments.
+// coalesced load), each used for TN / 4 fragments of x. The segment sums meet in shared
+// memory, one 4-token fragment of columns at a time. x reaches the products one of two ways:
+// - staged (TN 4 or 8, steps of up to 8 tokens): per round, the workgroup splits KR chunks of
+//   every segment's x for its tokens into shared memory (hi and lo side by side), meets at a
+//   barrier, multiplies, and meets again;
+// - XG=1: x comes already split (split.comp, one dispatch before the product) into a mirror of
+//   its buffer, chunk by chunk (a chunk's hi and lo of each token, token after token: 4 tokens'
+//   are an 8x8 fragment, 128 contiguous bytes), and each subgroup loads its x fragments
+//   straight from there: no staging, no barrier in the rounds, subgroups never wait for each
+//   other until the segment sums meet. The same values, products and order: the same bits as
+//   staging. On the H100 (run E, hi and lo then in separate products) staging many-token
+//   configurations ran 64-token products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42. XP=1 (gp)
+//   also loads a round's x fragments a round ahead, beside its weight fragments.
 //
 // Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
 // in one 32-row block or one tile, so in one group).
@@ -56,7 +65,7 @@
 #define ROWS 16             // rows per workgroup: 16, 32 or 64 (two blocks: a tile, vk_upload.h)
 #endif
 #ifndef TOKENS
-#define TOKENS 8            // tokens per workgroup: a multiple of 8
+#define TOKENS 8            // tokens per workgroup: a multiple of 4
 #endif
 #ifndef ROUND
 #define ROUND 8             // chunks a round (staged: of every segment's x)
@@ -76,14 +85,19 @@
 const uint RM = ROWS, TN = TOKENS, KR = ROUND;
 const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
 const uint RF = RM / 16u;   // 16-row fragments per subgroup
-const uint NJ = TN / 8u;    // 8-token columns per workgroup
+const uint NJ = TN / 4u;    // fragments of x (4 tokens, hi and lo) per workgroup
 const uint KS = KR * 8u;    // staged columns per segment
-#if !XG && TOKENS != 8
-#error "x is staged for 8 tokens per workgroup; wider tiles read it split (XG=1)"
+#if !XG && TOKENS != 4 && TOKENS != 8
+#error "x is staged for 4 or 8 tokens per workgroup; wider tiles read it split (XG=1)"
 #endif
-// Row stride of the staged x: 8 (one uint (hi, lo) per element emulated; 16 bytes of halves,
-// which put the 8 rows of a fragment on distinct banks).
-const uint TNP = 8u;
+// Row stride of the staged x (one row per column of K): emulated a uint (hi, lo) per token;
+// else halves, column 2 t + h, 8 at 4 tokens and 24 at 8 (16 bytes of padding), which put the 8
+// rows of a fragment on distinct banks.
+#if EMULATE
+const uint TNP = TN;
+#else
+const uint TNP = TN == 4u ? 8u : 2u * TN + 8u;
+#endif
 
 #define EPI_NONE 0u
 #define EPI_SIGMOID 1u
@@ -117,15 +131,15 @@ layout(push_constant, std430) uniform Push {
     uint n_blk;    // the chunk's row blocks
 } pc;
 
-// x of the round, staged: [segment][KS columns][TNP tokens].
+// x of the round, staged: [segment][KS columns][TNP].
 #if XG
 #elif EMULATE
 shared uint xhl[SEGS * KS * TNP];   // split_hl: hi's and lo's fp16 bits
 #else
-shared float16_t xh[SEGS * KS * TNP];
-shared float16_t xl[SEGS * KS * TNP];
+shared float16_t xs[SEGS * KS * TNP];
 #endif
-shared float part[SEGS * RM * 8u];  // segment sums of one 8-token column: [segment][row][token]
+// Segment sums of one fragment of x's columns: [segment][row][column 2 t + h].
+shared float part[SEGS * RM * 8u];
 
 // Fragment f of a workgroup whose first row is r0 of block blk (within the chunk): whether its
 // block is in the chunk, and the index (in halves) of its 16 rows of chunk c in the interleaved
@@ -137,10 +151,10 @@ uint frag_at(uint blk, uint r0, uint f, uint nc, uint c) {
 }
 
 // Frag: a 16x8 weight fragment as the subgroup holds it; FRAG_LOAD(fr, at) loads the one whose
-// rows start at `at` (halves); acc[f][j]: the subgroup's sums of fragment f, 8-token column j.
+// rows start at `at` (halves); acc[f][j]: the subgroup's sums of fragment f by x's fragment j.
 #if EMULATE
 // Emulated, lane l holds rows l / 8 + 4 e (e < 4) of the 16, one uvec4 (8 halves) each, and
-// acc[f][j][e] is element (row l / 8 + 4 e, token 8 j + l % 8) of that product.
+// acc[f][j][e] is element (row l / 8 + 4 e, column l % 8) of that product.
 struct Frag { uvec4 q[4]; };
 #define FRAG_LOAD(fr, at) \
     [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) \
@@ -152,53 +166,47 @@ float acc[RF][NJ][4];
 fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> acc[RF][NJ];
 #endif
 
-// XFrag: an 8x8 fragment of x (8 columns of a chunk, hi or lo, by 8 tokens) as the subgroup
-// holds it; XLOAD(xf, xbase) loads a chunk's [NJ][2] (8-token column j; hi, lo): staged, from the
-// round's x in shared memory at xbase; XG, from the split x, whose hi for the workgroup's first
-// token is at xbase (halves; a token's row is 2 K halves, its lo 8 halves after its hi).
+// XFrag: an 8x8 fragment of x (8 columns of a chunk by 4 tokens' hi and lo) as the subgroup
+// holds it; XLOAD(xf, xbase) loads a chunk's [NJ] (fragment j: the workgroup's tokens 4 j to
+// 4 j + 3): staged, from the round's x in shared memory at xbase; XG, from the split x, where
+// the chunk's hi of the workgroup's first token is at xbase (halves; each token's 8 hi halves
+// and then its 8 lo, token after token).
 #if EMULATE
-// Emulated, lane l holds token l % 8's 8 halves, two a word.
+// Emulated, lane l holds column l % 8's 8 halves (token l % 8 / 2's hi or lo), two a word.
 struct XFrag { uint q[4]; };
 #if XG
 #define XLOAD(xf, xbase) \
     [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
-        [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) \
-            [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) { \
-                uint t_ = 8u * j_ + gl_LocalInvocationID.x % 8u; \
-                xf[j_][h_].q[i_] = xsu[((xbase) + t_ * 2u * pc.K + 8u * h_) / 2u + i_]; \
-            }
+        [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) \
+            xf[j_].q[i_] = xsu[((xbase) + 64u * j_ + 8u * (gl_LocalInvocationID.x % 8u)) / 2u + i_]
 #else
-// (staged, element (k, token) is xhl[xbase + k TNP + token]: hi in its low half, lo in its high)
+// (staged, token t's element k is xhl[xbase + k TNP + t]: hi in its low half, lo in its high)
 #define XLOAD(xf, xbase) \
     [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
         [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++) { \
-            uint t_ = 8u * j_ + gl_LocalInvocationID.x % 8u; \
-            uint e0_ = xhl[(xbase) + 2u * i_ * TNP + t_]; \
-            uint e1_ = xhl[(xbase) + (2u * i_ + 1u) * TNP + t_]; \
-            xf[j_][0].q[i_] = (e0_ & 0xffffu) | (e1_ << 16u); \
-            xf[j_][1].q[i_] = (e0_ >> 16u) | (e1_ & 0xffff0000u); \
+            uint n_ = gl_LocalInvocationID.x % 8u, t_ = 4u * j_ + n_ / 2u, h_ = 16u * (n_ % 2u); \
+            uint e0_ = xhl[(xbase) + 2u * i_ * TNP + t_] >> h_; \
+            uint e1_ = xhl[(xbase) + (2u * i_ + 1u) * TNP + t_] >> h_; \
+            xf[j_].q[i_] = (e0_ & 0xffffu) | (e1_ << 16u); \
         }
 #endif
 #else
 #define XFrag fcoopmatNV<16, gl_ScopeSubgroup, 8, 8>
 #if XG
 #define XLOAD(xf, xbase) \
-    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
-        [[unroll]] for (uint h_ = 0u; h_ < 2u; h_++) /* column n: token n's 8 halves */ \
-            coopMatLoadNV(xf[j_][h_], xsp, (xbase) + 8u * j_ * 2u * pc.K + 8u * h_, 2u * pc.K, true)
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) /* column n: 8 halves at 8 n */ \
+        coopMatLoadNV(xf[j_], xsp, (xbase) + 64u * j_, 8u, true)
 #else
 #define XLOAD(xf, xbase) \
-    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) { \
-        coopMatLoadNV(xf[j_][0], xh, (xbase) + 8u * j_, TNP, false); \
-        coopMatLoadNV(xf[j_][1], xl, (xbase) + 8u * j_, TNP, false); \
-    }
+    [[unroll]] for (uint j_ = 0u; j_ < NJ; j_++) \
+        coopMatLoadNV(xf[j_], xs, (xbase) + 8u * j_, TNP, false)
 #endif
 #endif
 
-// acc[f][j] += the chunk's product with hi, then with lo (xf[j]), for every fragment f in the
-// chunk (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and
-// 8-token column j; a holds the chunk's RF weight fragments.
-void multiply_x(Frag a[RF], XFrag xf[NJ][2], uint fin) {
+// acc[f][j] += the chunk's product with x's fragment j (xf[j]), for every fragment f in the
+// chunk (fin: RF == 4 and the tile's second block missing, fragments 2 and 3 are not) and every
+// j; a holds the chunk's RF weight fragments.
+void multiply_x(Frag a[RF], XFrag xf[NJ], uint fin) {
 #if EMULATE
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
@@ -210,11 +218,10 @@ void multiply_x(Frag a[RF], XFrag xf[NJ][2], uint fin) {
                 wr[0] = p0.x; wr[1] = p0.y; wr[2] = p1.x; wr[3] = p1.y;
                 wr[4] = p2.x; wr[5] = p2.y; wr[6] = p3.x; wr[7] = p3.y;
                 precise float s = acc[f][j][e];
-                [[unroll]] for (uint h = 0u; h < 2u; h++)
-                    for (uint kk = 0u; kk < 8u; kk++) {
-                        vec2 xv = unpackHalf2x16(xf[j][h].q[kk / 2u]);
-                        s = fma(wr[kk], (kk & 1u) != 0u ? xv.y : xv.x, s);
-                    }
+                for (uint kk = 0u; kk < 8u; kk++) {
+                    vec2 xv = unpackHalf2x16(xf[j].q[kk / 2u]);
+                    s = fma(wr[kk], (kk & 1u) != 0u ? xv.y : xv.x, s);
+                }
                 acc[f][j][e] = s;
             }
         }
@@ -222,15 +229,14 @@ void multiply_x(Frag a[RF], XFrag xf[NJ][2], uint fin) {
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
             if (f >= fin) break;  // uniform: the workgroup's blocks
-            acc[f][j] = coopMatMulAddNV(a[f], xf[j][0], acc[f][j]);
-            acc[f][j] = coopMatMulAddNV(a[f], xf[j][1], acc[f][j]);
+            acc[f][j] = coopMatMulAddNV(a[f], xf[j], acc[f][j]);
         }
 #endif
 }
 
 // The same, x loaded now from xbase (XLOAD's).
 void multiply(Frag a[RF], uint xbase, uint fin) {
-    XFrag xf[NJ][2];
+    XFrag xf[NJ];
     XLOAD(xf, xbase);
     multiply_x(a, xf, fin);
 }
@@ -238,7 +244,7 @@ void multiply(Frag a[RF], uint xbase, uint fin) {
 #if !XG
 // Stages round q0 of x: KR chunks of every segment for the workgroup's first tv tokens (from
 // col0; x_off: the group's input), one vec4 (4 columns) per item, consecutive items along a
-// token's row, as hi and lo. Zeros past a segment or K.
+// token's row, as hi and lo side by side. Zeros past a segment or K.
 void stage_x(uint q0, uint tv, uint col0, uint x_off) {
     uint nc = pc.K / 8u, xrow = pc.K / 4u;
     for (uint i = gl_LocalInvocationID.x; i < SEGS * tv * (KS / 4u); i += THREADS) {
@@ -248,15 +254,15 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
         vec4 v = vec4(0.0);
         if (cq < pc.cps && c < nc)
             v = x[x_off + (col0 + t) * xrow + 2u * c + (k4 & 1u)];
-        uint o = (s * KS + 4u * k4) * TNP + t;
+        uint o = (s * KS + 4u * k4) * TNP;
         [[unroll]] for (uint e = 0u; e < 4u; e++) {
             uint hl = split_hl(v[e]);
 #if EMULATE
-            xhl[o + e * TNP] = hl;
+            xhl[o + e * TNP + t] = hl;
 #else
             f16vec2 h = unpackFloat2x16(hl); // a bit cast
-            xh[o + e * TNP] = h.x;
-            xl[o + e * TNP] = h.y;
+            xs[o + e * TNP + 2u * t] = h.x;
+            xs[o + e * TNP + 2u * t + 1u] = h.y;
 #endif
         }
     }
@@ -268,10 +274,10 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 // c_begin, c_end (this subgroup's segment: chunks [c_begin, c_end)), sg and (XG) xg0.
 //
 // XBASE(q, cc): multiply()'s xbase for chunk cc of round q: staged, the round's chunk cc of the
-// subgroup's segment; XG, chunk c_begin + q + cc in the split x (16 halves a chunk).
+// subgroup's segment; XG, chunk c_begin + q + cc in the split x (16 halves a token).
 // STAGE(q), MET: staging round q and meeting after its products (XG: nothing).
 #if XG
-#define XBASE(q, cc) (xg0 + 16u * (c_begin + (q) + (cc)))
+#define XBASE(q, cc) (xg0 + 16u * pc.T * (c_begin + (q) + (cc)))
 #define STAGE(q)
 #define MET
 #else
@@ -280,7 +286,7 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 #define MET barrier();
 #endif
 //
-// XP: LOAD_X(XA, q) loads round q's x fragments into XA ([KR][NJ][2]) beside its weights', and
+// XP: LOAD_X(XA, q) loads round q's x fragments into XA ([KR][NJ]) beside its weights', and
 // MULTIPLY_WHOLE takes them from there; otherwise each chunk's products load their x as they go.
 #if XP
 #define LOAD_X(XA, q) [[unroll]] for (uint cc = 0u; cc < KR; cc++) { XLOAD(XA[cc], XBASE(q, cc)); }
@@ -375,10 +381,12 @@ void main() {
         }
 
 #if XG
-    // The workgroup's columns past the step's tokens read whatever the split x holds there:
+    // The workgroup's columns past the step's tokens read whatever the split x holds there (the
+    // next chunk's first tokens; past the last chunk, up to TN * 32 bytes past the group's x):
     // their outputs are never stored, and a product's output column reads only its own column
-    // of x. xg0: its first token's row in the split x, in halves.
-    uint xg0 = (x_off + col0 * (pc.K / 4u)) * 8u;
+    // of x. xg0: the split x's chunk 0 of its first token, in halves (the group's x holds T
+    // tokens of a chunk's 16 halves, chunk after chunk).
+    uint xg0 = x_off * 8u + col0 * 16u;
 #else
     // The workgroup's tokens that are in the step (tv <= TN; fewer in a small step or the last
     // workgroup of a larger one): only their columns of x are staged each round. The others are
@@ -387,12 +395,11 @@ void main() {
     // stores before any read.
     uint tv = min(TN, pc.T - col0);
     for (uint i = tid; tv < TN && i < SEGS * KS * TNP; i += THREADS) {
-        if (i % TNP < tv) continue;
+        if ((EMULATE != 0 ? i % TNP : i % TNP / 2u) < tv) continue; // column 2 t + h: token t
 #if EMULATE
         xhl[i] = 0u;
 #else
-        xh[i] = float16_t(0.0);
-        xl[i] = float16_t(0.0);
+        xs[i] = float16_t(0.0);
 #endif
     }
 #endif
@@ -402,7 +409,7 @@ void main() {
 #if DB
     Frag a0[KR][RF], a1[KR][RF];
 #if XP
-    XFrag x0[KR][NJ][2], x1[KR][NJ][2];
+    XFrag x0[KR][NJ], x1[KR][NJ];
 #endif
     if (c_begin + KR <= c_end) { LOAD_ROUND(a0, x0, 0u) }
     for (uint q0 = 0u; q0 < pc.cps; q0 += 2u * KR) {
@@ -415,7 +422,8 @@ void main() {
     for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, x0, a0, x0, q0)
 #endif
 
-    // The segment sums, one 8-token column at a time: in order 0..7, then the epilogue.
+    // The segment sums, one fragment of x's columns (4 tokens) at a time: each segment's hi and
+    // lo sums added, those in order 0..7, then the epilogue.
     [[unroll]] for (uint j = 0u; j < NJ; j++) {
 #if EMULATE
         [[unroll]] for (uint f = 0u; f < RF; f++)
@@ -428,11 +436,14 @@ void main() {
             coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
 #endif
         barrier();
-        for (uint e = tid; e < RM * 8u; e += THREADS) {
-            uint r = e / 8u, n = e % 8u;
-            precise float s = part[r * 8u + n];
-            [[unroll]] for (uint k = 1u; k < SEGS; k++) s = s + part[(k * RM + r) * 8u + n];
-            uint tok = col0 + 8u * j + n, row = (gblk - gblk0) * RB + r0 + r;
+        for (uint e = tid; e < RM * 4u; e += THREADS) {
+            uint r = e / 4u, n = 2u * (e % 4u);
+            precise float s = part[r * 8u + n] + part[r * 8u + n + 1u];
+            [[unroll]] for (uint k = 1u; k < SEGS; k++) {
+                precise float hl = part[(k * RM + r) * 8u + n] + part[(k * RM + r) * 8u + n + 1u];
+                s = s + hl;
+            }
+            uint tok = col0 + 4u * j + n / 2u, row = (gblk - gblk0) * RB + r0 + r;
             if (tok < pc.T && row < g_rows && r / 16u < fin) {
                 uint o = tok * y_stride + row;
                 uint yi = y_off + o;

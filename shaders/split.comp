@@ -1,8 +1,10 @@
 #version 450
 // x split for the tensor cores' XG matmuls (matmul_coop.comp XG=1), which read it from memory
 // instead of staging it: each 8-column chunk of a token's row, 8 floats (32 bytes), becomes its
-// 8 hi and 8 lo halves (split.glsl) in the same 32 bytes of a mirror buffer, so that an offset
-// into x is the same offset into its split. Up to three stacked groups, each its own input.
+// 8 hi and then 8 lo halves (split.glsl), 32 bytes in a mirror buffer over the same bytes as the
+// group's x (T rows of K), reordered chunk by chunk: chunk c of token t at (c T + t) 32 bytes
+// from the group's start, so that 4 tokens' hi and lo of a chunk, an 8x8 fragment of the
+// products' x, are 128 contiguous bytes. Up to three stacked groups, each its own input.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "split.glsl"
@@ -21,7 +23,8 @@ void main() {
     // One chunk per invocation, consecutive ones along a row; as many rounds as the grid needs.
     for (uint i = gl_GlobalInvocationID.x; i < pc.n_groups * per_group; i += gl_NumWorkGroups.x * 64u) {
         uint g = i / per_group, r = i % per_group, t = r / nc, c = r % nc;
-        uint at = (g == 2u ? pc.x_off_2 : g == 1u ? pc.x_off_1 : pc.x_off_0) + t * (pc.K / 4u) + 2u * c;
+        uint x_off = g == 2u ? pc.x_off_2 : g == 1u ? pc.x_off_1 : pc.x_off_0;
+        uint at = x_off + t * (pc.K / 4u) + 2u * c;
         vec4 a = x[at], b = x[at + 1u];
         uint p[8] = uint[8](split_hl(a.x), split_hl(a.y), split_hl(a.z), split_hl(a.w),
                             split_hl(b.x), split_hl(b.y), split_hl(b.z), split_hl(b.w));
@@ -30,7 +33,8 @@ void main() {
             hi[e] = (p[2u * e] & 0xffffu) | (p[2u * e + 1u] << 16u);
             lo[e] = (p[2u * e] >> 16u) | (p[2u * e + 1u] & 0xffff0000u);
         }
-        s[at] = hi;
-        s[at + 1u] = lo;
+        uint to = x_off + 2u * (c * pc.T + t);
+        s[to] = hi;
+        s[to + 1u] = lo;
     }
 }

@@ -60,46 +60,40 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # 64 tokens per workgroup for steps of more than 32: each weight read half as often as at 32.
   "matmul_f16_f32_b64_rt2|matmul.comp|CB=64 WR=16u RT=2"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
-  # hi + lo), where tuning chooses them or BATON_VK_COOPMAT=1 asks; built only there. ROWS and
-  # TOKENS per workgroup, ROUND chunks per round; every one sums in the same order
-  # (vk_coop_configs in vk_kernels.c). t8, for steps of up to 8 tokens, stage x in shared memory
-  # as they go (ROUND chunks of it a round); DB: the next round's weight fragments load during
-  # this round.
+  # hi + lo, side by side in x's fragments), where tuning chooses them or BATON_VK_COOPMAT=1
+  # asks; built only there. ROWS and TOKENS per workgroup, ROUND chunks per round; every one
+  # sums in the same order (vk_coop_configs in vk_kernels.c). t4 and t8, for steps of up to 8
+  # tokens, stage x in shared memory as they go (ROUND chunks of it a round); DB: the next
+  # round's weight fragments load during this round.
+  "matmul_coop_r32_t4_db|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8 DB=1"
+  "matmul_coop_r32_t4|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8"
+  "matmul_coop_r32_t4_k16|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=16"
+  "matmul_coop_r64_t4_db|matmul_coop.comp|ROWS=64 TOKENS=4 ROUND=4 DB=1"
   "matmul_coop_r32_t8_db|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1"
-  "matmul_coop_r16_t8|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8"
   "matmul_coop_r32_t8|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8"
-  "matmul_coop_r16_t8_k16|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16"
-  "matmul_coop_r32_t8_k16|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=16"
-  "matmul_coop_r16_t8_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 DB=1"
-  "matmul_coop_r16_t8_k16_db|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=16 DB=1"
   # XG (g): x split by split_f32_f16 beforehand and read from memory, no staging or round
   # barriers (double-buffered); the only kind for larger steps. 64 rows: a tile of two blocks.
-  "matmul_coop_r32_t8_g|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1 XG=1"
+  "matmul_coop_r32_t4_g|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8 DB=1 XG=1"
   "matmul_coop_r32_t32_g|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=4 DB=1 XG=1"
-  "matmul_coop_r32_t64_g|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=4 DB=1 XG=1"
-  "matmul_coop_r64_t32_g|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=4 DB=1 XG=1"
-  "matmul_coop_r64_t64_g|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=2 DB=1 XG=1"
+  "matmul_coop_r32_t16_g|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=4 DB=1 XG=1"
+  "matmul_coop_r64_t16_g|matmul_coop.comp|ROWS=64 TOKENS=16 ROUND=4 DB=1 XG=1"
   # XP (gp): a round's x fragments load a round ahead too, beside its weight fragments.
-  "matmul_coop_r32_t8_gp|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 DB=1 XG=1 XP=1"
-  "matmul_coop_r32_t32_gp|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=4 DB=1 XG=1 XP=1"
-  "matmul_coop_r32_t64_gp|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=2 DB=1 XG=1 XP=1"
+  "matmul_coop_r32_t32_gp|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 XP=1"
+  "matmul_coop_r32_t16_gp|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=4 DB=1 XG=1 XP=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device),
   # in rounds of few chunks, small enough for lavapipe's 32 KiB of shared memory and so that the
   # tests' K give many rounds, odd and even counts and partial last rounds (the round never
   # changes a sum).
+  "matmul_coop_r32_t4_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=2 DB=1 EMULATE=1"
+  "matmul_coop_r32_t4_emulated|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8 EMULATE=1"
+  "matmul_coop_r32_t4_k16_emulated|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=4 EMULATE=1"
+  "matmul_coop_r64_t4_db_emulated|matmul_coop.comp|ROWS=64 TOKENS=4 ROUND=2 DB=1 EMULATE=1"
   "matmul_coop_r32_t8_db_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 EMULATE=1"
-  "matmul_coop_r16_t8_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=8 EMULATE=1"
   "matmul_coop_r32_t8_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=8 EMULATE=1"
-  "matmul_coop_r16_t8_k16_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 EMULATE=1"
-  "matmul_coop_r32_t8_k16_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=4 EMULATE=1"
-  "matmul_coop_r16_t8_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
-  "matmul_coop_r16_t8_k16_db_emulated|matmul_coop.comp|ROWS=16 TOKENS=8 ROUND=4 DB=1 EMULATE=1"
-  "matmul_coop_r32_t8_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r32_t4_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r32_t32_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
-  "matmul_coop_r32_t64_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
-  "matmul_coop_r64_t32_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=32 ROUND=2 DB=1 XG=1 EMULATE=1"
-  "matmul_coop_r64_t64_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=64 ROUND=1 DB=1 XG=1 EMULATE=1"
-  "matmul_coop_r32_t8_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=8 ROUND=2 DB=1 XG=1 XP=1 EMULATE=1"
+  "matmul_coop_r32_t16_g_emulated|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=1 DB=1 XG=1 EMULATE=1"
+  "matmul_coop_r64_t16_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=16 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r32_t32_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 XP=1 EMULATE=1"
-  "matmul_coop_r32_t64_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=64 ROUND=1 DB=1 XG=1 XP=1 EMULATE=1"
+  "matmul_coop_r32_t16_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=1 DB=1 XG=1 XP=1 EMULATE=1"
 )

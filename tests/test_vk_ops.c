@@ -357,7 +357,7 @@ static void test_coop_configs(int N, int K, uint64_t chunk_bytes) {
     CHECK_MSG(worst < 1e-5, "coop %dx%d: normalized error %g", N, K, worst);
     int checked = 0;
     for (int i = 0; i < VK_COOP_CONFIGS; i++) {
-        bool few = vk_coop_configs[i].tn == 8;
+        bool few = vk_coop_few(i);
         REQUIRE(vk_coop_select(&ctx, few ? i : 0, few ? VK_COOP_MANY_DEFAULT : i, &err) == BATON_OK);
         uint32_t n_tok = few ? 1 : T;
         CHECK_MSG(memcmp(mm_case_run(&c, n_tok, EPI_NONE), c.want, (size_t)n_tok * N * 4) == 0,
@@ -758,16 +758,17 @@ int main(void) {
     ctx.coopmat = ctx.coopmat_emulated = true;
     REQUIRE(vk_coop_xsplit_reserve(&ctx, 8u << 20, &err) == BATON_OK); /* the XG ones' split x */
     printf("matmul_coop.comp, emulated:\n");
-    /* Every one at least once; the 64-row ones (10, 11) and the gp ones (12 to 14) also on
-     * stacks whose parts end mid-tile, on chunks of one block and on an odd number of blocks. */
-    const int pairs[10][2] = {{0, VK_COOP_MANY_DEFAULT}, {1, 9}, {2, 10}, {3, 11}, {4, 8},
-                              {5, 9}, {6, 8}, {7, 11}, {12, 13}, {0, 14}};
-    for (int p = 0; p < 10; p++) {
+    /* Every one at least once (few-token ones 0 to 6, many-token ones 7 to 11); the defaults,
+     * the 64-row ones (3, 9) and the gp ones (10, 11) also on stacks whose parts end mid-tile,
+     * on chunks of one block and on an odd number of blocks. */
+    const int pairs[][3] = {{0, VK_COOP_MANY_DEFAULT, 1}, {1, 8, 0}, {2, 9, 1}, {3, 10, 1},
+                            {4, 11, 1}, {5, 9, 0}, {6, 8, 0}};
+    for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,
                vk_coop_configs[pairs[p][1]].name);
         test_matmul(100, 72, 2 * 32 * 72 * 2);
-        if (p > 0 && p < 8 && vk_coop_configs[pairs[p][1]].rm != 64) continue;
+        if (!pairs[p][2]) continue;
         test_matmul(100, 72, 3 * 32 * 72 * 2); /* chunks of 2 blocks (3 rounds down to a tile) */
         test_matmul(100, 72, 32 * 72 * 2);     /* chunks of 1 block: a tile's second is missing */
         test_matmul(37, 16, 0);

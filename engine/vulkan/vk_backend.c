@@ -623,7 +623,7 @@ const char *baton_vk_coop_name(int config) {
 }
 
 bool baton_vk_coop_few(int config) {
-    return config >= 0 && config < VK_COOP_CONFIGS && vk_coop_configs[config].tn == 8;
+    return config >= 0 && config < VK_COOP_CONFIGS && vk_coop_few(config);
 }
 
 int baton_vk_coop_default(bool few) { return few ? 0 : VK_COOP_MANY_DEFAULT; }

@@ -138,52 +138,56 @@ void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) 
 }
 
 const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
-    /* Steps of up to 8 tokens, x staged as they go. */
+    /* Steps of up to 8 tokens, x staged as they go. t4: one product a chunk per fragment of
+     * weights at one token (x's fragment holds 4 tokens' hi and lo). Before hi and lo were
+     * columns of one fragment, the best on the H100 (run E, then two products a chunk) was
+     * r32 t8 db at 0.81x the fp32 matvec; the 16-row ones ran at 0.52x to 0.59x. */
+    {"r32 t4 db", BATON_SHADER_matmul_coop_r32_t4_db,
+     BATON_SHADER_matmul_coop_r32_t4_db_emulated, 32, 4, 8, 2, false},
+    {"r32 t4", BATON_SHADER_matmul_coop_r32_t4,
+     BATON_SHADER_matmul_coop_r32_t4_emulated, 32, 4, 8, 8, false},
+    {"r32 t4 k16", BATON_SHADER_matmul_coop_r32_t4_k16,
+     BATON_SHADER_matmul_coop_r32_t4_k16_emulated, 32, 4, 16, 4, false},
+    {"r64 t4 db", BATON_SHADER_matmul_coop_r64_t4_db,
+     BATON_SHADER_matmul_coop_r64_t4_db_emulated, 64, 4, 4, 2, false},
     {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
      BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false},
-    {"r16 t8", BATON_SHADER_matmul_coop_r16_t8,
-     BATON_SHADER_matmul_coop_r16_t8_emulated, 16, 8, 8, 8, false},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
      BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8, false},
-    {"r16 t8 k16", BATON_SHADER_matmul_coop_r16_t8_k16,
-     BATON_SHADER_matmul_coop_r16_t8_k16_emulated, 16, 8, 16, 4, false},
-    {"r32 t8 k16", BATON_SHADER_matmul_coop_r32_t8_k16,
-     BATON_SHADER_matmul_coop_r32_t8_k16_emulated, 32, 8, 16, 4, false},
-    {"r16 t8 db", BATON_SHADER_matmul_coop_r16_t8_db,
-     BATON_SHADER_matmul_coop_r16_t8_db_emulated, 16, 8, 8, 4, false},
-    {"r16 t8 k16 db", BATON_SHADER_matmul_coop_r16_t8_k16_db,
-     BATON_SHADER_matmul_coop_r16_t8_k16_db_emulated, 16, 8, 16, 4, false},
     /* g: x split once per product by split.comp and read from memory, not staged per workgroup
-     * and round: no barriers in the rounds (double-buffered). On the H100 (run E) r32 t32 g ran
-     * 64-token products at 25 to 42 TFLOP/s, the staging many-token ones it replaced (r16, r32
-     * and r64 rows by 32 and 64 tokens) at 4 to 13. */
-    {"r32 t8 g", BATON_SHADER_matmul_coop_r32_t8_g,
-     BATON_SHADER_matmul_coop_r32_t8_g_emulated, 32, 8, 8, 2, true},
+     * and round: no barriers in the rounds (double-buffered). On the H100 (run E) r32 t32 g,
+     * then with hi and lo in separate fragments (the accumulators of r32 t16 now), ran 64-token
+     * products at 25 to 42 TFLOP/s, the staging many-token ones it replaced at 4 to 13. */
+    {"r32 t4 g", BATON_SHADER_matmul_coop_r32_t4_g,
+     BATON_SHADER_matmul_coop_r32_t4_g_emulated, 32, 4, 8, 2, true},
     {"r32 t32 g", BATON_SHADER_matmul_coop_r32_t32_g,
      BATON_SHADER_matmul_coop_r32_t32_g_emulated, 32, 32, 4, 2, true},
-    {"r32 t64 g", BATON_SHADER_matmul_coop_r32_t64_g,
-     BATON_SHADER_matmul_coop_r32_t64_g_emulated, 32, 64, 4, 1, true},
-    {"r64 t32 g", BATON_SHADER_matmul_coop_r64_t32_g,
-     BATON_SHADER_matmul_coop_r64_t32_g_emulated, 64, 32, 4, 2, true},
-    {"r64 t64 g", BATON_SHADER_matmul_coop_r64_t64_g,
-     BATON_SHADER_matmul_coop_r64_t64_g_emulated, 64, 64, 2, 1, true},
+    {"r32 t16 g", BATON_SHADER_matmul_coop_r32_t16_g,
+     BATON_SHADER_matmul_coop_r32_t16_g_emulated, 32, 16, 4, 1, true},
+    {"r64 t16 g", BATON_SHADER_matmul_coop_r64_t16_g,
+     BATON_SHADER_matmul_coop_r64_t16_g_emulated, 64, 16, 4, 2, true},
     /* gp: a round's x fragments load a round ahead too, beside its weight fragments (not yet
      * measured on a GPU). */
-    {"r32 t8 gp", BATON_SHADER_matmul_coop_r32_t8_gp,
-     BATON_SHADER_matmul_coop_r32_t8_gp_emulated, 32, 8, 8, 2, true},
     {"r32 t32 gp", BATON_SHADER_matmul_coop_r32_t32_gp,
-     BATON_SHADER_matmul_coop_r32_t32_gp_emulated, 32, 32, 4, 2, true},
-    {"r32 t64 gp", BATON_SHADER_matmul_coop_r32_t64_gp,
-     BATON_SHADER_matmul_coop_r32_t64_gp_emulated, 32, 64, 2, 1, true},
+     BATON_SHADER_matmul_coop_r32_t32_gp_emulated, 32, 32, 2, 2, true},
+    {"r32 t16 gp", BATON_SHADER_matmul_coop_r32_t16_gp,
+     BATON_SHADER_matmul_coop_r32_t16_gp_emulated, 32, 16, 4, 1, true},
 };
+
+bool vk_coop_few(int i) {
+    assert(i >= 0 && i < VK_COOP_CONFIGS);
+    return vk_coop_configs[i].tn <= VK_COOP_FEW_TOKENS;
+}
+
 
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {
     assert(i >= 0 && i < VK_COOP_CONFIGS);
     const vk_coop_config *c = &vk_coop_configs[i];
     uint32_t ks = 8 * (emulated ? c->kr_emulated : c->kr);
-    /* x (staged ones: 8 tokens): a uint (hi, lo) per element emulated, else two float16_t
-     * arrays; part[SEGS][RM][8] floats. */
-    return (c->xg ? 0 : MM_SEGS * ks * 8 * 4) + MM_SEGS * c->rm * 8 * 4;
+    /* x (staged ones: 4 or 8 tokens), ks rows of TNP: emulated a uint (hi, lo) per token, else
+     * a float16_t per token and half, padded to 24 at 8 tokens; part[SEGS][RM][8] floats. */
+    uint32_t row = emulated ? c->tn * 4 : (c->tn == 4 ? 8 : 2 * c->tn + 8) * 2;
+    return (c->xg ? 0 : MM_SEGS * ks * row) + MM_SEGS * c->rm * 8 * 4;
 }
 
 baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err) {
@@ -230,9 +234,9 @@ static baton_status coop_check(const vk_context *ctx, int i, baton_error *err) {
 
 baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err) {
     assert(few >= 0 && few < VK_COOP_CONFIGS && many >= 0 && many < VK_COOP_CONFIGS);
-    if (vk_coop_configs[few].tn != 8)
-        return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s takes 8 tokens per workgroup "
-                          "only for steps of up to 8", vk_coop_configs[few].name);
+    if (!vk_coop_few(few))
+        return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s is for steps of more than %d "
+                          "tokens", vk_coop_configs[few].name, VK_COOP_FEW_TOKENS);
     baton_status s = coop_check(ctx, few, err);
     if (s == BATON_OK) s = coop_check(ctx, many, err);
     if (s != BATON_OK) return s;
@@ -262,7 +266,7 @@ baton_status vk_kind_select_role(vk_context *ctx, int kind, int role, int i, bat
                                   vk_batched_configs[i].name);
             s = vk_pipeline_ensure(ctx, vk_batched_configs[i].shader, err);
         } else {
-            if ((vk_coop_configs[i].tn == 8) != (kind == VK_KIND_COOP_FEW))
+            if (vk_coop_few(i) != (kind == VK_KIND_COOP_FEW))
                 return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s is not a %s-token one",
                                   vk_coop_configs[i].name, kind == VK_KIND_COOP_FEW ? "few" : "many");
             s = coop_check(ctx, i, err);
@@ -293,7 +297,7 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     bool xg = false;
     if (ctx->coopmat) {
         const vk_coop_config *cc =
-            &vk_coop_configs[vk_kind_config(ctx, T <= 8 ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
+            &vk_coop_configs[vk_kind_config(ctx, T <= VK_COOP_FEW_TOKENS ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
         cb = cc->tn;
         wr = cc->rm;

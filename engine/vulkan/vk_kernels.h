@@ -140,21 +140,24 @@ bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, doubl
 /* The tensor-core matmul (matmul_coop.comp, used when ctx->coopmat) configurations: rm rows and
  * tn tokens per workgroup, kr chunks per round (kr_emulated in the EMULATE variant, sized for
  * lavapipe's 32 KiB of shared memory and small in the double-buffered ones, so that the tests'
- * K give them many rounds). Steps of up to 8 tokens run ctx->coop_few (a tn 8 configuration:
- * those that stage x in shared memory as they go, or r32 t8 g and gp), larger ones
+ * K give them many rounds). Steps of up to VK_COOP_FEW_TOKENS run ctx->coop_few (a tn 4 or 8
+ * configuration: those that stage x in shared memory as they go, or r32 t4 g), larger ones
  * ctx->coop_many (the xg ones, which read x split beforehand). "db" and xg: each round's weight
  * fragments load during the round before; "gp": its x fragments too.
  * All sum in the same order, so any two give bitwise the same y for a token: which one a step
- * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults, the
- * fastest of each on the H100 (run E); tuning times the others where it runs. */
+ * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults;
+ * tuning times the others where it runs. */
 typedef struct {
     const char *name;
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
     bool xg; /* x split beforehand (split.comp into ctx->xsplit) and read from there, not staged */
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 15, VK_COOP_MANY_DEFAULT = 8 };
+enum { VK_COOP_CONFIGS = 12, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
+
+/* Whether configuration i is a few-token one (ctx->coop_few's kind). */
+bool vk_coop_few(int i);
 
 /* The shared memory configuration i needs (bytes), mirrored from matmul_coop.comp. */
 uint32_t vk_coop_shared_bytes(int i, bool emulated);

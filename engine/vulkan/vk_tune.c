@@ -153,8 +153,8 @@ static bool kind_has(int kind, int i) {
     case K_B8: return vk_batched_fits(i, VK_TIER_8);
     case K_B32: return vk_batched_fits(i, VK_TIER_32);
     case K_B64: return vk_batched_fits(i, VK_TIER_64);
-    case K_COOP_FEW: return vk_coop_configs[i].tn == 8;
-    case K_COOP_MANY: return vk_coop_configs[i].tn != 8;
+    case K_COOP_FEW: return vk_coop_few(i);
+    case K_COOP_MANY: return !vk_coop_few(i);
     default: return true;
     }
 }
