@@ -507,7 +507,8 @@ static void test_coop_auto(const fixture_case *fc) {
     CHECK_MSG(strstr(t, "tensor cores within ") != NULL, "the tensor cores not held to fp32: %s", t);
     CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "64-token ") != NULL,
               "both paths not tuned: %s", t);
-    CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores " : "path: fp32 (the tensor cores ")
+    CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores, timed side by side, "
+                               : "path: fp32 (the tensor cores, timed side by side, ")
               != NULL, "the path in use (%s) is not the one named: %s", active ? "tensor cores" : "fp32", t);
     every_kind(b, got);
     CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "%s: logits are not bitwise those of "

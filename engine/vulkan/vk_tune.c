@@ -535,6 +535,36 @@ static baton_status guard_coop(vk_backend *b, uint32_t T, double *rel, baton_err
     return st;
 }
 
+/* One layer at one token and at T tokens (T 0: one alone) on the fp32 path ([0]) and on the
+ * tensor cores ([1]), each running its tuned configurations, the paths alternating for
+ * TUNE_ROUNDS rounds, the fastest of each (0: not timed). The path is chosen on these times,
+ * taken side by side: each kind's own times were taken seconds apart, the fp32 kinds' before the
+ * tensor cores', and in run E4 on the H100 they put the tensor cores at 0.27x the matvec at one
+ * token and 2.90x the fp32 path at 64 where whole steps ran them at 0.81x and 1.31x. The tensor
+ * cores are in use after it. */
+static baton_status time_paths(vk_backend *b, uint32_t T, const double est[2], double one[2],
+                               double many[2], baton_error *err) {
+    const uint32_t tokens[2] = {1, T};
+    int reps[2]; /* est: a layer's time at each, about (<= 0: unknown) */
+    for (int k = 0; k < 2; k++) {
+        reps[k] = est[k] > 0.0 && est[k] < TUNE_REP_S ? (int)(TUNE_REP_S / est[k]) + 1 : 1;
+        if (reps[k] > LAYER_REPS_MAX) reps[k] = LAYER_REPS_MAX;
+    }
+    one[0] = one[1] = many[0] = many[1] = 0.0;
+    for (int r = 0; r < TUNE_ROUNDS; r++)
+        for (int path = 0; path < 2; path++) {
+            if (!vk_coopmat_use(&b->ctx, path == 1, err)) return BATON_ERR_UNSUPPORTED;
+            for (int k = 0; k < 2; k++) {
+                if (tokens[k] == 0) continue;
+                double t = 0.0, *best = k == 0 ? &one[path] : &many[path];
+                baton_status st = time_layer(b, tokens[k], reps[k], &t, NULL, err);
+                if (st != BATON_OK) return st;
+                if (t > 0.0 && (*best == 0.0 || t < *best)) *best = t;
+            }
+        }
+    return BATON_OK;
+}
+
 /* BATON_VK_COOPMAT auto, on a device with the tensor-core path, after the fp32 path's tuning:
  * holds the tensor cores' results to the fp32 path's (guard_coop), tunes their kinds, and keeps
  * them for every matmul when vk_tune_coop_wins says so (else goes back to the fp32 path). */
@@ -565,17 +595,34 @@ static baton_status choose_path(vk_backend *b, const vk_buffer *probe, float *re
     append(out, size, "; tensor cores within %.1g of fp32", rel);
     st = tune_path(b, probe, ref, got, out, size, tt, err);
     if (st != BATON_OK) return st;
-    double one = tt->best[K_MATVEC], one_coop = tt->best[K_COOP_FEW];
-    double many = fp_many >= 0 ? tt->best[fp_many] : 0.0, many_coop = fp_many >= 0 ? tt->best[K_COOP_MANY] : 0.0;
-    bool wins = vk_tune_coop_wins(one, one_coop, many, many_coop);
+    double one[2], many[2];
+    const double est[2] = {tt->best[K_MATVEC], fp_many >= 0 ? tt->best[fp_many] : 0.0};
+    st = time_paths(b, fp_many >= 0 ? T : 0, est, one, many, &why);
+    if (st == BATON_ERR_UNSUPPORTED) {
+        vk_coopmat_use(ctx, false, NULL);
+        append(out, size, "; path: fp32 (%.150s)", why.msg);
+        return BATON_OK;
+    }
+    if (st != BATON_OK) {
+        *err = why;
+        return st;
+    }
+    bool wins = vk_tune_coop_wins(one[0], one[1], many[0], many[1]);
     if (!wins) vk_coopmat_use(ctx, false, NULL);
-    append(out, size, "; path: %s (the tensor cores ", wins ? "tensor cores" : "fp32");
-    if (fp_many >= 0 && many > 0.0 && many_coop > 0.0)
-        append(out, size, "%.2fx as fast at %u tokens, ", many / many_coop, T);
-    if (one > 0.0 && one_coop > 0.0)
-        append(out, size, "%.2fx at one)", one / one_coop);
+    append(out, size, "; path: %s (the tensor cores, timed side by side, ", wins ? "tensor cores" : "fp32");
+    if (many[0] > 0.0 && many[1] > 0.0)
+        append(out, size, "%.2fx as fast at %u tokens (a layer %.3f ms, fp32 %.3f), ", many[0] / many[1],
+               T, many[1] * 1e3, many[0] * 1e3);
+    if (one[0] > 0.0 && one[1] > 0.0)
+        append(out, size, "%.2fx at one (%.3f ms, fp32 %.3f)", one[0] / one[1], one[1] * 1e3, one[0] * 1e3);
     else
-        append(out, size, "not timed at one)");
+        append(out, size, "not timed at one");
+    /* the kinds' own times, for a device where they disagree */
+    double k_one = tt->best[K_MATVEC], k_one_coop = tt->best[K_COOP_FEW];
+    double k_many = fp_many >= 0 ? tt->best[fp_many] : 0.0, k_many_coop = tt->best[K_COOP_MANY];
+    if (k_many > 0.0 && k_many_coop > 0.0 && k_one > 0.0 && k_one_coop > 0.0)
+        append(out, size, "; tuning's kinds: %.2fx and %.2fx", k_many / k_many_coop, k_one / k_one_coop);
+    append(out, size, ")");
     return BATON_OK;
 }
 
