@@ -17,17 +17,26 @@
 // (cps chunks of 8 columns each, fixed by K alone). For each output and segment s, the products
 // with hi sum from zero, one chunk at a time in k order (16x8x8 products: a chunk's 8 terms and
 // the sum so far, as the hardware adds them), into H_s, and those with lo likewise into L_s. Then
-// y = (H_0 + L_0) + (H_1 + L_1) + ... + (H_7 + L_7), in that order in plain fp32. The variants
-// differ in how much they compute at once (RM rows, TN tokens, KR chunks a round), never in that
-// order.
+// y = (H_0 + H_1 + ... + H_7) + (L_0 + L_1 + ... + L_7), each sum left to right, in plain fp32
+// (each column of a fragment on its own, so a subgroup may keep them in its accumulators). The
+// variants differ in how much they compute at once (RM rows, TN tokens, KR chunks a round) and
+// in which subgroup sums what, never in that order.
 //
 // A workgroup is 8 subgroups of 32, subgroup s taking segment s of RM rows (one, two or four
 // 16-row fragments: of one 32-row block, or of the two of a tile, which never spans two stacked
 // parts or chunks; the second block is missing at the end of a chunk of an odd number) for TN
-// tokens. Each subgroup multiplies its chunks: the weights' 16x8 fragments come straight from
+// tokens: split-K, so that one token has 8 subgroups' loads in flight per RM rows. FK=1
+// instead: the 8 subgroups a grid of SR rows by SC columns, each taking its own RM rows (of one
+// block) and TN tokens over all 8 segments, one after another, keeping the segments' sums in a
+// second set of accumulators; a workgroup then covers SR x RM rows by SC x TN tokens, whose weights
+// and x its subgroups share through L1, where a split-K workgroup reads x for every RM rows and
+// its weights for every TN tokens from L2 (r32 t32 reads 2 bytes of x for every byte of
+// weights, f128x64 one, and at 64 tokens it reads the weights once where r32 t32 reads them
+// twice). Each subgroup multiplies its chunks: the weights' 16x8 fragments come straight from
 // the buffer (16 rows of a chunk are 256 contiguous bytes in the interleaved layout: one
-// coalesced load), each used for TN / 4 fragments of x. The segment sums meet in shared
-// memory, one 4-token fragment of columns at a time. x reaches the products one of two ways:
+// coalesced load), each used for TN / 4 fragments of x. Split-K, the segment sums meet in
+// shared memory, one 4-token fragment of columns at a time (FK: each subgroup's own sums pass
+// through it on their way out). x reaches the products one of two ways:
 // - staged (TN 4 or 8, steps of up to 8 tokens): per round, the workgroup splits KR chunks of
 //   every segment's x for its tokens into shared memory (hi and lo side by side), meets at a
 //   barrier, multiplies, and meets again;
@@ -40,7 +49,7 @@
 //   configurations ran 64-token products at 4 to 13 TFLOP/s, r32 t32 g at 25 to 42. XP=1 (gp)
 //   also loads a round's x fragments a round ahead, beside its weight fragments.
 //
-// Stacked groups, push constants, bindings and epilogues: as matmul.comp (a workgroup's rows lie
+// Stacked groups, push constants, bindings and epilogues: as matmul.comp (a subgroup's rows lie
 // in one 32-row block or one tile, so in one group).
 //
 // EMULATE=1 (test_vk_ops, on any device): the same staging, rounds, segments, groups and
@@ -62,10 +71,10 @@
 
 // ROWS, TOKENS, ROUND: the variant's RM, TN and KR (plain integers for the preprocessor).
 #ifndef ROWS
-#define ROWS 16             // rows per workgroup: 16, 32 or 64 (two blocks: a tile, vk_upload.h)
+#define ROWS 16             // rows per subgroup: 16, 32 or 64 (two blocks: a tile, vk_upload.h)
 #endif
 #ifndef TOKENS
-#define TOKENS 8            // tokens per workgroup: a multiple of 4
+#define TOKENS 8            // tokens per subgroup: a multiple of 4
 #endif
 #ifndef ROUND
 #define ROUND 8             // chunks a round (staged: of every segment's x)
@@ -82,10 +91,24 @@
 #if XP && !(XG && DB)
 #error "XP loads x fragments a round ahead: XG and DB only"
 #endif
+// FK=1: the subgroups are a grid of SR x SC (8 in all), each its own RM rows by TN tokens over
+// every segment, one after another (below); else (SR = SC = 1) all 8 take the same RM x TN, one
+// segment each.
+#ifndef FK
+#define FK 0
+#endif
+#if FK
+#if !XG
+#error "a subgroup of its own rows and tokens reads x split (XG=1)"
+#endif
+const uint SR = GRID_ROWS, SC = 8u / GRID_ROWS;
+#else
+const uint SR = 1u, SC = 1u;
+#endif
 const uint RM = ROWS, TN = TOKENS, KR = ROUND;
 const uint RB = 32u, SEGS = 8u, THREADS = 32u * SEGS;
 const uint RF = RM / 16u;   // 16-row fragments per subgroup
-const uint NJ = TN / 4u;    // fragments of x (4 tokens, hi and lo) per workgroup
+const uint NJ = TN / 4u;    // fragments of x (4 tokens, hi and lo) per subgroup
 const uint KS = KR * 8u;    // staged columns per segment
 #if !XG && TOKENS != 4 && TOKENS != 8
 #error "x is staged for 4 or 8 tokens per workgroup; wider tiles read it split (XG=1)"
@@ -271,7 +294,7 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
 
 // The round loop's parts, as macros so that the fragment arrays stay in registers whatever the
 // compiler inlines (no copies of cooperative matrices). They use main()'s blk, r0, fin, nc,
-// c_begin, c_end (this subgroup's segment: chunks [c_begin, c_end)), sg and (XG) xg0.
+// c_begin, c_end (the segment the subgroup is on: chunks [c_begin, c_end)), sg and (XG) xg0.
 //
 // XBASE(q, cc): multiply()'s xbase for chunk cc of round q: staged, the round's chunk cc of the
 // subgroup's segment; XG, chunk c_begin + q + cc in the split x (16 halves a token).
@@ -349,10 +372,59 @@ void stage_x(uint q0, uint tv, uint col0, uint x_off) {
     }
 #endif
 
+// SEGMENT(): the subgroup's segment [c_begin, c_end) into acc, round by round (DB: the rounds'
+// fragments in a0 and a1 by turns, the first round's loaded first).
+#if DB
+#define SEGMENT() \
+    if (c_begin + KR <= c_end) { LOAD_ROUND(a0, x0, 0u) } \
+    for (uint q0 = 0u; q0 < pc.cps; q0 += 2u * KR) { \
+        DO_ROUND(a0, x0, a1, x1, q0) \
+        if (q0 + KR >= pc.cps) break; \
+        DO_ROUND(a1, x1, a0, x0, q0 + KR) \
+    }
+#else
+#define SEGMENT() for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, x0, a0, x0, q0)
+#endif
+
+// y's element for token tok and row `row` of the group, its sum s, through the group's
+// epilogue; nothing past the step's tokens or the group's rows.
+void emit(uint tok, uint row, uint g_rows, uint y_off, uint y_stride, uint epilogue, float s) {
+    if (tok >= pc.T || row >= g_rows) return;
+    uint o = tok * y_stride + row;
+    uint yi = y_off + o;
+    if (epilogue == EPI_NONE) {
+        y[yi] = s;
+    } else if (epilogue == EPI_SIGMOID) {
+        y[yi] = 1.0 / (1.0 + exp(-s));
+    } else if (epilogue == EPI_RELU_SQ) {
+        float p = max(s, 0.0);
+        y[yi] = p * p;
+    } else if (epilogue == EPI_ADD) {
+        y[yi] = y[yi] + s;
+    } else {
+        y[yi] = y[yi] + m[pc.m_off + o] * s;
+    }
+}
+
+#if EMULATE
+#define ACC_ZERO(a) [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) a[e_] = 0.0
+#define ACC_STORE(a, at) \
+    [[unroll]] for (uint e_ = 0u; e_ < 4u; e_++) { \
+        uint el_ = gl_LocalInvocationID.x % 32u + 32u * e_; \
+        part[(at) + (el_ / 8u) * 8u + el_ % 8u] = a[e_]; \
+    }
+#else
+#define ACC_ZERO(a) a = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0)
+#define ACC_STORE(a, at) coopMatStoreNV(a, part, at, 8u, false)
+#endif
+
 void main() {
     uint tid = gl_LocalInvocationID.x, sg = tid / 32u;
-    uint col0 = gl_WorkGroupID.x * TN;
-    uint row_wg = gl_WorkGroupID.y * RM;       // first row of the workgroup within the chunk
+    // The subgroup's place in the grid (FK; else every subgroup at 0, 0: the workgroup's rows and
+    // tokens), its first token and its first row within the chunk.
+    uint sr = sg / SC % SR, sc = sg % SC;
+    uint col0 = (gl_WorkGroupID.x * SC + sc) * TN;
+    uint row_wg = (gl_WorkGroupID.y * SR + sr) * RM;
     uint blk = row_wg / RB;                    // its row block within the chunk
     uint r0 = row_wg % RB;                     // its first row within the block
     uint gblk = pc.blk0 + blk;
@@ -365,20 +437,11 @@ void main() {
     uint epilogue = g == 2u ? pc.epi_2 : g == 1u ? pc.epi_1 : pc.epi_0;
 
     uint nc = pc.K / 8u;
-    // The fragments whose block is in the chunk: all but where a tile's second block is missing.
+    // The fragments whose block is in the chunk: all but where a tile's second block is missing
+    // (FK: none where the subgroup's rows are past the chunk's).
     uint fin = 0u;
     [[unroll]] for (uint f = 0u; f < RF; f++) fin += frag_in(blk, r0, f) ? 1u : 0u;
-    // This subgroup's segment: chunks [c_begin, c_end).
-    uint c_begin = min(sg * pc.cps, nc), c_end = min(c_begin + pc.cps, nc);
-
-    [[unroll]] for (uint f = 0u; f < RF; f++)
-        [[unroll]] for (uint j = 0u; j < NJ; j++) {
-#if EMULATE
-            [[unroll]] for (uint e = 0u; e < 4u; e++) acc[f][j][e] = 0.0;
-#else
-            acc[f][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>(0.0);
-#endif
-        }
+    uint c_begin, c_end;
 
 #if XG
     // The workgroup's columns past the step's tokens read whatever the split x holds there (the
@@ -406,61 +469,86 @@ void main() {
 
     // Rounds are uniform over the workgroup (cps is a push constant); a subgroup whose segment
     // has no chunks left in a round only stages and meets the others at the barriers.
+    Frag a0[KR][RF];
 #if DB
-    Frag a0[KR][RF], a1[KR][RF];
+    Frag a1[KR][RF];
+#endif
 #if XP
     XFrag x0[KR][NJ], x1[KR][NJ];
 #endif
-    if (c_begin + KR <= c_end) { LOAD_ROUND(a0, x0, 0u) }
-    for (uint q0 = 0u; q0 < pc.cps; q0 += 2u * KR) {
-        DO_ROUND(a0, x0, a1, x1, q0)
-        if (q0 + KR >= pc.cps) break;
-        DO_ROUND(a1, x1, a0, x0, q0 + KR)
-    }
-#else
-    Frag a0[KR][RF];
-    for (uint q0 = 0u; q0 < pc.cps; q0 += KR) DO_ROUND(a0, x0, a0, x0, q0)
-#endif
-
-    // The segment sums, one fragment of x's columns (4 tokens) at a time: each segment's hi and
-    // lo sums added, those in order 0..7, then the epilogue.
-    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+#if FK
+    // Every segment in turn, each summed from zero in acc; tot[f][j] keeps hi's and lo's sums of
+    // the segments so far (element-wise: H_0 + H_1 + ..., L_0 + L_1 + ...), as the split-K
+    // workgroups add theirs in shared memory below.
 #if EMULATE
-        [[unroll]] for (uint f = 0u; f < RF; f++)
-            [[unroll]] for (uint e = 0u; e < 4u; e++) {
-                uint el = tid % 32u + 32u * e;
-                part[(sg * RM + 16u * f + el / 8u) * 8u + el % 8u] = acc[f][j][e];
-            }
+    float tot[RF][NJ][4];
 #else
-        [[unroll]] for (uint f = 0u; f < RF; f++)
-            coopMatStoreNV(acc[f][j], part, (sg * RM + 16u * f) * 8u, 8u, false);
+    fcoopmatNV<32, gl_ScopeSubgroup, 16, 8> tot[RF][NJ];
 #endif
-        barrier();
-        for (uint e = tid; e < RM * 4u; e += THREADS) {
-            uint r = e / 4u, n = 2u * (e % 4u);
-            precise float s = part[r * 8u + n] + part[r * 8u + n + 1u];
-            [[unroll]] for (uint k = 1u; k < SEGS; k++) {
-                precise float hl = part[(k * RM + r) * 8u + n] + part[(k * RM + r) * 8u + n + 1u];
-                s = s + hl;
-            }
-            uint tok = col0 + 4u * j + n / 2u, row = (gblk - gblk0) * RB + r0 + r;
-            if (tok < pc.T && row < g_rows && r / 16u < fin) {
-                uint o = tok * y_stride + row;
-                uint yi = y_off + o;
-                if (epilogue == EPI_NONE) {
-                    y[yi] = s;
-                } else if (epilogue == EPI_SIGMOID) {
-                    y[yi] = 1.0 / (1.0 + exp(-s));
-                } else if (epilogue == EPI_RELU_SQ) {
-                    float p = max(s, 0.0);
-                    y[yi] = p * p;
-                } else if (epilogue == EPI_ADD) {
-                    y[yi] = y[yi] + s;
-                } else {
-                    y[yi] = y[yi] + m[pc.m_off + o] * s;
+    for (uint s = 0u; s < SEGS; s++) {
+        c_begin = min(s * pc.cps, nc);
+        c_end = min(c_begin + pc.cps, nc);
+        [[unroll]] for (uint f = 0u; f < RF; f++)
+            [[unroll]] for (uint j = 0u; j < NJ; j++) ACC_ZERO(acc[f][j]);
+        SEGMENT()
+        [[unroll]] for (uint f = 0u; f < RF; f++)
+            [[unroll]] for (uint j = 0u; j < NJ; j++) {
+#if EMULATE
+                [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                    precise float t = s == 0u ? acc[f][j][e] : tot[f][j][e] + acc[f][j][e];
+                    tot[f][j][e] = t;
                 }
+#else
+                // (component by component: Debian 12's glslang crashes optimizing a `+` of two
+                // cooperative matrices; the same adds, each invocation's own components alike)
+                if (s == 0u)
+                    tot[f][j] = acc[f][j];
+                else
+                    for (int i = 0; i < tot[f][j].length(); i++) tot[f][j][i] = tot[f][j][i] + acc[f][j][i];
+#endif
             }
+    }
+    // The subgroup's own sums, one fragment of x's columns (4 tokens) at a time through its part
+    // of shared memory: hi's plus lo's, then the epilogue. Barriers, not a subgroup's own: every
+    // subgroup runs the same NJ rounds.
+    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+        [[unroll]] for (uint f = 0u; f < RF; f++) ACC_STORE(tot[f][j], (sg * RM + 16u * f) * 8u);
+        barrier();
+        for (uint e = tid % 32u; e < RM * 4u; e += 32u) {
+            uint r = e / 4u, n = 2u * (e % 4u), at = (sg * RM + r) * 8u + n;
+            precise float sum = part[at] + part[at + 1u];
+            if (r / 16u < fin)
+                emit(col0 + 4u * j + n / 2u, (gblk - gblk0) * RB + r0 + r, g_rows, y_off, y_stride,
+                     epilogue, sum);
         }
         barrier();
     }
+#else
+    // This subgroup's segment: chunks [c_begin, c_end).
+    c_begin = min(sg * pc.cps, nc);
+    c_end = min(c_begin + pc.cps, nc);
+    [[unroll]] for (uint f = 0u; f < RF; f++)
+        [[unroll]] for (uint j = 0u; j < NJ; j++) ACC_ZERO(acc[f][j]);
+    SEGMENT()
+
+    // The segment sums, one fragment of x's columns (4 tokens) at a time: hi's sums of the 8
+    // segments added in order 0..7, lo's likewise, then hi's plus lo's, then the epilogue.
+    [[unroll]] for (uint j = 0u; j < NJ; j++) {
+        [[unroll]] for (uint f = 0u; f < RF; f++) ACC_STORE(acc[f][j], (sg * RM + 16u * f) * 8u);
+        barrier();
+        for (uint e = tid; e < RM * 4u; e += THREADS) {
+            uint r = e / 4u, n = 2u * (e % 4u);
+            precise float h = part[r * 8u + n], l = part[r * 8u + n + 1u];
+            [[unroll]] for (uint k = 1u; k < SEGS; k++) {
+                h = h + part[(k * RM + r) * 8u + n];
+                l = l + part[(k * RM + r) * 8u + n + 1u];
+            }
+            precise float sum = h + l;
+            if (r / 16u < fin)
+                emit(col0 + 4u * j + n / 2u, (gblk - gblk0) * RB + r0 + r, g_rows, y_off, y_stride,
+                     epilogue, sum);
+        }
+        barrier();
+    }
+#endif
 }

@@ -80,6 +80,12 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   # XP (gp): a round's x fragments load a round ahead too, beside its weight fragments.
   "matmul_coop_r32_t32_gp|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 XP=1"
   "matmul_coop_r32_t16_gp|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=4 DB=1 XG=1 XP=1"
+  # FK (f, named by the workgroup's rows x tokens): the subgroups a grid of GRID_ROWS rows, each
+  # its own ROWS x TOKENS over every segment, sharing the workgroup's weights and x through L1.
+  "matmul_coop_f128x32|matmul_coop.comp|ROWS=32 TOKENS=16 GRID_ROWS=4 ROUND=4 DB=1 XG=1 FK=1"
+  "matmul_coop_f64x64|matmul_coop.comp|ROWS=32 TOKENS=16 GRID_ROWS=2 ROUND=4 DB=1 XG=1 FK=1"
+  "matmul_coop_f128x64|matmul_coop.comp|ROWS=32 TOKENS=32 GRID_ROWS=4 ROUND=2 DB=1 XG=1 FK=1"
+  "matmul_coop_f256x32|matmul_coop.comp|ROWS=32 TOKENS=32 GRID_ROWS=8 ROUND=2 DB=1 XG=1 FK=1"
   # The same with the matrix products in plain fp32 (test_vk_ops: the rest of it on any device),
   # in rounds of few chunks, small enough for lavapipe's 32 KiB of shared memory and so that the
   # tests' K give many rounds, odd and even counts and partial last rounds (the round never
@@ -96,4 +102,8 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_coop_r64_t16_g_emulated|matmul_coop.comp|ROWS=64 TOKENS=16 ROUND=2 DB=1 XG=1 EMULATE=1"
   "matmul_coop_r32_t32_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 ROUND=2 DB=1 XG=1 XP=1 EMULATE=1"
   "matmul_coop_r32_t16_gp_emulated|matmul_coop.comp|ROWS=32 TOKENS=16 ROUND=1 DB=1 XG=1 XP=1 EMULATE=1"
+  "matmul_coop_f128x32_emulated|matmul_coop.comp|ROWS=32 TOKENS=16 GRID_ROWS=4 ROUND=2 DB=1 XG=1 FK=1 EMULATE=1"
+  "matmul_coop_f64x64_emulated|matmul_coop.comp|ROWS=32 TOKENS=16 GRID_ROWS=2 ROUND=1 DB=1 XG=1 FK=1 EMULATE=1"
+  "matmul_coop_f128x64_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 GRID_ROWS=4 ROUND=2 DB=1 XG=1 FK=1 EMULATE=1"
+  "matmul_coop_f256x32_emulated|matmul_coop.comp|ROWS=32 TOKENS=32 GRID_ROWS=8 ROUND=1 DB=1 XG=1 FK=1 EMULATE=1"
 )

@@ -758,11 +758,12 @@ int main(void) {
     ctx.coopmat = ctx.coopmat_emulated = true;
     REQUIRE(vk_coop_xsplit_reserve(&ctx, 8u << 20, &err) == BATON_OK); /* the XG ones' split x */
     printf("matmul_coop.comp, emulated:\n");
-    /* Every one at least once (few-token ones 0 to 6, many-token ones 7 to 11); the defaults,
-     * the 64-row ones (3, 9) and the gp ones (10, 11) also on stacks whose parts end mid-tile,
-     * on chunks of one block and on an odd number of blocks. */
+    /* Every one at least once (few-token ones 0 to 6, many-token ones 7 to 15); the defaults,
+     * the 64-row ones (3, 9), the gp ones (10, 11) and the f ones (12 to 15, whose workgroups
+     * span several blocks and stacked parts) also on stacks whose parts end mid-tile, on chunks
+     * of one block and on an odd number of blocks. */
     const int pairs[][3] = {{0, VK_COOP_MANY_DEFAULT, 1}, {1, 8, 0}, {2, 9, 1}, {3, 10, 1},
-                            {4, 11, 1}, {5, 9, 0}, {6, 8, 0}};
+                            {4, 11, 1}, {5, 12, 1}, {6, 13, 1}, {0, 14, 1}, {1, 15, 1}};
     for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
         REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,

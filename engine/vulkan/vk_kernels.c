@@ -143,35 +143,46 @@ const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS] = {
      * columns of one fragment, the best on the H100 (run E, then two products a chunk) was
      * r32 t8 db at 0.81x the fp32 matvec; the 16-row ones ran at 0.52x to 0.59x. */
     {"r32 t4 db", BATON_SHADER_matmul_coop_r32_t4_db,
-     BATON_SHADER_matmul_coop_r32_t4_db_emulated, 32, 4, 8, 2, false},
+     BATON_SHADER_matmul_coop_r32_t4_db_emulated, 32, 4, 8, 2, false, 1},
     {"r32 t4", BATON_SHADER_matmul_coop_r32_t4,
-     BATON_SHADER_matmul_coop_r32_t4_emulated, 32, 4, 8, 8, false},
+     BATON_SHADER_matmul_coop_r32_t4_emulated, 32, 4, 8, 8, false, 1},
     {"r32 t4 k16", BATON_SHADER_matmul_coop_r32_t4_k16,
-     BATON_SHADER_matmul_coop_r32_t4_k16_emulated, 32, 4, 16, 4, false},
+     BATON_SHADER_matmul_coop_r32_t4_k16_emulated, 32, 4, 16, 4, false, 1},
     {"r64 t4 db", BATON_SHADER_matmul_coop_r64_t4_db,
-     BATON_SHADER_matmul_coop_r64_t4_db_emulated, 64, 4, 4, 2, false},
+     BATON_SHADER_matmul_coop_r64_t4_db_emulated, 64, 4, 4, 2, false, 1},
     {"r32 t8 db", BATON_SHADER_matmul_coop_r32_t8_db,
-     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false},
+     BATON_SHADER_matmul_coop_r32_t8_db_emulated, 32, 8, 8, 2, false, 1},
     {"r32 t8", BATON_SHADER_matmul_coop_r32_t8,
-     BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8, false},
+     BATON_SHADER_matmul_coop_r32_t8_emulated, 32, 8, 8, 8, false, 1},
     /* g: x split once per product by split.comp and read from memory, not staged per workgroup
      * and round: no barriers in the rounds (double-buffered). On the H100 (run E) r32 t32 g,
      * then with hi and lo in separate fragments (the accumulators of r32 t16 now), ran 64-token
      * products at 25 to 42 TFLOP/s, the staging many-token ones it replaced at 4 to 13. */
     {"r32 t4 g", BATON_SHADER_matmul_coop_r32_t4_g,
-     BATON_SHADER_matmul_coop_r32_t4_g_emulated, 32, 4, 8, 2, true},
+     BATON_SHADER_matmul_coop_r32_t4_g_emulated, 32, 4, 8, 2, true, 1},
     {"r32 t32 g", BATON_SHADER_matmul_coop_r32_t32_g,
-     BATON_SHADER_matmul_coop_r32_t32_g_emulated, 32, 32, 4, 2, true},
+     BATON_SHADER_matmul_coop_r32_t32_g_emulated, 32, 32, 4, 2, true, 1},
     {"r32 t16 g", BATON_SHADER_matmul_coop_r32_t16_g,
-     BATON_SHADER_matmul_coop_r32_t16_g_emulated, 32, 16, 4, 1, true},
+     BATON_SHADER_matmul_coop_r32_t16_g_emulated, 32, 16, 4, 1, true, 1},
     {"r64 t16 g", BATON_SHADER_matmul_coop_r64_t16_g,
-     BATON_SHADER_matmul_coop_r64_t16_g_emulated, 64, 16, 4, 2, true},
+     BATON_SHADER_matmul_coop_r64_t16_g_emulated, 64, 16, 4, 2, true, 1},
     /* gp: a round's x fragments load a round ahead too, beside its weight fragments (not yet
      * measured on a GPU). */
     {"r32 t32 gp", BATON_SHADER_matmul_coop_r32_t32_gp,
-     BATON_SHADER_matmul_coop_r32_t32_gp_emulated, 32, 32, 2, 2, true},
+     BATON_SHADER_matmul_coop_r32_t32_gp_emulated, 32, 32, 2, 2, true, 1},
     {"r32 t16 gp", BATON_SHADER_matmul_coop_r32_t16_gp,
-     BATON_SHADER_matmul_coop_r32_t16_gp_emulated, 32, 16, 4, 1, true},
+     BATON_SHADER_matmul_coop_r32_t16_gp_emulated, 32, 16, 4, 1, true, 1},
+    /* f: a grid of subgroups (4 or 2 rows of them, or 8), each its own 32 rows by 16 or 32
+     * tokens over every segment (FK), the workgroup's weights and x shared through L1: at 64
+     * tokens f128x64 reads a third of r32 t32's bytes from L2 (not yet run on a GPU). */
+    {"f128x32", BATON_SHADER_matmul_coop_f128x32,
+     BATON_SHADER_matmul_coop_f128x32_emulated, 128, 32, 4, 2, true, 4},
+    {"f64x64", BATON_SHADER_matmul_coop_f64x64,
+     BATON_SHADER_matmul_coop_f64x64_emulated, 64, 64, 4, 1, true, 2},
+    {"f128x64", BATON_SHADER_matmul_coop_f128x64,
+     BATON_SHADER_matmul_coop_f128x64_emulated, 128, 64, 2, 2, true, 4},
+    {"f256x32", BATON_SHADER_matmul_coop_f256x32,
+     BATON_SHADER_matmul_coop_f256x32_emulated, 256, 32, 2, 1, true, 8},
 };
 
 bool vk_coop_few(int i) {
@@ -185,9 +196,10 @@ uint32_t vk_coop_shared_bytes(int i, bool emulated) {
     const vk_coop_config *c = &vk_coop_configs[i];
     uint32_t ks = 8 * (emulated ? c->kr_emulated : c->kr);
     /* x (staged ones: 4 or 8 tokens), ks rows of TNP: emulated a uint (hi, lo) per token, else
-     * a float16_t per token and half, padded to 24 at 8 tokens; part[SEGS][RM][8] floats. */
+     * a float16_t per token and half, padded to 24 at 8 tokens; part[SEGS][RM][8] floats (RM:
+     * a subgroup's rows). */
     uint32_t row = emulated ? c->tn * 4 : (c->tn == 4 ? 8 : 2 * c->tn + 8) * 2;
-    return (c->xg ? 0 : MM_SEGS * ks * row) + MM_SEGS * c->rm * 8 * 4;
+    return (c->xg ? 0 : MM_SEGS * ks * row) + MM_SEGS * (c->rm / c->sr) * 8 * 4;
 }
 
 baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err) {
@@ -296,8 +308,8 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
     bool xg = false;
     if (ctx->coopmat) {
-        const vk_coop_config *cc =
-            &vk_coop_configs[vk_kind_config(ctx, T <= VK_COOP_FEW_TOKENS ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY, w->role)];
+        int kind = T <= VK_COOP_FEW_TOKENS ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY;
+        const vk_coop_config *cc = &vk_coop_configs[vk_kind_config(ctx, kind, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
         cb = cc->tn;
         wr = cc->rm;
@@ -386,7 +398,8 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
             push_size = sizeof pw;
         }
         /* wr rows per workgroup: a part of a block, or (64) a tile of two, the last one of a
-         * chunk of an odd number of blocks half empty */
+         * chunk of an odd number of blocks half empty, or (f) several blocks, the subgroups past
+         * the chunk's last idle */
         vk_dispatch(ctx, shader, binds, ln != NULL || wkv != NULL ? 8 : 4, push, push_size,
                     (T + cb - 1) / cb, (uint32_t)((blocks * VK_ROW_BLOCK + wr - 1) / wr), 1);
     }

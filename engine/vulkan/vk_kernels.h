@@ -143,7 +143,8 @@ bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, doubl
  * K give them many rounds). Steps of up to VK_COOP_FEW_TOKENS run ctx->coop_few (a tn 4 or 8
  * configuration: those that stage x in shared memory as they go, or r32 t4 g), larger ones
  * ctx->coop_many (the xg ones, which read x split beforehand). "db" and xg: each round's weight
- * fragments load during the round before; "gp": its x fragments too.
+ * fragments load during the round before; "gp": its x fragments too; "f": rm x tn per workgroup
+ * from a grid of subgroups, each its own rows and tokens over all of K.
  * All sum in the same order, so any two give bitwise the same y for a token: which one a step
  * runs never changes a sequence's results. [0] and [VK_COOP_MANY_DEFAULT] are the defaults;
  * tuning times the others where it runs. */
@@ -152,8 +153,9 @@ typedef struct {
     baton_shader_id shader, emulated;
     uint32_t rm, tn, kr, kr_emulated;
     bool xg; /* x split beforehand (split.comp into ctx->xsplit) and read from there, not staged */
+    uint32_t sr; /* rows of the grid of subgroups (f), each rm / sr rows over all of K; 1: split-K */
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 12, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8 };
+enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* Whether configuration i is a few-token one (ctx->coop_few's kind). */
