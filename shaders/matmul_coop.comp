@@ -251,7 +251,7 @@ void multiply_x(Frag a[RF], XFrag xf[NJ], uint fin) {
 #else
     [[unroll]] for (uint j = 0u; j < NJ; j++)
         [[unroll]] for (uint f = 0u; f < RF; f++) {
-            if (f >= fin) break;  // uniform: the workgroup's blocks
+            if (f >= fin) break;  // uniform over the subgroup: its blocks
             acc[f][j] = coopMatMulAddNV(a[f], xf[j], acc[f][j]);
         }
 #endif
@@ -445,7 +445,8 @@ void main() {
 
 #if XG
     // The workgroup's columns past the step's tokens read whatever the split x holds there (the
-    // next chunk's first tokens; past the last chunk, up to TN * 32 bytes past the group's x):
+    // next chunk's first tokens; past the last chunk, up to 32 bytes for each of the
+    // workgroup's tokens past the group's x, well within the split x's 64 rows of slack):
     // their outputs are never stored, and a product's output column reads only its own column
     // of x. xg0: the split x's chunk 0 of its first token, in halves (the group's x holds T
     // tokens of a chunk's 16 halves, chunk after chunk).

@@ -61,10 +61,10 @@ set(BATON_SHADER_VARIANTS_ON_DEMAND
   "matmul_f16_f32_b64_rt2|matmul.comp|CB=64 WR=16u RT=2"
   # Every matmul on the tensor cores (GL_NV_cooperative_matrix 16x8x8 products, x split into fp16
   # hi + lo, side by side in x's fragments), where tuning chooses them or BATON_VK_COOPMAT=1
-  # asks; built only there. ROWS and TOKENS per workgroup, ROUND chunks per round; every one
-  # sums in the same order (vk_coop_configs in vk_kernels.c). t4 and t8, for steps of up to 8
-  # tokens, stage x in shared memory as they go (ROUND chunks of it a round); DB: the next
-  # round's weight fragments load during this round.
+  # asks; built only there. ROWS and TOKENS per workgroup (FK: per subgroup), ROUND chunks per
+  # round; every one sums in the same order (vk_coop_configs in vk_kernels.c). t4 and t8, for
+  # steps of up to 8 tokens, stage x in shared memory as they go (ROUND chunks of it a round);
+  # DB: the next round's weight fragments load during this round.
   "matmul_coop_r32_t4_db|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8 DB=1"
   "matmul_coop_r32_t4|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=8"
   "matmul_coop_r32_t4_k16|matmul_coop.comp|ROWS=32 TOKENS=4 ROUND=16"

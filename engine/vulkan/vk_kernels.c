@@ -190,7 +190,6 @@ bool vk_coop_few(int i) {
     return vk_coop_configs[i].tn <= VK_COOP_FEW_TOKENS;
 }
 
-
 uint32_t vk_coop_shared_bytes(int i, bool emulated) {
     assert(i >= 0 && i < VK_COOP_CONFIGS);
     const vk_coop_config *c = &vk_coop_configs[i];
