@@ -499,14 +499,14 @@ static void test_coop_auto(const fixture_case *fc) {
 
     setenv("BATON_VK_TUNE", "1", 1);
     setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
-    baton_backend *b = open_backend(m, 0, m->n_layer, 40);
+    baton_backend *b = open_backend(m, 0, m->n_layer, 72); /* past 64: the large kind too */
     const char *t = baton_vk_tuning(b);
     bool ready = false;
     baton_vk_coopmat_state(b, &ready, &active);
     printf("%s (%s): %s\n", fc->name, real ? "auto" : "emulate-auto", t);
     CHECK_MSG(strstr(t, "tensor cores within ") != NULL, "the tensor cores not held to fp32: %s", t);
-    CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "64-token ") != NULL,
-              "both paths not tuned: %s", t);
+    CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "tensor-core large ") != NULL &&
+              strstr(t, "64-token ") != NULL, "both paths not tuned: %s", t);
     CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores, timed side by side, "
                                : "path: fp32 (the tensor cores, timed side by side, ")
               != NULL, "the path in use (%s) is not the one named: %s", active ? "tensor cores" : "fp32", t);

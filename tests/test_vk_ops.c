@@ -254,16 +254,17 @@ static baton_shader_id kind_shader(int kind, int i) {
 }
 
 /* A matrix of a role runs that role's configuration of a kind where one is set (tuning's choice
- * per product): for the matvec, two batched tiers and the tensor cores' many-token kind, the
- * profile sees that configuration's shader and not the kind's own, with bitwise the same y.
- * vk_kind_clear_roles and vk_kernels_reset put back the kind's own and the start's. */
+ * per product): for the matvec, two batched tiers and the tensor cores' many-token and large
+ * kinds, the profile sees that configuration's shader and not the kind's own, with bitwise the
+ * same y. vk_kind_clear_roles and vk_kernels_reset put back the kind's own and the start's. */
 static void test_roles(void) {
-    enum { T_MAX = 20 };
+    enum { T_MAX = 72 };
     mm_case c;
     mm_case_init(&c, 100, 72, T_MAX, 0, 7);
     baton_error err = {0};
     const struct { int kind, T; } cases[] = {
-        {VK_KIND_MATVEC, 1}, {VK_KIND_B8, 5}, {VK_KIND_B32, T_MAX}, {VK_KIND_COOP_MANY, T_MAX},
+        {VK_KIND_MATVEC, 1}, {VK_KIND_B8, 5}, {VK_KIND_B32, 20}, {VK_KIND_COOP_MANY, 20},
+        {VK_KIND_COOP_LARGE, T_MAX},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int kind = cases[k].kind, T = cases[k].T;
@@ -340,33 +341,37 @@ static void test_batched_configs(int N, int K, uint64_t chunk_bytes) {
 }
 
 /* matmul_coop.comp's configurations (emulated, or on the tensor cores where the device has them):
- * T = 20 tokens under every many-token configuration and token 0 alone under every few-token
- * one, each bitwise equal to the default pair's results, which are checked against a double
- * reference. */
+ * T = 72 tokens (the large tier) and 20 (the many-token one) under every many-token configuration
+ * in each tier, and token 0 alone under every few-token one, each bitwise equal to the default
+ * triple's results at 72 tokens, which are checked against a double reference. */
 static void test_coop_configs(int N, int K, uint64_t chunk_bytes) {
-    enum { T = 20 };
+    enum { T = 72, T_MANY = 20 };
+    _Static_assert((int)T > (int)VK_COOP_MANY_TOKENS && (int)T_MANY > (int)VK_COOP_FEW_TOKENS &&
+                   (int)T_MANY <= (int)VK_COOP_MANY_TOKENS, "one step in each tier");
     mm_case c;
     mm_case_init(&c, N, K, T, chunk_bytes, (uint64_t)N * 313 + (uint64_t)K);
     float *x = c.xb.mapped;
     x[1] = 23333.3f; /* fp16 keeps it to a step of 16: lo carries the rest */
     x[2] = 1e-7f;    /* hi and lo subnormal */
     baton_error err = {0};
-    REQUIRE(vk_coop_select(&ctx, 0, VK_COOP_MANY_DEFAULT, &err) == BATON_OK);
+    const int def = VK_COOP_MANY_DEFAULT;
+    REQUIRE(vk_coop_select(&ctx, 0, def, def, &err) == BATON_OK);
     memcpy(c.want, mm_case_run(&c, T, EPI_NONE), (size_t)T * N * 4);
     double worst = mm_case_error(&c, c.want, T);
     CHECK_MSG(worst < 1e-5, "coop %dx%d: normalized error %g", N, K, worst);
     int checked = 0;
-    for (int i = 0; i < VK_COOP_CONFIGS; i++) {
-        bool few = vk_coop_few(i);
-        REQUIRE(vk_coop_select(&ctx, few ? i : 0, few ? VK_COOP_MANY_DEFAULT : i, &err) == BATON_OK);
-        uint32_t n_tok = few ? 1 : T;
-        CHECK_MSG(memcmp(mm_case_run(&c, n_tok, EPI_NONE), c.want, (size_t)n_tok * N * 4) == 0,
-                  "coop %dx%d, %s (%u token(s)): differs from the default pair", N, K,
-                  vk_coop_configs[i].name, n_tok);
-        checked++;
-    }
-    REQUIRE(vk_coop_select(&ctx, 0, VK_COOP_MANY_DEFAULT, &err) == BATON_OK);
-    printf("coop %dx%d (%d chunk(s)%s): normalized error %.2g, %d configurations bitwise equal\n",
+    for (int i = 0; i < VK_COOP_CONFIGS; i++)
+        for (int tier = 0; tier < (vk_coop_few(i) ? 1 : 2); tier++) {
+            bool few = vk_coop_few(i), large = tier == 1;
+            REQUIRE(vk_coop_select(&ctx, few ? i : 0, few || large ? def : i, large ? i : def, &err) == BATON_OK);
+            uint32_t n_tok = few ? 1 : large ? T : T_MANY;
+            CHECK_MSG(memcmp(mm_case_run(&c, n_tok, EPI_NONE), c.want, (size_t)n_tok * N * 4) == 0,
+                      "coop %dx%d, %s (%u token(s)): differs from the default triple", N, K,
+                      vk_coop_configs[i].name, n_tok);
+            checked++;
+        }
+    REQUIRE(vk_coop_select(&ctx, 0, def, def, &err) == BATON_OK);
+    printf("coop %dx%d (%d chunk(s)%s): normalized error %.2g, %d configuration runs bitwise equal\n",
            N, K, c.wm.n_chunks, ctx.coopmat_emulated ? ", emulated" : ", tensor cores", worst,
            checked);
     mm_case_free(&c);
@@ -765,7 +770,7 @@ int main(void) {
     const int pairs[][3] = {{0, VK_COOP_MANY_DEFAULT, 1}, {1, 8, 0}, {2, 9, 1}, {3, 10, 1},
                             {4, 11, 1}, {5, 12, 1}, {6, 13, 1}, {0, 14, 1}, {1, 15, 1}};
     for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
-        REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], &err) == BATON_OK);
+        REQUIRE(vk_coop_select(&ctx, pairs[p][0], pairs[p][1], pairs[p][1], &err) == BATON_OK);
         printf("configurations %s + %s\n", vk_coop_configs[pairs[p][0]].name,
                vk_coop_configs[pairs[p][1]].name);
         test_matmul(100, 72, 2 * 32 * 72 * 2);

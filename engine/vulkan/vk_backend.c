@@ -633,10 +633,11 @@ baton_status baton_vk_coop_select(baton_backend *base, int few, int many, baton_
         return baton_fail(err, BATON_ERR_ARG, "tensor-core configurations %d, %d: outside [0, %d)",
                           few, many, VK_COOP_CONFIGS);
     vk_context *ctx = &((vk_backend *)base)->ctx;
-    baton_status s = vk_coop_select(ctx, few, many, err);
+    baton_status s = vk_coop_select(ctx, few, many, many, err);
     if (s == BATON_OK) {
         vk_kind_clear_roles(ctx, VK_KIND_COOP_FEW);
         vk_kind_clear_roles(ctx, VK_KIND_COOP_MANY);
+        vk_kind_clear_roles(ctx, VK_KIND_COOP_LARGE);
     }
     return s;
 }

@@ -214,6 +214,7 @@ int baton_vk_coop_count(void);
 const char *baton_vk_coop_name(int config);
 bool baton_vk_coop_few(int config);
 int baton_vk_coop_default(bool few); /* the default one (before any tuning) */
+/* few for steps of up to 8 tokens, many for every larger one (the large tier's too) */
 baton_status baton_vk_coop_select(baton_backend *be, int few, int many, baton_error *err);
 
 /* Validation messages (warnings and errors) counted since the process started; 0 unless

@@ -605,7 +605,7 @@ bool vk_coopmat_use(vk_context *ctx, bool on, baton_error *err) {
     }
     if (ctx->coopmat_ready) {
         baton_error coop_err = {0};
-        if (vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, &coop_err) == BATON_OK &&
+        if (vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, ctx->coop_large, &coop_err) == BATON_OK &&
             vk_coop_xsplit_reserve(ctx, ctx->xsplit_bytes, &coop_err) == BATON_OK) {
             ctx->coopmat = true;
             return true;
@@ -898,12 +898,12 @@ baton_status vk_context_init(vk_context *ctx, int device_index, baton_error *err
     ctx->mm8 = 0;
     ctx->mm32 = ctx->mm64 = VK_BATCHED_32_DEFAULT;
     ctx->coop_few = 0;
-    ctx->coop_many = VK_COOP_MANY_DEFAULT;
+    ctx->coop_many = ctx->coop_large = VK_COOP_MANY_DEFAULT;
     vk_kernel_defaults(ctx, &ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32, &ctx->start.mm64);
     for (int kind = 0; kind < VK_KINDS; kind++)
         for (int role = 0; role < VK_ROLES; role++) ctx->role_config[kind][role] = ctx->start.role_config[kind][role] = -1;
     ctx->start.coop_few = 0;
-    ctx->start.coop_many = VK_COOP_MANY_DEFAULT;
+    ctx->start.coop_many = ctx->start.coop_large = VK_COOP_MANY_DEFAULT;
     s = vk_kernels_reset(ctx, err);
     if (s != BATON_OK) goto out_dummy;
     /* BATON_VK_COOPMAT=1: the variant is used from the first step, so it must build here (if it

@@ -43,9 +43,9 @@ enum { VK_ROLE_NONE, VK_ROLE_ATT_KVR, VK_ROLE_ATT_OUTPUT, VK_ROLE_FFN_KR, VK_ROL
        VK_ROLE_HEAD, VK_ROLES };
 /* The kinds of matmul configuration a step chooses from by its token count and path: the
  * one-token matvec, the batched tiers (2 to 8, 9 to 32, more tokens), the tensor cores' few-
- * (up to 8) and many-token ones. */
+ * (up to 8), many- (9 to 64) and large (more) ones. */
 enum { VK_KIND_MATVEC, VK_KIND_B8, VK_KIND_B32, VK_KIND_B64, VK_KIND_COOP_FEW, VK_KIND_COOP_MANY,
-       VK_KINDS };
+       VK_KIND_COOP_LARGE, VK_KINDS };
 
 /* What BATON_VK_COOPMAT asks of the tensor-core path (vk_coop_mode_parse). */
 typedef enum {
@@ -128,9 +128,10 @@ typedef struct {
     bool coopmat_ready;   /* the device runs matmul_coop.comp (set up for it) */
     bool coopmat;         /* every matmul on the tensor cores (BATON_VK_COOPMAT=1, or chosen) */
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
-    int coop_few, coop_many; /* its configurations (vk_coop_configs) for <= 8 and more tokens */
+    int coop_few, coop_many, coop_large; /* its configurations (vk_coop_configs) for <= 8, 9 to
+                                          * 64 and more tokens */
     struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
-        int matvec, mm8, mm32, mm64, coop_few, coop_many; /* the backend's tuning chose */
+        int matvec, mm8, mm32, mm64, coop_few, coop_many, coop_large; /* tuning chose */
         int role_config[VK_KINDS][VK_ROLES];
     } start;
     char coopmat_why[160];/* why coopmat_ready is false */

@@ -104,8 +104,9 @@ baton_status vk_kernels_reset(vk_context *ctx, baton_error *err) {
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_8, ctx->start.mm8, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_32, ctx->start.mm32, err);
     if (s == BATON_OK) s = vk_batched_set(ctx, VK_TIER_64, ctx->start.mm64, err);
-    if (s == BATON_OK && (ctx->coop_few != ctx->start.coop_few || ctx->coop_many != ctx->start.coop_many))
-        s = vk_coop_select(ctx, ctx->start.coop_few, ctx->start.coop_many, err);
+    if (s == BATON_OK && (ctx->coop_few != ctx->start.coop_few || ctx->coop_many != ctx->start.coop_many ||
+                          ctx->coop_large != ctx->start.coop_large))
+        s = vk_coop_select(ctx, ctx->start.coop_few, ctx->start.coop_many, ctx->start.coop_large, err);
     for (int kind = 0; kind < VK_KINDS && s == BATON_OK; kind++)
         for (int role = VK_ROLE_NONE + 1; role < VK_ROLES && s == BATON_OK; role++)
             s = vk_kind_select_role(ctx, kind, role, ctx->start.role_config[kind][role], err);
@@ -243,17 +244,24 @@ static baton_status coop_check(const vk_context *ctx, int i, baton_error *err) {
     return vk_pipeline_ensure((vk_context *)ctx, ctx->coopmat_emulated ? c->emulated : c->shader, err);
 }
 
-baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err) {
-    assert(few >= 0 && few < VK_COOP_CONFIGS && many >= 0 && many < VK_COOP_CONFIGS);
+baton_status vk_coop_select(vk_context *ctx, int few, int many, int large, baton_error *err) {
+    assert(few >= 0 && few < VK_COOP_CONFIGS && many >= 0 && many < VK_COOP_CONFIGS &&
+           large >= 0 && large < VK_COOP_CONFIGS);
     if (!vk_coop_few(few))
         return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s is for steps of more than %d "
                           "tokens", vk_coop_configs[few].name, VK_COOP_FEW_TOKENS);
+    if (vk_coop_few(many) || vk_coop_few(large))
+        return baton_fail(err, BATON_ERR_ARG, "tensor-core matmul %s is for steps of up to %d tokens",
+                          vk_coop_configs[vk_coop_few(many) ? many : large].name, VK_COOP_FEW_TOKENS);
     baton_status s = coop_check(ctx, few, err);
     if (s == BATON_OK) s = coop_check(ctx, many, err);
+    if (s == BATON_OK) s = coop_check(ctx, large, err);
     if (s != BATON_OK) return s;
-    if (ctx->coop_few != few || ctx->coop_many != many) vk_replays_invalidate(ctx);
+    if (ctx->coop_few != few || ctx->coop_many != many || ctx->coop_large != large)
+        vk_replays_invalidate(ctx);
     ctx->coop_few = few;
     ctx->coop_many = many;
+    ctx->coop_large = large;
     return BATON_OK;
 }
 
@@ -292,7 +300,8 @@ baton_status vk_kind_select_role(vk_context *ctx, int kind, int role, int i, bat
 int vk_kind_config(const vk_context *ctx, int kind, int role) {
     int own = role > VK_ROLE_NONE && role < VK_ROLES ? ctx->role_config[kind][role] : -1;
     if (own >= 0) return own;
-    const int all[VK_KINDS] = {ctx->matvec, ctx->mm8, ctx->mm32, ctx->mm64, ctx->coop_few, ctx->coop_many};
+    const int all[VK_KINDS] = {ctx->matvec, ctx->mm8,      ctx->mm32,      ctx->mm64,
+                               ctx->coop_few, ctx->coop_many, ctx->coop_large};
     return all[kind];
 }
 
@@ -307,7 +316,9 @@ static void record_parts(vk_context *ctx, const vk_matrix *w, const vk_matmul_pa
     uint32_t cb, wr; /* tokens and rows per workgroup: CB and WR * RT in matmul.comp */
     bool xg = false;
     if (ctx->coopmat) {
-        int kind = T <= VK_COOP_FEW_TOKENS ? VK_KIND_COOP_FEW : VK_KIND_COOP_MANY;
+        int kind = T <= VK_COOP_FEW_TOKENS    ? VK_KIND_COOP_FEW
+                 : T <= VK_COOP_MANY_TOKENS ? VK_KIND_COOP_MANY
+                                            : VK_KIND_COOP_LARGE;
         const vk_coop_config *cc = &vk_coop_configs[vk_kind_config(ctx, kind, w->role)];
         shader = ctx->coopmat_emulated ? cc->emulated : cc->shader;
         cb = cc->tn;

@@ -141,8 +141,9 @@ bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, doubl
  * tn tokens per workgroup, kr chunks per round (kr_emulated in the EMULATE variant, sized for
  * lavapipe's 32 KiB of shared memory and small in the double-buffered ones, so that the tests'
  * K give them many rounds). Steps of up to VK_COOP_FEW_TOKENS run ctx->coop_few (a tn 4 or 8
- * configuration: those that stage x in shared memory as they go, or r32 t4 g), larger ones
- * ctx->coop_many (the xg ones, which read x split beforehand). "db" and xg: each round's weight
+ * configuration: those that stage x in shared memory as they go, or r32 t4 g), larger ones up
+ * to VK_COOP_MANY_TOKENS ctx->coop_many, and larger ones still (prefill) ctx->coop_large (both
+ * of the xg ones, which read x split beforehand). "db" and xg: each round's weight
  * fragments load during the round before; "gp": its x fragments too; "f": rm x tn per workgroup
  * from a grid of subgroups, each its own rows and tokens over all of K.
  * All sum in the same order, so any two give bitwise the same y for a token: which one a step
@@ -155,7 +156,7 @@ typedef struct {
     bool xg; /* x split beforehand (split.comp into ctx->xsplit) and read from there, not staged */
     uint32_t sr; /* rows of the grid of subgroups (f), each rm / sr rows over all of K; 1: split-K */
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8 };
+enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8, VK_COOP_MANY_TOKENS = 64 };
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* Whether configuration i is a few-token one (ctx->coop_few's kind). */
@@ -170,11 +171,11 @@ uint32_t vk_coop_shared_bytes(int i, bool emulated);
  * the step read there). Only between steps (it may replace the buffer). */
 baton_status vk_coop_xsplit_reserve(vk_context *ctx, VkDeviceSize bytes, baton_error *err);
 
-/* Makes configurations few (tn 8) and many the context's tensor-core matmuls, building their
+/* Makes configurations few, many and large the context's tensor-core matmuls, building their
  * pipelines (the EMULATE variants when ctx->coopmat_emulated): BATON_ERR_UNSUPPORTED when the
- * device's shared memory or workgroup size is too small, BATON_ERR_ARG when few is not a tn 8
- * configuration; the context unchanged on failure. */
-baton_status vk_coop_select(vk_context *ctx, int few, int many, baton_error *err);
+ * device's shared memory or workgroup size is too small, BATON_ERR_ARG when few is not a
+ * few-token configuration or many or large is; the context unchanged on failure. */
+baton_status vk_coop_select(vk_context *ctx, int few, int many, int large, baton_error *err);
 
 /* Per role (VK_ROLE_ATT_KVR ...): configuration i of a kind (VK_KIND_*: its table, e.g.
  * vk_batched_configs for VK_KIND_B32) for that role's matrices instead of the kind's own (-1:
@@ -196,7 +197,8 @@ typedef struct {
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1: the context's matvec; 2 to 8, 9 to 32,
  * more: its tiers' batched configurations); all agree bitwise. With ctx->coopmat every T runs
- * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many beyond). */
+ * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many up to 64, ctx->coop_large
+ * beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 

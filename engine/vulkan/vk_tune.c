@@ -3,6 +3,7 @@
  *
  * Tuning is safe to do by measurement because every configuration of a kind sums in the same
  * order (vk_kernels.h): which one runs changes the speed, never a bit of the results. */
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -132,13 +133,15 @@ static baton_status time_layer(vk_backend *b, uint32_t T, int reps, double *secs
 
 /* The kinds of matmul configuration tuning chooses, each timed at its own token count. */
 enum { K_MATVEC = VK_KIND_MATVEC, K_B8 = VK_KIND_B8, K_B32 = VK_KIND_B32, K_B64 = VK_KIND_B64,
-       K_COOP_FEW = VK_KIND_COOP_FEW, K_COOP_MANY = VK_KIND_COOP_MANY, K_KINDS = VK_KINDS };
+       K_COOP_FEW = VK_KIND_COOP_FEW, K_COOP_MANY = VK_KIND_COOP_MANY, K_COOP_LARGE = VK_KIND_COOP_LARGE,
+       K_KINDS = VK_KINDS };
 #define TUNE_CONFIGS_MAX 24
 _Static_assert((int)VK_MATVEC_CONFIGS <= TUNE_CONFIGS_MAX && (int)VK_BATCHED_CONFIGS <= TUNE_CONFIGS_MAX &&
                (int)VK_COOP_CONFIGS <= TUNE_CONFIGS_MAX, "tuning's table of times");
 
 static const char *const kind_names[K_KINDS] = {
     "matvec", "8-token", "32-token", "64-token", "tensor-core few-token", "tensor-core many-token",
+    "tensor-core large",
 };
 
 static int kind_size(int kind) {
@@ -154,7 +157,8 @@ static bool kind_has(int kind, int i) {
     case K_B32: return vk_batched_fits(i, VK_TIER_32);
     case K_B64: return vk_batched_fits(i, VK_TIER_64);
     case K_COOP_FEW: return vk_coop_few(i);
-    case K_COOP_MANY: return !vk_coop_few(i);
+    case K_COOP_MANY:
+    case K_COOP_LARGE: return !vk_coop_few(i);
     default: return true;
     }
 }
@@ -167,7 +171,8 @@ static const char *kind_config_name(int kind, int i) {
 
 static int *kind_start(vk_context *ctx, int kind) {
     int *const starts[K_KINDS] = {&ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32,
-                                  &ctx->start.mm64, &ctx->start.coop_few, &ctx->start.coop_many};
+                                  &ctx->start.mm64, &ctx->start.coop_few, &ctx->start.coop_many,
+                                  &ctx->start.coop_large};
     return starts[kind];
 }
 
@@ -179,20 +184,23 @@ static baton_status kind_select(vk_context *ctx, int kind, int i, baton_error *e
     case K_B8: return vk_batched_set(ctx, VK_TIER_8, i, err);
     case K_B32: return vk_batched_set(ctx, VK_TIER_32, i, err);
     case K_B64: return vk_batched_set(ctx, VK_TIER_64, i, err);
-    case K_COOP_FEW: return vk_coop_select(ctx, i, ctx->coop_many, err);
-    default: return vk_coop_select(ctx, ctx->coop_few, i, err);
+    case K_COOP_FEW: return vk_coop_select(ctx, i, ctx->coop_many, ctx->coop_large, err);
+    case K_COOP_MANY: return vk_coop_select(ctx, ctx->coop_few, i, ctx->coop_large, err);
+    default: return vk_coop_select(ctx, ctx->coop_few, ctx->coop_many, i, err);
     }
 }
 
 /* The tokens a kind is timed at on its path (0: this stage never runs it): 1, 8, 32, and 64 for
- * the 64-token tier and the tensor-core many-token kind (the batch the goals name; a prefill runs
- * the same kernel), within max_tokens. kind_tokens: the same, 0 for the other path's kinds. */
+ * the 64-token tier and the tensor-core many-token kind (the batch the goals name; on the fp32
+ * path a prefill runs the same kernel), 512 for the tensor cores' large kind (the bench's
+ * prefill), within max_tokens. kind_tokens: the same, 0 for the other path's kinds. */
 static uint32_t kind_tokens_on_path(const vk_backend *b, int kind) {
     uint32_t most = (uint32_t)b->max_tokens;
     if (kind == K_MATVEC || kind == K_COOP_FEW) return 1;
     if (kind == K_B8) return most >= 2 ? (most < 8 ? most : 8) : 0;
     if (kind == K_B32) return most > 8 ? (most < 32 ? most : 32) : 0;
     if (kind == K_B64) return most > 32 ? (most < 64 ? most : 64) : 0;
+    if (kind == K_COOP_LARGE) return most > VK_COOP_MANY_TOKENS ? (most < 512 ? most : 512) : 0;
     return most > 8 ? (most < 64 ? most : 64) : 0;
 }
 
@@ -221,6 +229,7 @@ static double now_s(void) {
 static baton_status read_x(vk_backend *b, uint32_t T, const vk_buffer *probe, float *out,
                            baton_error *err) {
     size_t bytes = (size_t)T * (size_t)b->C * sizeof(float);
+    assert(bytes <= probe->size);
     baton_status st = vk_begin(&b->ctx, err);
     if (st != BATON_OK) return st;
     vk_copy(&b->ctx, &b->x, 0, probe, 0, bytes);
@@ -828,7 +837,9 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     /* The same made-up inputs for every configuration (xk, xv, xr and the time mix's output:
      * no timing depends on leftover bits, and results can be compared), and room to read the
      * results back. */
-    uint32_t most = (uint32_t)b->max_tokens < 64 ? (uint32_t)b->max_tokens : 64;
+    uint32_t most = 1; /* the most tokens any kind is timed at (either path's) */
+    for (int kind = 0; kind < K_KINDS; kind++)
+        if (kind_tokens_on_path(b, kind) > most) most = kind_tokens_on_path(b, kind);
     size_t bytes = (size_t)most * (size_t)b->C * sizeof(float);
     vk_buffer probe = {0};
     float *ref = malloc(bytes), *got = malloc(bytes);
