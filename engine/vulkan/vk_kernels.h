@@ -156,7 +156,8 @@ typedef struct {
     bool xg; /* x split beforehand (split.comp into ctx->xsplit) and read from there, not staged */
     uint32_t sr; /* rows of the grid of subgroups (f), each rm / sr rows over all of K; 1: split-K */
 } vk_coop_config;
-enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7, VK_COOP_FEW_TOKENS = 8, VK_COOP_MANY_TOKENS = 64 };
+enum { VK_COOP_CONFIGS = 16, VK_COOP_MANY_DEFAULT = 7 };
+enum { VK_COOP_FEW_TOKENS = 8, VK_COOP_MANY_TOKENS = 64 }; /* the most tokens of each tier */
 extern const vk_coop_config vk_coop_configs[VK_COOP_CONFIGS];
 
 /* Whether configuration i is a few-token one (ctx->coop_few's kind). */
@@ -197,8 +198,8 @@ typedef struct {
 /* y (+)= W x for T tokens over the chunks of W (x: [T][K], y: [T][y_stride], m: the EPI_ADD_MUL
  * gate or NULL), W one matrix. The variant follows T (1: the context's matvec; 2 to 8, 9 to 32,
  * more: its tiers' batched configurations); all agree bitwise. With ctx->coopmat every T runs
- * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many up to 64, ctx->coop_large
- * beyond). */
+ * matmul_coop.comp instead (ctx->coop_few up to 8 tokens, ctx->coop_many up to 64,
+ * ctx->coop_large beyond). */
 void vk_record_matmul(vk_context *ctx, const vk_matrix *w, const vk_buffer *x, const vk_buffer *y,
                       const vk_buffer *m, uint32_t T, uint32_t y_stride, uint32_t epilogue);
 
