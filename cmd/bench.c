@@ -424,6 +424,53 @@ static int bench_prefetch(const sweep_ctx *cb) {
     return rc;
 }
 
+/* The largest batch and the prefill with the LayerNorm kernels spread over each number of
+ * workgroups (baton_vk_ln_spread_set), on the engine's own kernels and path: each spread's logits
+ * of a probe step of 9 sequences first checked bitwise against the engine's own spread's, then
+ * timed beside the engine's own figures; then back to the engine's own. */
+static int bench_ln_spread(const sweep_ctx *cb) {
+    static const uint32_t spreads[] = {32, 128, 512, 2048};
+    baton_backend *be = cb->be;
+    baton_error err = {0};
+    uint32_t own = baton_vk_ln_spread(be);
+    size_t n = (size_t)PROBE_SEQS * cb->V;
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    int rc = ref && got ? BATON_EXIT_OK : BATON_EXIT_FAIL;
+    if (rc == BATON_EXIT_OK && probe_logits(cb, PROBE_SEQS, ref, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: sweep ln-spread: %s\n", err.msg);
+        rc = BATON_EXIT_FAIL;
+    }
+    if (rc == BATON_EXIT_OK)
+        printf("sweep ln-spread: the LayerNorms of a step spread over about N workgroups where it "
+               "has fewer tokens (the engine's own: %u), %.2f s each\n", own, cb->seconds);
+    for (size_t i = 0; i < sizeof spreads / sizeof spreads[0] && rc == BATON_EXIT_OK; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%u", spreads[i]);
+        if (baton_vk_ln_spread_set(be, spreads[i], &err) != BATON_OK ||
+            probe_logits(cb, PROBE_SEQS, got, &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: sweep ln-spread %s: %s\n", name, err.msg);
+            rc = BATON_EXIT_FAIL;
+            break;
+        }
+        bool same = memcmp(ref, got, n * sizeof *got) == 0;
+        printf("sweep ln-spread %-28s: logits of a step of %d sequences %s\n", name, PROBE_SEQS,
+               same ? "bitwise equal to the engine's own spread's" : "DIFFER FROM THE ENGINE'S OWN");
+        if (!same) rc = BATON_EXIT_FAIL;
+        if (rc == BATON_EXIT_OK && cb->largest > 1 && cb->tps[1] > 0.0 &&
+            sweep_time(cb, "ln-spread", name, cb->largest, 1, cb->tps[1]) < 0)
+            rc = BATON_EXIT_FAIL;
+        if (rc == BATON_EXIT_OK && cb->tps[2] > 0.0 &&
+            sweep_time(cb, "ln-spread", name, 1, cb->prefill, cb->tps[2]) < 0)
+            rc = BATON_EXIT_FAIL;
+    }
+    if (baton_vk_ln_spread_set(be, own, &err) != BATON_OK) rc = BATON_EXIT_FAIL;
+    if (ref == NULL || got == NULL) fprintf(stderr, "baton bench: out of memory\n");
+    free(ref);
+    free(got);
+    fflush(stdout);
+    return rc;
+}
+
 /* Batch-1 decode under every matvec configuration of the engine (0, the GPUs' default, first:
  * the baseline under the same conditions), each first checked bitwise against configuration 0's
  * logits of one step; then the batched and tensor-core sweeps. Returns BATON_EXIT_OK or
@@ -447,10 +494,10 @@ static int bench_sweep(baton_backend *be, int V, double weight_bytes, double cop
         .be = be, .V = V, .largest = largest, .prefill = prefill, .weight_bytes = weight_bytes,
         .copy_bw = copy_bw, .seconds = seconds, .tps = tps, .want = want, .probe = probe,
         .tokens = tokens, .out = out, .seqs = seqs, .sampling = sampling};
-    /* Reading ahead on the engine's own path and kernels; then the fp32 path's configurations,
-     * whichever path the backend chose; then the tensor cores' (bench_coopmat); then the
-     * backend's own choice again. */
-    if (bench_prefetch(&sc) != BATON_EXIT_OK) {
+    /* Reading ahead and spreading LayerNorms on the engine's own path and kernels; then the fp32
+     * path's configurations, whichever path the backend chose; then the tensor cores'
+     * (bench_coopmat); then the backend's own choice again. */
+    if (bench_prefetch(&sc) != BATON_EXIT_OK || bench_ln_spread(&sc) != BATON_EXIT_OK) {
         free(want);
         free(got);
         return BATON_EXIT_FAIL;

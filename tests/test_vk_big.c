@@ -1,9 +1,9 @@
 /* 14B-shaped layers on the device against the CPU reference: C 5120, F 20480, V 50277 (one
  * layer and the head, random fp16 weights built in memory), so the FFN matrices (210 MB) and the
  * head (515 MB) are split into row chunks under lavapipe's 128 MiB binding limit. Two tokens
- * one at a time, then both as one prefill; logits and state within the fp16-weight bound; and
- * the two again reading weights ahead, then also with fused LayerNorms and WKV, bitwise the
- * same. */
+ * one at a time, then both as one prefill; logits and state within the fp16-weight bound; the
+ * prefill again with its LayerNorms spread otherwise, and the two again reading weights ahead,
+ * then also with fused LayerNorms and WKV, bitwise the same. */
 #include "bench_model.h"
 #include "fixture_cases.h"
 #include "test_vk_common.h"
@@ -48,6 +48,18 @@ int main(void) {
     CHECK_MSG(d <= 2e-3 && dp <= 2e-3, "logits differ from the CPU reference by %g / %g", d, dp);
     CHECK_MSG(ds <= 2e-3, "state differs from the CPU reference by %g", ds);
     CHECK(big > 0.1f);
+    /* The prefill again with its LayerNorms in one workgroup a token (16 a token by default,
+     * each computing the row's statistics itself): bitwise the same logits. */
+    REQUIRE(baton_vk_ln_spread_set(vk, 1, &err) == BATON_OK);
+    REQUIRE(vk->ops->slot_reset(vk, 1, &err) == BATON_OK);
+    float *l1 = malloc((size_t)2 * V * 4);
+    REQUIRE(l1);
+    s.logits = l1;
+    REQUIRE(baton_backend_step(vk, &s, &err) == BATON_OK);
+    CHECK_MSG(memcmp(l1, lp, (size_t)2 * V * 4) == 0, "the LayerNorms' spread changed the logits");
+    REQUIRE(baton_vk_ln_spread_set(vk, 32, &err) == BATON_OK);
+    CHECK(baton_vk_ln_spread_set(vk, 0, &err) == BATON_ERR_ARG);
+    free(l1);
     /* The same two one-token steps reading 64 MiB of each product ahead (the most; lavapipe's
      * chunks are 128 MiB, the head five of them): bitwise the same logits. */
     REQUIRE(baton_vk_prefetch_set(vk, 64, &err) == BATON_OK);

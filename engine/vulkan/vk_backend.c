@@ -63,7 +63,7 @@ static void record_matmul(vk_backend *b, const vk_matrix *w, const vk_buffer *x,
 static void record_ln_shift(vk_backend *b, int l, int ln_w, int ln_b, uint32_t state_row,
                             const int *mixes, uint32_t n_out, uint32_t T, bool save) {
     uint32_t groups, chans;
-    vk_row_split((uint32_t)b->C, T, &groups, &chans);
+    vk_row_split((uint32_t)b->C, T, b->ln_spread, &groups, &chans);
     pc_ln_shift pc = {
         .C = (uint32_t)b->C, .w_off = layer_param(b, l, ln_w), .b_off = layer_param(b, l, ln_b),
         .state_row = state_row, .n_out = n_out,
@@ -109,7 +109,7 @@ static vk_ln_input ln_input(vk_backend *b, int l, int ln_w, int ln_b, uint32_t s
 static void record_layernorm(vk_backend *b, const vk_buffer *in, const vk_buffer *out,
                              uint32_t w_off, uint32_t b_off, uint32_t row_map_off, uint32_t rows) {
     uint32_t groups, chans;
-    vk_row_split((uint32_t)b->C, rows, &groups, &chans);
+    vk_row_split((uint32_t)b->C, rows, b->ln_spread, &groups, &chans);
     pc_layernorm pc = {.C = (uint32_t)b->C, .w_off = w_off, .b_off = b_off, .row_map_off = row_map_off,
                        .chans = chans};
     vk_bind binds[4] = {bind(in), bind(out), bind(&b->params), bind(&b->info)};
@@ -582,6 +582,20 @@ baton_status baton_vk_prefetch_set(baton_backend *base, uint32_t mib, baton_erro
     return BATON_OK;
 }
 
+uint32_t baton_vk_ln_spread(const baton_backend *base) {
+    return ((const vk_backend *)base)->ln_spread;
+}
+
+baton_status baton_vk_ln_spread_set(baton_backend *base, uint32_t workgroups, baton_error *err) {
+    vk_backend *b = (vk_backend *)base;
+    if (workgroups < 1 || workgroups > VK_LN_SPREAD_MAX)
+        return baton_fail(err, BATON_ERR_ARG, "LayerNorms over %u workgroups: 1 to %d", workgroups,
+                          VK_LN_SPREAD_MAX);
+    if (b->ln_spread != workgroups) vk_replays_invalidate(&b->ctx);
+    b->ln_spread = workgroups;
+    return BATON_OK;
+}
+
 uint32_t baton_vk_fuse(const baton_backend *base) { return ((const vk_backend *)base)->fuse; }
 
 void baton_vk_fuse_set(baton_backend *base, uint32_t flags) {
@@ -872,6 +886,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     b->prefetch_pinned = pf_pinned;
     b->fuse = fuse;
     b->fuse_pinned = fuse_pinned;
+    b->ln_spread = VK_LN_SPREAD;
     b->C = model->n_embd;
     b->F = model->n_ffn;
     b->V = model->n_vocab;

@@ -187,6 +187,12 @@ int baton_vk_batched_tokens(int config);
  * steps (BATON_ERR_ARG beyond 64). */
 uint32_t baton_vk_prefetch_mib(const baton_backend *be);
 baton_status baton_vk_prefetch_set(baton_backend *be, uint32_t mib, baton_error *err);
+/* The LayerNorm kernels (ln_shift, layernorm) of a step of few tokens spread each token's
+ * channels over several workgroups, each computing the row's statistics itself, for about this
+ * many workgroups in all (32 unless set; 1 to 4096, BATON_ERR_ARG else). Results never change:
+ * for the bench's sweep, which times other spreads on the device. */
+uint32_t baton_vk_ln_spread(const baton_backend *be);
+baton_status baton_vk_ln_spread_set(baton_backend *be, uint32_t workgroups, baton_error *err);
 /* Fusing, in a step of one sequence and one token: with BATON_VK_FUSE_LN a layer's k/v/r product
  * and its FFN key/receptance product each compute their input (the LayerNorm of the residual
  * with the token shift) themselves while staging it, so the layer runs no LayerNorm dispatch;

@@ -78,6 +78,7 @@ typedef struct {
      * by BATON_VK_FUSE, else tuning's choice (none untuned). */
     uint32_t fuse;
     bool fuse_pinned;
+    uint32_t ln_spread; /* the LayerNorm kernels' workgroups for few rows (vk_row_split) */
 } vk_backend;
 
 /* Which matmul path the backend runs and why, in a few words: "fp32 (no tensor cores)". */

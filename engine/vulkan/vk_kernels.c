@@ -130,8 +130,8 @@ bool vk_tune_coop_wins(double one_fp32, double one_coop, double many_fp32, doubl
     return many_coop <= VK_COOP_GAIN * many_fp32 && one_coop <= VK_COOP_SLACK * one_fp32;
 }
 
-void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans) {
-    uint32_t most = (C + 255) / 256, g = (32 + rows - 1) / rows;
+void vk_row_split(uint32_t C, uint32_t rows, uint32_t spread, uint32_t *groups, uint32_t *chans) {
+    uint32_t most = (C + 255) / 256, g = (spread + rows - 1) / rows;
     if (g > most) g = most;
     if (g < 1) g = 1;
     *chans = (C + g - 1) / g;

@@ -58,9 +58,13 @@ enum { VK_PREFETCH_WORDS_PER_GROUP = 256 * 8 }; /* 16-byte words a prefetch work
 enum { VK_SAMPLE_FEW_MAX = 512 };
 
 /* Workgroups per row (y) and channels each for the LayerNorm kernels (256 threads, each
- * workgroup computing the row's statistics itself) over rows of C: about 32 workgroups in all
- * for few rows, at least 256 channels each. */
-void vk_row_split(uint32_t C, uint32_t rows, uint32_t *groups, uint32_t *chans);
+ * workgroup computing the row's statistics itself, so the split never changes a bit) over rows
+ * of C: about `spread` workgroups in all where rows are fewer, at least 256 channels each.
+ * VK_LN_SPREAD is the default: on the H100 (run E4) a 64- or 512-token ln_shift, one workgroup
+ * a token (20 channels a thread at C 5120), took 36 us a dispatch, a one-token one (20
+ * workgroups, one channel a thread) 9. */
+enum { VK_LN_SPREAD = 32, VK_LN_SPREAD_MAX = 4096 };
+void vk_row_split(uint32_t C, uint32_t rows, uint32_t spread, uint32_t *groups, uint32_t *chans);
 
 enum { EPI_NONE = 0, EPI_SIGMOID = 1, EPI_RELU_SQ = 2, EPI_ADD = 3, EPI_ADD_MUL = 4 };
 enum { MM_SEGS = 8 };            /* SEGS in matmul.comp */
