@@ -418,7 +418,8 @@ static void fill_noise(float *out, size_t n) {
     }
 }
 
-/* What tuning has timed so far: when it began, and each kind's tokens and best time. */
+/* What tuning has timed so far: when its timings began (after the pipelines were built and the
+ * device warmed up), and each kind's tokens and best time. */
 typedef struct {
     double t0;
     uint32_t tokens[K_KINDS];
@@ -859,6 +860,10 @@ baton_status vk_backend_tune(vk_backend *b, baton_error *err) {
     tune_times tt = {.t0 = t0};
     if (st == BATON_OK) st = prebuild(b, err);
     if (st == BATON_OK) st = warm_up(b, err);
+    /* TUNE_TOTAL_S counts from here: building every configuration's pipeline (the driver
+     * compiles each as it is made) must not leave the tensor cores' kinds untimed. "tuned in"
+     * counts it all. */
+    tt.t0 = now_s();
     st = st == BATON_OK ? tune_path(b, &probe, ref, got, chose, sizeof chose, &tt, err) : st;
     if (st == BATON_OK && !ctx->coopmat && ctx->coopmat_ready && ctx->coop_mode == VK_COOP_AUTO)
         st = choose_path(b, &probe, ref, got, chose, sizeof chose, &tt, err);
