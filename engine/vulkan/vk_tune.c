@@ -551,9 +551,13 @@ static baton_status guard_coop(vk_backend *b, uint32_t T, double *rel, baton_err
  * taken side by side: each kind's own times were taken seconds apart, the fp32 kinds' before the
  * tensor cores', and in run E4 on the H100 they put the tensor cores at 0.27x the matvec at one
  * token and 2.90x the fp32 path at 64 where whole steps ran them at 0.81x and 1.31x. The tensor
- * cores are in use after it. */
+ * cores are in use before it (guard_coop set them up: pipelines and split x) and after it; it
+ * switches paths by the flag alone, where vk_coopmat_use would free the split x at every switch
+ * to fp32 and make it again at every switch back. */
 static baton_status time_paths(vk_backend *b, uint32_t T, const double est[2], double one[2],
                                double many[2], baton_error *err) {
+    vk_context *ctx = &b->ctx;
+    assert(ctx->coopmat);
     const uint32_t tokens[2] = {1, T};
     int reps[2]; /* est: a layer's time at each, about (<= 0: unknown) */
     for (int k = 0; k < 2; k++) {
@@ -563,7 +567,8 @@ static baton_status time_paths(vk_backend *b, uint32_t T, const double est[2], d
     one[0] = one[1] = many[0] = many[1] = 0.0;
     for (int r = 0; r < TUNE_ROUNDS; r++)
         for (int path = 0; path < 2; path++) {
-            if (!vk_coopmat_use(&b->ctx, path == 1, err)) return BATON_ERR_UNSUPPORTED;
+            if (ctx->coopmat != (path == 1)) vk_replays_invalidate(ctx);
+            ctx->coopmat = path == 1;
             for (int k = 0; k < 2; k++) {
                 if (tokens[k] == 0) continue;
                 double t = 0.0, *best = k == 0 ? &one[path] : &many[path];
@@ -607,16 +612,8 @@ static baton_status choose_path(vk_backend *b, const vk_buffer *probe, float *re
     if (st != BATON_OK) return st;
     double one[2], many[2];
     const double est[2] = {tt->best[K_MATVEC], fp_many >= 0 ? tt->best[fp_many] : 0.0};
-    st = time_paths(b, fp_many >= 0 ? T : 0, est, one, many, &why);
-    if (st == BATON_ERR_UNSUPPORTED) {
-        vk_coopmat_use(ctx, false, NULL);
-        append(out, size, "; path: fp32 (%.150s)", why.msg);
-        return BATON_OK;
-    }
-    if (st != BATON_OK) {
-        *err = why;
-        return st;
-    }
+    st = time_paths(b, fp_many >= 0 ? T : 0, est, one, many, err);
+    if (st != BATON_OK) return st;
     bool wins = vk_tune_coop_wins(one[0], one[1], many[0], many[1]);
     if (!wins) vk_coopmat_use(ctx, false, NULL);
     append(out, size, "; path: %s (the tensor cores, timed side by side, ", wins ? "tensor cores" : "fp32");
