@@ -88,9 +88,14 @@ static inline void baton_backend_free(baton_backend *b) {
     if (b != NULL) b->ops->free(b);
 }
 
-/* The CPU reference backend (engine/cpu_backend.c). */
+/* The CPU reference backend (engine/cpu_backend.c), on BATON_CPU_THREADS threads (unset: one
+ * per online processor, at most 64). Its results do not depend on the thread count. */
 baton_status baton_cpu_backend_new(const baton_model *model, const baton_stage_config *config,
                                    baton_backend **out, baton_error *err);
+/* The same on `threads` threads (1 to 256). */
+baton_status baton_cpu_backend_new_threads(const baton_model *model,
+                                           const baton_stage_config *config, int threads,
+                                           baton_backend **out, baton_error *err);
 
 /* Wraps inner in a backend that sleeps ms (0..60000) before each step: a stage of fixed compute
  * time, for tests and benches of pipelining. On success the wrapper owns inner. */

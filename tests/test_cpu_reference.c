@@ -1,6 +1,6 @@
 /* The CPU reference against the fixtures: every case token by token and as one prefill, the
- * state after it, rwkv.cpp's own logits, streams sharing steps, and a model split into two
- * consecutive layer slices. */
+ * state after it, rwkv.cpp's own logits, streams sharing steps, a model split into two
+ * consecutive layer slices, and steps cut into groups of pieces on any number of threads. */
 #include "backend.h"
 #include "fixture_cases.h"
 
@@ -137,6 +137,79 @@ static void check_shared_steps(const fixture_case *fc) {
     baton_model_free(m);
 }
 
+/* A step of sequences longer and shorter than a group (64 tokens), run on 1, 2 and 5 threads,
+ * gives each sequence's logits after every token, its state and its sampled token bitwise as
+ * that sequence run alone token by token on one thread. */
+static void check_groups(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    enum { SEQS = 4, TOKENS = 70 + 3 + 1 + 40 };
+    const int lens[SEQS] = {70, 3, 1, 40};
+    int V = m->n_vocab;
+    size_t state_n = (size_t)m->n_layer * 5 * m->n_embd;
+    int32_t toks[TOKENS];
+    baton_seq seqs[SEQS];
+    baton_sampling sampling[SEQS];
+    for (int i = 0, at = 0; i < SEQS; at += lens[i], i++) {
+        seqs[i] = (baton_seq){3 - i, lens[i]}; /* slots in another order than the sequences */
+        for (int t = 0; t < lens[i]; t++) toks[at + t] = fc->tokens[(t + 5 * i) % fc->n_tokens];
+        sampling[i] = (baton_sampling){.temperature = 0.8f, .top_p = 0.9f, .uniform = 0.1f + 0.2f * (float)i};
+    }
+    float *solo = malloc((size_t)TOKENS * V * sizeof(float)), *solo_state = malloc(SEQS * state_n * sizeof(float));
+    float *logits = malloc((size_t)TOKENS * V * sizeof(float)), *state = malloc(state_n * sizeof(float));
+    int32_t solo_out[SEQS], out[SEQS];
+    baton_stage_config cfg = {0, m->n_layer, true, true, SEQS, SEQS, 128};
+    for (int i = 0, at = 0; i < SEQS; at += lens[i], i++) {
+        baton_backend *b = NULL;
+        REQUIRE(baton_cpu_backend_new_threads(m, &cfg, 1, &b, &err) == BATON_OK);
+        for (int t = 0; t < lens[i]; t++) {
+            baton_seq one = {0, 1};
+            bool last = t == lens[i] - 1;
+            baton_step s = {.n_seqs = 1, .seqs = &one, .tokens = &toks[at + t],
+                            .logits = solo + (size_t)(at + t) * V, .sampling = last ? &sampling[i] : NULL,
+                            .tokens_out = &solo_out[i]};
+            step_or_die(b, &s);
+        }
+        REQUIRE(b->ops->slot_read(b, 0, solo_state + i * state_n, &err) == BATON_OK);
+        baton_backend_free(b);
+    }
+    const int threads[] = {1, 2, 5};
+    for (int n = 0; n < 3; n++) {
+        baton_backend *b = NULL;
+        REQUIRE(baton_cpu_backend_new_threads(m, &cfg, threads[n], &b, &err) == BATON_OK);
+        baton_step s = {.n_seqs = SEQS, .seqs = seqs, .tokens = toks, .logits = logits,
+                        .logits_all_tokens = true, .sampling = sampling, .tokens_out = out};
+        step_or_die(b, &s);
+        CHECK_MSG(memcmp(logits, solo, (size_t)TOKENS * V * sizeof(float)) == 0,
+                  "%s, %d threads: a step of 4 sequences in groups differs from their solo logits",
+                  fc->name, threads[n]);
+        for (int i = 0; i < SEQS; i++) {
+            REQUIRE(b->ops->slot_read(b, seqs[i].slot, state, &err) == BATON_OK);
+            CHECK_MSG(memcmp(state, solo_state + i * state_n, state_n * sizeof(float)) == 0,
+                      "%s, %d threads: sequence %d's state differs from its solo run", fc->name,
+                      threads[n], i);
+            CHECK_MSG(out[i] == solo_out[i], "%s, %d threads: sequence %d sampled %d, alone %d",
+                      fc->name, threads[n], i, out[i], solo_out[i]);
+        }
+        /* Only the last token's row of each, into its own place. */
+        for (int i = 0; i < SEQS; i++) REQUIRE(b->ops->slot_reset(b, i, &err) == BATON_OK);
+        s.logits_all_tokens = false;
+        s.sampling = NULL;
+        step_or_die(b, &s);
+        for (int i = 0, at = 0; i < SEQS; at += lens[i], i++)
+            CHECK_MSG(memcmp(logits + (size_t)i * V, solo + (size_t)(at + lens[i] - 1) * V, V * sizeof(float)) == 0,
+                      "%s, %d threads: sequence %d's last logits differ from its solo run", fc->name,
+                      threads[n], i);
+        baton_backend_free(b);
+    }
+    free(solo);
+    free(solo_state);
+    free(logits);
+    free(state);
+    baton_model_free(m);
+}
+
 static void check_upstream(const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/tiny-rwkv4-660K/model.fp32.pth", dir);
@@ -168,6 +241,7 @@ int main(void) {
         printf("%s: ok\n", cases[i].name);
     }
     check_shared_steps(&cases[n - 1]);
+    check_groups(&cases[n - 1]);
     check_upstream(dir);
     return test_result();
 }
