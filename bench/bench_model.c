@@ -5,7 +5,9 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { FILL_THREADS_MAX = 64 };
@@ -146,4 +148,32 @@ baton_model *bench_model_new(int n_layer, int n_embd, int n_vocab, uint64_t seed
         return NULL;
     }
     return m;
+}
+
+double bench_model_weight_bytes(int n_layer, int n_embd, int n_vocab) {
+    double C = n_embd;
+    return (double)n_layer * (5.0 * C * C + 2.0 * 4 * C * C) * 2 + (double)n_vocab * C * 2;
+}
+
+bool bench_shape_parse(const char *text, int *L, int *C, int *V) {
+    struct { const char *name; int L, C; } named[] = {
+        {"14b", 40, 5120}, {"7b", 32, 4096}, {"3b", 32, 2560}, {"1b5", 24, 2048},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        if (strcmp(text, named[i].name) == 0) {
+            *L = named[i].L;
+            *C = named[i].C;
+            *V = 50277;
+            return true;
+        }
+    }
+    char tail;
+    return sscanf(text, "%d,%d,%d%c", L, C, V, &tail) == 3 && *L >= 1 && *L <= 256 && *C >= 8 &&
+           *C <= 16384 && *C % 8 == 0 && *V >= 2 && *V <= 1000000;
+}
+
+double bench_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -7,11 +7,14 @@
 #include <time.h>
 
 #include "args.h"
+#include "bench_cpu.h"
+#include "bench_model.h"
 #include "commands.h"
+#include "thread_pool.h"
 
 static const char *usage_text =
-    "usage: baton bench [--device vulkan[:N|:NAME]] [--shape 14b|7b|3b|1b5|L,C,V] [--layers N]\n"
-    "                   [--batch 1,8,64] [--prefill 512] [--seconds S] [--sweep]\n"
+    "usage: baton bench [--device cpu|vulkan[:N|:NAME]] [--shape 14b|7b|3b|1b5|L,C,V]\n"
+    "                   [--layers N] [--batch 1,8,64] [--prefill 512] [--seconds S] [--sweep]\n"
     "\n"
     "Builds a random fp16 RWKV-4 model of the shape in memory (FFN 4C), uploads it, and prints\n"
     "decode tokens/s for each batch size, prefill tokens/s, the weight bandwidth of batch-1 decode\n"
@@ -23,6 +26,9 @@ static const char *usage_text =
     "`kernels:` line says which. After batch 1 and the last batch listed it decodes again with\n"
     "sampling on the device (top-p 0.85; with top-k 40; at temperature 0.2), beside greedy's step,\n"
     "and profiles those steps and the prefill: device time per step by kernel (`profile`).\n"
+    "On cpu (the CPU engine, on BATON_CPU_THREADS threads, else one per processor) it prints the\n"
+    "same decode and prefill figures beside the same engine's on one thread, measured in the\n"
+    "same run, and memcpy's bandwidth on as many threads as the yardstick.\n"
     "  --shape S     14b = 40 layers C 5120, 7b = 32/4096, 3b = 32/2560, 1b5 = 24/2048 (V 50277),\n"
     "                or L,C,V explicitly (default 1b5)\n"
     "  --layers N    use N layers instead of the shape's (quick runs)\n"
@@ -46,31 +52,7 @@ static const char *usage_text =
     "                checked bitwise against the default pair's logits\n";
 
 #ifdef BATON_HAVE_VULKAN
-#include "bench_model.h"
 #include "vk_backend.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static bool parse_shape(const char *text, int *L, int *C, int *V) {
-    struct { const char *name; int L, C; } named[] = {
-        {"14b", 40, 5120}, {"7b", 32, 4096}, {"3b", 32, 2560}, {"1b5", 24, 2048},
-    };
-    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
-        if (strcmp(text, named[i].name) == 0) {
-            *L = named[i].L;
-            *C = named[i].C;
-            *V = 50277;
-            return true;
-        }
-    }
-    char tail;
-    return sscanf(text, "%d,%d,%d%c", L, C, V, &tail) == 3 && *L >= 1 && *L <= 256 && *C >= 8 &&
-           *C <= 16384 && *C % 8 == 0 && *V >= 2 && *V <= 1000000;
-}
 
 /* Per step, on average: the device's busy time (timestamps; < 0 when unknown) and the host's
  * recording time; and the warm-up's steps, the first's and the last's device time. */
@@ -100,10 +82,10 @@ static double time_steps_sampled(baton_backend *be, int n_seqs, int n_tokens, do
     /* Warm-up: a quarter of the time, at least one step. On the H100 (run E) the first second of
      * batch-1 steps after loading and tuning took 13.55 ms each, the same kernels a moment later
      * 11.75 ms, at the same clocks. */
-    double t0 = now_s(), t = t0;
+    double t0 = bench_now_s(), t = t0;
     for (int w = 0; w < 1 || t - t0 < seconds / 4; w++) {
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
-        t = now_s();
+        t = bench_now_s();
         double g, r;
         baton_vk_step_times(be, &g, &r);
         if (w == 0) split->warm_first_s = g;
@@ -118,7 +100,7 @@ static double time_steps_sampled(baton_backend *be, int n_seqs, int n_tokens, do
         }
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
         steps++;
-        t = now_s();
+        t = bench_now_s();
         double g, r;
         baton_vk_step_times(be, &g, &r);
         split->gpu_s = g >= 0.0 && split->gpu_s >= 0.0 ? split->gpu_s + g : -1.0;
@@ -655,28 +637,28 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
            "copies %.1f GB/s\n", copy_bw * 1e-9, dma_bw * 1e-9);
     fflush(stdout);
 
-    double t0 = now_s();
+    double t0 = bench_now_s();
     baton_model *model = bench_model_new(L, C, V, 1);
     if (model == NULL) {
         fprintf(stderr, "baton bench: out of memory building the model\n");
         return BATON_EXIT_FAIL;
     }
-    double weight_bytes = (double)L * (5.0 * C * C + 2.0 * 4 * C * C) * 2 + (double)V * C * 2;
+    double weight_bytes = bench_model_weight_bytes(L, C, V);
     printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n", weight_bytes * 1e-9,
-           now_s() - t0);
+           bench_now_s() - t0);
     baton_stage_config cfg = {
         .layer_begin = 0, .layer_end = L, .with_embedding = true, .with_head = true,
         .n_slots = max_batch, .max_seqs = max_batch,
         .max_tokens = prefill > max_batch ? prefill : max_batch,
     };
-    t0 = now_s();
+    t0 = bench_now_s();
     baton_backend *be = NULL;
     int rc = BATON_EXIT_FAIL;
     if (baton_vulkan_backend_new(model, &cfg, device, &be, &err) != BATON_OK) {
         fprintf(stderr, "baton bench: %s\n", err.msg);
         goto out_model;
     }
-    printf("upload: %.1f s (%s)\n", now_s() - t0, be->name);
+    printf("upload: %.1f s (%s)\n", bench_now_s() - t0, be->name);
     printf("kernels: %s\n", baton_vk_tuning(be));
     fflush(stdout);
 
@@ -817,23 +799,21 @@ int cmd_bench(int argc, char **argv) {
             goto out;
         }
     }
-#ifdef BATON_HAVE_VULKAN
     int L, C, V;
-    if (!parse_shape(shape, &L, &C, &V)) {
+    if (!bench_shape_parse(shape, &L, &C, &V)) {
         rc = args_usage_error("bench", "--shape: '%s' is not 14b, 7b, 3b, 1b5 or L,C,V (C a "
                               "multiple of 8)", shape);
         goto out;
     }
     if (layers > 0) L = (int)layers;
-    if (strncmp(device, "vulkan", 6) != 0 || (device[6] != '\0' && device[6] != ':')) {
-        rc = args_usage_error("bench", "--device: '%s' is not vulkan, vulkan:N or vulkan:NAME", device);
+    bool cpu = strcmp(device, "cpu") == 0;
+    if (!cpu && (strncmp(device, "vulkan", 6) != 0 || (device[6] != '\0' && device[6] != ':'))) {
+        rc = args_usage_error("bench", "--device: '%s' is not cpu, vulkan, vulkan:N or vulkan:NAME",
+                              device);
         goto out;
     }
-    baton_error err = {0};
-    int index = -1;
-    if (baton_vk_device_resolve(device[6] == ':' ? device + 7 : "", &index, &err) != BATON_OK) {
-        fprintf(stderr, "baton bench: %s\n", err.msg);
-        rc = BATON_EXIT_FAIL;
+    if (cpu && sweep) {
+        rc = args_usage_error("bench", "--sweep times the Vulkan engine's kernels; not on cpu");
         goto out;
     }
     if (n_batches == 0) {
@@ -846,15 +826,27 @@ int cmd_bench(int argc, char **argv) {
         memcpy(batches, defaults, sizeof defaults);
         n_batches = 3;
     }
+    baton_error err = {0};
+    if (cpu) {
+        int threads = 1;
+        if (baton_pool_threads_default(&threads, &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: %s\n", err.msg);
+            rc = BATON_EXIT_FAIL;
+            goto out;
+        }
+        rc = bench_cpu_run(threads, L, C, V, batches, n_batches, (int)prefill, seconds);
+        goto out;
+    }
+#ifdef BATON_HAVE_VULKAN
+    int index = -1;
+    if (baton_vk_device_resolve(device[6] == ':' ? device + 7 : "", &index, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: %s\n", err.msg);
+        rc = BATON_EXIT_FAIL;
+        goto out;
+    }
     rc = bench_run(index, L, C, V, batches, n_batches, (int)prefill, seconds, sweep);
 #else
-    (void)layers;
-    (void)sweep;
-    (void)prefill;
-    (void)seconds;
-    (void)shape;
-    (void)device;
-    fprintf(stderr, "baton bench: this build has no Vulkan engine\n");
+    fprintf(stderr, "baton bench: this build has no Vulkan engine (--device cpu has none to need)\n");
     rc = BATON_EXIT_FAIL;
 #endif
 out:

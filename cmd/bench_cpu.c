@@ -1,0 +1,218 @@
+/* baton bench --device cpu: the CPU engine on its threads beside the same engine on one thread,
+ * both in this run on the same weights, and memcpy's bandwidth as the yardstick a batch-1 step
+ * (which reads every weight once) is held to. */
+#include "bench_cpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "backend.h"
+#include "bench_model.h"
+#include "thread_pool.h"
+
+typedef struct {
+    uint8_t *dst;
+    const uint8_t *src;
+    size_t bytes;
+} copy_job;
+
+static void copy_part(void *arg, int part, int parts) {
+    const copy_job *j = arg;
+    size_t begin = j->bytes * (size_t)part / (size_t)parts;
+    size_t end = j->bytes * (size_t)(part + 1) / (size_t)parts;
+    memcpy(j->dst + begin, j->src + begin, end - begin);
+}
+
+/* Bytes read plus written per second by memcpy of 512 MiB split over the pool's threads, the
+ * best of 5; <= 0 when memory runs out. */
+static double copy_bandwidth(baton_pool *pool) {
+    size_t bytes = (size_t)512 << 20;
+    uint8_t *src = malloc(bytes), *dst = malloc(bytes);
+    double best = 0.0;
+    if (src != NULL && dst != NULL) {
+        memset(src, 1, bytes);
+        memset(dst, 2, bytes);
+        copy_job job = {dst, src, bytes};
+        for (int i = 0; i < 5; i++) {
+            double t0 = bench_now_s();
+            baton_pool_run(pool, copy_part, &job);
+            double bw = 2.0 * (double)bytes / (bench_now_s() - t0);
+            best = bw > best ? bw : best;
+        }
+    }
+    free(src);
+    free(dst);
+    return best;
+}
+
+/* Greedy steps of n_seqs sequences of n_tokens each from fresh slots, a quarter of `seconds` of
+ * warm-up first, then at least 2 steps and about `seconds`; seconds per step, < 0 on error. */
+static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds,
+                         int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out,
+                         baton_error *err) {
+    for (int i = 0; i < n_seqs; i++) {
+        if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
+        seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
+        sampling[i] = (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
+    }
+    baton_step step = {
+        .n_seqs = n_seqs, .seqs = seqs, .tokens = tokens, .sampling = sampling, .tokens_out = out,
+    };
+    double t0 = bench_now_s(), t = t0;
+    for (int w = 0; w < 1 || t - t0 < seconds / 4; w++) {
+        if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
+        t = bench_now_s();
+    }
+    int steps = 0;
+    for (t0 = t; steps < 2 || t - t0 < seconds; steps++) {
+        if (n_tokens == 1) memcpy(tokens, out, (size_t)n_seqs * sizeof *tokens);
+        if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
+        t = bench_now_s();
+    }
+    return (t - t0) / steps;
+}
+
+/* One step of n sequences of `len` tokens each from fresh slots (greedy), the last token's
+ * logits of each into logits ([n][V]); false on error. */
+static bool probe_step(baton_backend *be, int n, int len, const int32_t *tokens, baton_seq *seqs,
+                       float *logits, baton_error *err) {
+    for (int i = 0; i < n; i++) {
+        if (be->ops->slot_reset(be, i, err) != BATON_OK) return false;
+        seqs[i] = (baton_seq){.slot = i, .n_tokens = len};
+    }
+    baton_step step = {.n_seqs = n, .seqs = seqs, .tokens = tokens, .logits = logits};
+    return baton_backend_step(be, &step, err) == BATON_OK;
+}
+
+/* The largest batch's and the prefill's logits on `threads` threads, bitwise against one
+ * thread's; false (and a line saying so) where they differ or a step fails. */
+static bool check_threads(baton_backend *const be[2], int threads, int max_batch, int prefill, int V,
+                          const int32_t *tokens, baton_seq *seqs) {
+    baton_error err = {0};
+    float *got = malloc((size_t)max_batch * V * sizeof(float));
+    float *want = malloc((size_t)max_batch * V * sizeof(float));
+    bool ok = got != NULL && want != NULL;
+    for (int k = 0; ok && k < (prefill > 0 ? 2 : 1); k++) {
+        int n = k == 0 ? max_batch : 1, len = k == 0 ? 1 : prefill;
+        ok = probe_step(be[0], n, len, tokens, seqs, got, &err) &&
+             probe_step(be[1], n, len, tokens, seqs, want, &err);
+        if (!ok) {
+            fprintf(stderr, "baton bench: %s\n", err.msg);
+            break;
+        }
+        bool same = memcmp(got, want, (size_t)n * V * sizeof(float)) == 0;
+        printf("check: %s, logits on %d threads %s one thread's\n",
+               k == 0 ? "a decode step of the largest batch" : "the prefill",
+               threads, same ? "bitwise equal to" : "DIFFER from");
+        ok = same;
+    }
+    free(got);
+    free(want);
+    return ok;
+}
+
+int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int n_batches,
+                  int prefill, double seconds) {
+    baton_error err = {0};
+    int max_batch = 1, rc = BATON_EXIT_FAIL;
+    for (int i = 0; i < n_batches; i++) max_batch = batches[i] > max_batch ? batches[i] : max_batch;
+    int max_tokens = prefill > max_batch ? prefill : max_batch;
+    baton_pool *pool = NULL;
+    baton_model *model = NULL;
+    baton_backend *be[2] = {NULL, NULL}; /* on `threads` threads, on one */
+    int32_t *tokens = calloc((size_t)max_tokens, sizeof *tokens), *out = calloc((size_t)max_batch, sizeof *out);
+    baton_seq *seqs = calloc((size_t)max_batch, sizeof *seqs);
+    baton_sampling *sampling = calloc((size_t)max_batch, sizeof *sampling);
+    if (!tokens || !out || !seqs || !sampling) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < max_tokens; i++) tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+    if (baton_pool_new(threads, &pool, &err) != BATON_OK) {
+        fprintf(stderr, "baton bench: %s\n", err.msg);
+        goto out;
+    }
+    printf("device: cpu, %d thread%s (BATON_CPU_THREADS, else one per processor); baseline: the "
+           "same engine on one thread, in this run\n", threads, threads == 1 ? "" : "s");
+    printf("shape: %d layers, C %d, F %d, V %d\n", L, C, 4 * C, V);
+    double copy_bw = copy_bandwidth(pool);
+    if (copy_bw <= 0.0) {
+        fprintf(stderr, "baton bench: out of memory for the copy\n");
+        goto out;
+    }
+    printf("copy bandwidth: %.1f GB/s read+written by memcpy on %d thread%s\n", copy_bw * 1e-9,
+           threads, threads == 1 ? "" : "s");
+    fflush(stdout);
+    double t0 = bench_now_s();
+    model = bench_model_new(L, C, V, 1);
+    if (model == NULL) {
+        fprintf(stderr, "baton bench: out of memory building the model\n");
+        goto out;
+    }
+    double weight_bytes = bench_model_weight_bytes(L, C, V);
+    printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n", weight_bytes * 1e-9,
+           bench_now_s() - t0);
+    baton_stage_config cfg = {
+        .layer_begin = 0, .layer_end = L, .with_embedding = true, .with_head = true,
+        .n_slots = max_batch, .max_seqs = max_batch, .max_tokens = max_tokens,
+    };
+    int runs = threads == 1 ? 1 : 2;
+    for (int r = 0; r < runs; r++) {
+        if (baton_cpu_backend_new_threads(model, &cfg, r == 0 ? threads : 1, &be[r], &err) != BATON_OK) {
+            fprintf(stderr, "baton bench: %s\n", err.msg);
+            goto out;
+        }
+    }
+    if (runs == 2 && !check_threads(be, threads, max_batch, prefill, V, tokens, seqs)) goto out;
+    fflush(stdout);
+    /* tokens/s: batch 1, the largest batch, the prefill; on `threads` threads, on one. */
+    double tps[3][2] = {{0}}, step1 = 0.0;
+    int largest = 0;
+    for (int bi = 0; bi <= n_batches; bi++) {
+        bool is_prefill = bi == n_batches;
+        if (is_prefill && prefill == 0) break;
+        int B = is_prefill ? 1 : batches[bi], T = is_prefill ? prefill : 1;
+        double dt[2] = {0};
+        for (int r = 0; r < runs; r++) {
+            dt[r] = time_steps(be[r], B, T, seconds, tokens, seqs, sampling, out, &err);
+            if (dt[r] < 0) {
+                fprintf(stderr, "baton bench: %s: %s\n", is_prefill ? "prefill" : "decode", err.msg);
+                goto out;
+            }
+        }
+        double speedup = runs == 2 ? dt[1] / dt[0] : 1.0;
+        if (is_prefill)
+            printf("prefill %d tokens: %9.1f tokens/s  (%.1f ms; one thread %.1f tokens/s, %.2fx)\n",
+                   T, T / dt[0], dt[0] * 1e3, T / dt[runs - 1], speedup);
+        else
+            printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step, weights at %.1f GB/s; one "
+                   "thread %.1f tokens/s, %.2fx)\n", B, B / dt[0], dt[0] * 1e3,
+                   weight_bytes / dt[0] * 1e-9, B / dt[runs - 1], speedup);
+        fflush(stdout);
+        int k = is_prefill ? 2 : B == 1 ? 0 : 1;
+        if (!is_prefill && B == 1) step1 = dt[0];
+        if (!is_prefill && B > 1 && B < largest) continue;
+        if (!is_prefill && B > 1) largest = B;
+        for (int r = 0; r < runs; r++) tps[k][r] = B * T / dt[r];
+    }
+    if (tps[0][0] > 0) {
+        printf("ratio batch-1 weight bandwidth / memcpy bandwidth: %.2f\n",
+               weight_bytes / step1 / copy_bw);
+        if (largest > 1)
+            printf("ratio batch-%d / batch-1 tokens/s: %.1f\n", largest, tps[1][0] / tps[0][0]);
+        if (tps[2][0] > 0)
+            printf("ratio prefill / batch-1 tokens/s: %.1f\n", tps[2][0] / tps[0][0]);
+    }
+    rc = BATON_EXIT_OK;
+out:
+    for (int r = 0; r < 2; r++) baton_backend_free(be[r]);
+    bench_model_free(model);
+    baton_pool_free(pool);
+    free(tokens);
+    free(out);
+    free(seqs);
+    free(sampling);
+    return rc;
+}
