@@ -94,11 +94,15 @@ static float dot(const float *a, const float *b, int n) {
  * the tail are added as dot() adds them (no fused multiply-add), so the results are bitwise
  * dot()'s: only the speed depends on the CPU. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define CPU_X86_KERNELS 1
 
+/* AVX2 (whose check includes the OS saving the 256-bit registers) and F16C (CPUID leaf 1, ECX
+ * bit 29; clang's __builtin_cpu_supports does not know "f16c"). */
 static bool x86_kernels_supported(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
 }
 
 __attribute__((target("avx2,f16c"))) static void row_widen_x86(float *dst, const baton_matrix *w,
