@@ -128,8 +128,9 @@ static pid_t node_spawn(const char *model, char *addr, size_t addr_size) {
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    int done;
+    int done, failed;
     uint64_t tokens;
+    char why[160]; /* the first failed stream's reason */
 } load_count;
 
 static void load_emit(void *user, const char *text, size_t len, int32_t id) {
@@ -137,10 +138,12 @@ static void load_emit(void *user, const char *text, size_t len, int32_t id) {
 }
 static void load_finish(void *user, baton_finish reason, uint32_t p, uint32_t c, const char *m) {
     load_count *n = user;
-    (void)reason, (void)p, (void)m;
+    (void)p;
     pthread_mutex_lock(&n->mu);
     n->done++;
     n->tokens += c;
+    if (reason != BATON_FINISH_MAX_TOKENS && n->failed++ == 0)
+        snprintf(n->why, sizeof n->why, "%s", m != NULL && m[0] != '\0' ? m : "(no message)");
     pthread_cond_signal(&n->cond);
     pthread_mutex_unlock(&n->mu);
 }
@@ -150,7 +153,8 @@ static bool load_never(void *user) {
 }
 
 /* Runs streams greedy streams at once (16-token prompts, max_tokens tokens each) and returns
- * the generated tokens per second over the whole run; -1 on failure. */
+ * the generated tokens per second over the whole run; -1 on failure, a stream that ended before
+ * its max_tokens included. */
 static double load_run(baton_pipe *p, const baton_tokenizer *tok, int streams, int max_tokens,
                        int micro_batches, int *target, baton_error *err) {
     static const baton_stream_sink sink = {load_emit, load_finish, load_never, load_never};
@@ -180,6 +184,11 @@ static double load_run(baton_pipe *p, const baton_tokenizer *tok, int streams, i
     baton_scheduler_stats_get(s, &st);
     *target = st.micro_batches_target;
     baton_scheduler_free(s);
+    if (n.failed > 0) {
+        baton_fail(err, BATON_ERR_UNAVAILABLE, "%d of %d streams ended before %d tokens: %s",
+                   n.failed, streams, max_tokens, n.why);
+        return -1;
+    }
     return (double)n.tokens / t;
 }
 
@@ -214,6 +223,12 @@ static int bench_load(const char *model_path, int n, int max_tokens) {
         baton_tensor_set_open(model_path, &set, &err) != BATON_OK ||
         baton_tokenizer_open("bytes", &tok, &err) != BATON_OK)
         goto out;
+    if (model->n_vocab > baton_tokenizer_n_vocab(tok)) {
+        baton_fail(&err, BATON_ERR_ARG, "--load generates text through the bytes tokenizer, which "
+                   "has %d ids; this model has %d (baton synth --vocab 256 makes one that fits)",
+                   baton_tokenizer_n_vocab(tok), model->n_vocab);
+        goto out;
+    }
     printf("model %s: %d layers, n_embd %d; %d tokens per stream (16-token prompts), greedy; "
            "generated tokens/s at 1, 8, 64, 256 streams (micro-batches chosen)\n",
            model_path, model->n_layer, model->n_embd, max_tokens);
