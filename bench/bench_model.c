@@ -177,3 +177,42 @@ double bench_now_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+baton_model *bench_model_announce(int n_layer, int n_embd, int n_vocab) {
+    double t0 = bench_now_s();
+    baton_model *model = bench_model_new(n_layer, n_embd, n_vocab, 1);
+    if (model == NULL) {
+        fprintf(stderr, "baton bench: out of memory building the model\n");
+        return NULL;
+    }
+    printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n",
+           bench_model_weight_bytes(n_layer, n_embd, n_vocab) * 1e-9, bench_now_s() - t0);
+    return model;
+}
+
+baton_stage_config bench_stage_config(int n_layer, int max_batch, int max_tokens) {
+    return (baton_stage_config){
+        .layer_begin = 0, .layer_end = n_layer, .with_embedding = true, .with_head = true,
+        .n_slots = max_batch, .max_seqs = max_batch, .max_tokens = max_tokens,
+    };
+}
+
+bool bench_buffers_new(bench_buffers *b, int max_batch, int max_tokens, int n_vocab) {
+    b->tokens = calloc((size_t)max_tokens, sizeof *b->tokens);
+    b->out = calloc((size_t)max_batch, sizeof *b->out);
+    b->seqs = calloc((size_t)max_batch, sizeof *b->seqs);
+    b->sampling = calloc((size_t)max_batch, sizeof *b->sampling);
+    if (!b->tokens || !b->out || !b->seqs || !b->sampling) {
+        fprintf(stderr, "baton bench: out of memory\n");
+        return false;
+    }
+    for (int i = 0; i < max_tokens; i++) b->tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)n_vocab);
+    return true;
+}
+
+void bench_buffers_free(bench_buffers *b) {
+    free(b->tokens);
+    free(b->out);
+    free(b->seqs);
+    free(b->sampling);
+}

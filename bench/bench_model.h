@@ -5,12 +5,33 @@
 #ifndef BATON_BENCH_MODEL_H
 #define BATON_BENCH_MODEL_H
 
+#include "backend.h"
 #include "model.h"
 
 /* n_layer layers of width n_embd, vocabulary n_vocab, FFN 4 n_embd; seed picks the weights.
  * Returns NULL when memory runs out. */
 baton_model *bench_model_new(int n_layer, int n_embd, int n_vocab, uint64_t seed);
 void bench_model_free(baton_model *model);
+
+/* bench_model_new with seed 1, and the "model:" line (size, seconds to build) on stdout; NULL,
+ * with a line on stderr, when memory runs out. */
+baton_model *bench_model_announce(int n_layer, int n_embd, int n_vocab);
+
+/* The whole model as one stage (embedding and head) with max_batch slots and sequences. */
+baton_stage_config bench_stage_config(int n_layer, int max_batch, int max_tokens);
+
+/* A step's buffers for up to max_batch sequences and max_tokens tokens, the tokens filled with
+ * ids below n_vocab. */
+typedef struct {
+    int32_t *tokens;          /* [max_tokens] */
+    int32_t *out;             /* [max_batch] sampled tokens */
+    baton_seq *seqs;          /* [max_batch] */
+    baton_sampling *sampling; /* [max_batch] */
+} bench_buffers;
+
+/* false, with a line on stderr, when memory runs out; free with bench_buffers_free either way. */
+bool bench_buffers_new(bench_buffers *b, int max_batch, int max_tokens, int n_vocab);
+void bench_buffers_free(bench_buffers *b);
 
 /* Bytes of the fp16 matrices that a step reads (every layer's and the head). */
 double bench_model_weight_bytes(int n_layer, int n_embd, int n_vocab);

@@ -637,21 +637,11 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
            "copies %.1f GB/s\n", copy_bw * 1e-9, dma_bw * 1e-9);
     fflush(stdout);
 
-    double t0 = bench_now_s();
-    baton_model *model = bench_model_new(L, C, V, 1);
-    if (model == NULL) {
-        fprintf(stderr, "baton bench: out of memory building the model\n");
-        return BATON_EXIT_FAIL;
-    }
+    baton_model *model = bench_model_announce(L, C, V);
+    if (model == NULL) return BATON_EXIT_FAIL;
     double weight_bytes = bench_model_weight_bytes(L, C, V);
-    printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n", weight_bytes * 1e-9,
-           bench_now_s() - t0);
-    baton_stage_config cfg = {
-        .layer_begin = 0, .layer_end = L, .with_embedding = true, .with_head = true,
-        .n_slots = max_batch, .max_seqs = max_batch,
-        .max_tokens = prefill > max_batch ? prefill : max_batch,
-    };
-    t0 = bench_now_s();
+    baton_stage_config cfg = bench_stage_config(L, max_batch, prefill > max_batch ? prefill : max_batch);
+    double t0 = bench_now_s();
     baton_backend *be = NULL;
     int rc = BATON_EXIT_FAIL;
     if (baton_vulkan_backend_new(model, &cfg, device, &be, &err) != BATON_OK) {
@@ -663,14 +653,11 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
     fflush(stdout);
 
     int max_tokens = cfg.max_tokens;
-    int32_t *tokens = calloc((size_t)max_tokens, sizeof *tokens), *out = calloc((size_t)max_batch, sizeof *out);
-    baton_seq *seqs = calloc((size_t)max_batch, sizeof *seqs);
-    baton_sampling *sampling = calloc((size_t)max_batch, sizeof *sampling);
-    if (!tokens || !out || !seqs || !sampling) {
-        fprintf(stderr, "baton bench: out of memory\n");
-        goto out_buffers;
-    }
-    for (int i = 0; i < max_tokens; i++) tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+    bench_buffers buf = {0};
+    if (!bench_buffers_new(&buf, max_batch, max_tokens, V)) goto out_buffers;
+    int32_t *tokens = buf.tokens, *out = buf.out;
+    baton_seq *seqs = buf.seqs;
+    baton_sampling *sampling = buf.sampling;
 
     double tps1 = 0.0, tps_max_batch = 0.0, step1 = 0.0, tps8 = 0.0;
     int largest = 0;
@@ -745,10 +732,7 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
                              seqs, sampling, out)
                : BATON_EXIT_OK;
 out_buffers:
-    free(tokens);
-    free(out);
-    free(seqs);
-    free(sampling);
+    bench_buffers_free(&buf);
     baton_backend_free(be);
 out_model:
     bench_model_free(model);

@@ -122,14 +122,11 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
     baton_pool *pool = NULL;
     baton_model *model = NULL;
     baton_backend *be[2] = {NULL, NULL}; /* on `threads` threads, on one */
-    int32_t *tokens = calloc((size_t)max_tokens, sizeof *tokens), *out = calloc((size_t)max_batch, sizeof *out);
-    baton_seq *seqs = calloc((size_t)max_batch, sizeof *seqs);
-    baton_sampling *sampling = calloc((size_t)max_batch, sizeof *sampling);
-    if (!tokens || !out || !seqs || !sampling) {
-        fprintf(stderr, "baton bench: out of memory\n");
-        goto out;
-    }
-    for (int i = 0; i < max_tokens; i++) tokens[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+    bench_buffers buf = {0};
+    if (!bench_buffers_new(&buf, max_batch, max_tokens, V)) goto out;
+    int32_t *tokens = buf.tokens, *out = buf.out;
+    baton_seq *seqs = buf.seqs;
+    baton_sampling *sampling = buf.sampling;
     if (baton_pool_new(threads, &pool, &err) != BATON_OK) {
         fprintf(stderr, "baton bench: %s\n", err.msg);
         goto out;
@@ -145,19 +142,10 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
     printf("copy bandwidth: %.1f GB/s read+written by memcpy on %d thread%s\n", copy_bw * 1e-9,
            threads, threads == 1 ? "" : "s");
     fflush(stdout);
-    double t0 = bench_now_s();
-    model = bench_model_new(L, C, V, 1);
-    if (model == NULL) {
-        fprintf(stderr, "baton bench: out of memory building the model\n");
-        goto out;
-    }
+    model = bench_model_announce(L, C, V);
+    if (model == NULL) goto out;
     double weight_bytes = bench_model_weight_bytes(L, C, V);
-    printf("model: %.2f GB of fp16 weights (head included) built in %.1f s\n", weight_bytes * 1e-9,
-           bench_now_s() - t0);
-    baton_stage_config cfg = {
-        .layer_begin = 0, .layer_end = L, .with_embedding = true, .with_head = true,
-        .n_slots = max_batch, .max_seqs = max_batch, .max_tokens = max_tokens,
-    };
+    baton_stage_config cfg = bench_stage_config(L, max_batch, max_tokens);
     int runs = threads == 1 ? 1 : 2;
     for (int r = 0; r < runs; r++) {
         if (baton_cpu_backend_new_threads(model, &cfg, r == 0 ? threads : 1, &be[r], &err) != BATON_OK) {
@@ -210,9 +198,6 @@ out:
     for (int r = 0; r < 2; r++) baton_backend_free(be[r]);
     bench_model_free(model);
     baton_pool_free(pool);
-    free(tokens);
-    free(out);
-    free(seqs);
-    free(sampling);
+    bench_buffers_free(&buf);
     return rc;
 }
