@@ -155,8 +155,8 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
     }
     if (runs == 2 && !check_threads(be, threads, max_batch, prefill, V, tokens, seqs)) goto out;
     fflush(stdout);
-    /* tokens/s: batch 1, the largest batch, the prefill; on `threads` threads, on one. */
-    double tps[3][2] = {{0}}, step1 = 0.0;
+    /* tokens/s on `threads` threads: batch 1, the largest batch, the prefill. */
+    double tps[3] = {0}, step1 = 0.0;
     int largest = 0;
     for (int bi = 0; bi <= n_batches; bi++) {
         bool is_prefill = bi == n_batches;
@@ -183,15 +183,15 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
         if (!is_prefill && B == 1) step1 = dt[0];
         if (!is_prefill && B > 1 && B < largest) continue;
         if (!is_prefill && B > 1) largest = B;
-        for (int r = 0; r < runs; r++) tps[k][r] = B * T / dt[r];
+        tps[k] = B * T / dt[0];
     }
-    if (tps[0][0] > 0) {
+    if (tps[0] > 0) {
         printf("ratio batch-1 weight bandwidth / memcpy bandwidth: %.2f\n",
                weight_bytes / step1 / copy_bw);
         if (largest > 1)
-            printf("ratio batch-%d / batch-1 tokens/s: %.1f\n", largest, tps[1][0] / tps[0][0]);
-        if (tps[2][0] > 0)
-            printf("ratio prefill / batch-1 tokens/s: %.1f\n", tps[2][0] / tps[0][0]);
+            printf("ratio batch-%d / batch-1 tokens/s: %.1f\n", largest, tps[1] / tps[0]);
+        if (tps[2] > 0)
+            printf("ratio prefill / batch-1 tokens/s: %.1f\n", tps[2] / tps[0]);
     }
     rc = BATON_EXIT_OK;
 out:
