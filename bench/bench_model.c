@@ -216,3 +216,19 @@ void bench_buffers_free(bench_buffers *b) {
     free(b->seqs);
     free(b->sampling);
 }
+
+baton_status bench_step_fresh(baton_backend *be, const bench_buffers *b, int n_seqs, int n_tokens,
+                              const baton_sampling *how, baton_step *step, baton_error *err) {
+    for (int i = 0; i < n_seqs; i++) {
+        baton_status st = be->ops->slot_reset(be, i, err);
+        if (st != BATON_OK) return st;
+        b->seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
+        b->sampling[i] = how != NULL ? *how : (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
+        b->sampling[i].uniform = (float)(i * 7 % 10) / 10.0f + 0.05f;
+    }
+    *step = (baton_step){
+        .n_seqs = n_seqs, .seqs = b->seqs, .tokens = b->tokens, .sampling = b->sampling,
+        .tokens_out = b->out,
+    };
+    return BATON_OK;
+}

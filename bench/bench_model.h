@@ -33,6 +33,12 @@ typedef struct {
 bool bench_buffers_new(bench_buffers *b, int max_batch, int max_tokens, int n_vocab);
 void bench_buffers_free(bench_buffers *b);
 
+/* Resets slots [0, n_seqs) and sets *step to n_seqs sequences of n_tokens each (slot i the
+ * i-th) over b's tokens, sampled as `how` says (NULL: greedy), each its own uniform draw, the
+ * samples into b->out. */
+baton_status bench_step_fresh(baton_backend *be, const bench_buffers *b, int n_seqs, int n_tokens,
+                              const baton_sampling *how, baton_step *step, baton_error *err);
+
 /* Bytes of the fp16 matrices that a step reads (every layer's and the head). */
 double bench_model_weight_bytes(int n_layer, int n_embd, int n_vocab);
 

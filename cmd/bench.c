@@ -70,15 +70,9 @@ static double time_steps_sampled(baton_backend *be, int n_seqs, int n_tokens, do
                                  int32_t *out, step_split *split, const baton_sampling *how,
                                  baton_error *err) {
     *split = (step_split){0};
-    for (int i = 0; i < n_seqs; i++) {
-        if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
-        seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
-        sampling[i] = how != NULL ? *how : (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
-        sampling[i].uniform = (float)(i * 7 % 10) / 10.0f + 0.05f;
-    }
-    baton_step step = {
-        .n_seqs = n_seqs, .seqs = seqs, .tokens = tokens, .sampling = sampling, .tokens_out = out,
-    };
+    const bench_buffers buf = {tokens, out, seqs, sampling};
+    baton_step step;
+    if (bench_step_fresh(be, &buf, n_seqs, n_tokens, how, &step, err) != BATON_OK) return -1.0;
     /* Warm-up: a quarter of the time, at least one step. On the H100 (run E) the first second of
      * batch-1 steps after loading and tuning took 13.55 ms each, the same kernels a moment later
      * 11.75 ms, at the same clocks. */

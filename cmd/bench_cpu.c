@@ -49,17 +49,10 @@ static double copy_bandwidth(baton_pool *pool) {
 
 /* Greedy steps of n_seqs sequences of n_tokens each from fresh slots, a quarter of `seconds` of
  * warm-up first, then at least 2 steps and about `seconds`; seconds per step, < 0 on error. */
-static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double seconds,
-                         int32_t *tokens, baton_seq *seqs, baton_sampling *sampling, int32_t *out,
-                         baton_error *err) {
-    for (int i = 0; i < n_seqs; i++) {
-        if (be->ops->slot_reset(be, i, err) != BATON_OK) return -1.0;
-        seqs[i] = (baton_seq){.slot = i, .n_tokens = n_tokens};
-        sampling[i] = (baton_sampling){.temperature = 0.0f, .top_p = 1.0f};
-    }
-    baton_step step = {
-        .n_seqs = n_seqs, .seqs = seqs, .tokens = tokens, .sampling = sampling, .tokens_out = out,
-    };
+static double time_steps(baton_backend *be, const bench_buffers *buf, int n_seqs, int n_tokens,
+                         double seconds, baton_error *err) {
+    baton_step step;
+    if (bench_step_fresh(be, buf, n_seqs, n_tokens, NULL, &step, err) != BATON_OK) return -1.0;
     double t0 = bench_now_s(), t = t0;
     for (int w = 0; w < 1 || t - t0 < seconds / 4; w++) {
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
@@ -67,37 +60,36 @@ static double time_steps(baton_backend *be, int n_seqs, int n_tokens, double sec
     }
     int steps = 0;
     for (t0 = t; steps < 2 || t - t0 < seconds; steps++) {
-        if (n_tokens == 1) memcpy(tokens, out, (size_t)n_seqs * sizeof *tokens);
+        if (n_tokens == 1) memcpy(buf->tokens, buf->out, (size_t)n_seqs * sizeof *buf->tokens);
         if (baton_backend_step(be, &step, err) != BATON_OK) return -1.0;
         t = bench_now_s();
     }
     return (t - t0) / steps;
 }
 
-/* One step of n sequences of `len` tokens each from fresh slots (greedy), the last token's
- * logits of each into logits ([n][V]); false on error. */
-static bool probe_step(baton_backend *be, int n, int len, const int32_t *tokens, baton_seq *seqs,
-                       float *logits, baton_error *err) {
-    for (int i = 0; i < n; i++) {
-        if (be->ops->slot_reset(be, i, err) != BATON_OK) return false;
-        seqs[i] = (baton_seq){.slot = i, .n_tokens = len};
-    }
-    baton_step step = {.n_seqs = n, .seqs = seqs, .tokens = tokens, .logits = logits};
+/* One step of n sequences of `len` tokens each from fresh slots, the last token's logits of
+ * each into logits ([n][V]); false on error. */
+static bool probe_step(baton_backend *be, const bench_buffers *buf, int n, int len, float *logits,
+                       baton_error *err) {
+    baton_step step;
+    if (bench_step_fresh(be, buf, n, len, NULL, &step, err) != BATON_OK) return false;
+    step.sampling = NULL;
+    step.tokens_out = NULL;
+    step.logits = logits;
     return baton_backend_step(be, &step, err) == BATON_OK;
 }
 
 /* The largest batch's and the prefill's logits on `threads` threads, bitwise against one
  * thread's; false (and a line saying so) where they differ or a step fails. */
 static bool check_threads(baton_backend *const be[2], int threads, int max_batch, int prefill, int V,
-                          const int32_t *tokens, baton_seq *seqs) {
+                          const bench_buffers *buf) {
     baton_error err = {0};
     float *got = malloc((size_t)max_batch * V * sizeof(float));
     float *want = malloc((size_t)max_batch * V * sizeof(float));
     bool ok = got != NULL && want != NULL;
     for (int k = 0; ok && k < (prefill > 0 ? 2 : 1); k++) {
         int n = k == 0 ? max_batch : 1, len = k == 0 ? 1 : prefill;
-        ok = probe_step(be[0], n, len, tokens, seqs, got, &err) &&
-             probe_step(be[1], n, len, tokens, seqs, want, &err);
+        ok = probe_step(be[0], buf, n, len, got, &err) && probe_step(be[1], buf, n, len, want, &err);
         if (!ok) {
             fprintf(stderr, "baton bench: %s\n", err.msg);
             break;
@@ -124,9 +116,6 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
     baton_backend *be[2] = {NULL, NULL}; /* on `threads` threads, on one */
     bench_buffers buf = {0};
     if (!bench_buffers_new(&buf, max_batch, max_tokens, V)) goto out;
-    int32_t *tokens = buf.tokens, *out = buf.out;
-    baton_seq *seqs = buf.seqs;
-    baton_sampling *sampling = buf.sampling;
     if (baton_pool_new(threads, &pool, &err) != BATON_OK) {
         fprintf(stderr, "baton bench: %s\n", err.msg);
         goto out;
@@ -153,7 +142,7 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
             goto out;
         }
     }
-    if (runs == 2 && !check_threads(be, threads, max_batch, prefill, V, tokens, seqs)) goto out;
+    if (runs == 2 && !check_threads(be, threads, max_batch, prefill, V, &buf)) goto out;
     fflush(stdout);
     /* tokens/s on `threads` threads: batch 1, the largest batch, the prefill. */
     double tps[3] = {0}, step1 = 0.0;
@@ -164,7 +153,7 @@ int bench_cpu_run(int threads, int L, int C, int V, const int32_t *batches, int 
         int B = is_prefill ? 1 : batches[bi], T = is_prefill ? prefill : 1;
         double dt[2] = {0};
         for (int r = 0; r < runs; r++) {
-            dt[r] = time_steps(be[r], B, T, seconds, tokens, seqs, sampling, out, &err);
+            dt[r] = time_steps(be[r], &buf, B, T, seconds, &err);
             if (dt[r] < 0) {
                 fprintf(stderr, "baton bench: %s: %s\n", is_prefill ? "prefill" : "decode", err.msg);
                 goto out;
