@@ -90,8 +90,6 @@ baton_status baton_pool_new(int threads, baton_pool **out, baton_error *err) {
     return BATON_OK;
 }
 
-int baton_pool_threads(const baton_pool *pool) { return pool->threads; }
-
 void baton_pool_run(baton_pool *pool, baton_pool_fn fn, void *arg) {
     if (pool->threads == 1) {
         fn(arg, 0, 1);

@@ -13,12 +13,11 @@ enum { BATON_POOL_THREADS_MAX = 256 };
 
 typedef struct baton_pool baton_pool;
 
-/* Part `part` of `parts` (0 <= part < parts == baton_pool_threads) of a job. */
+/* Part `part` of `parts` (0 <= part < parts, parts the pool's thread count) of a job. */
 typedef void (*baton_pool_fn)(void *arg, int part, int parts);
 
 /* Starts threads - 1 workers (1 <= threads <= BATON_POOL_THREADS_MAX). */
 baton_status baton_pool_new(int threads, baton_pool **out, baton_error *err);
-int baton_pool_threads(const baton_pool *pool);
 /* Runs fn(arg, p, n) for every p < n at once, p = 0 on the calling thread; returns when all
  * have returned. */
 void baton_pool_run(baton_pool *pool, baton_pool_fn fn, void *arg);
