@@ -105,6 +105,9 @@ export BATON_VK_TIMEOUT_S=${BATON_VK_TIMEOUT_S:-30}
 # timings, about a second apiece); test_vk_backend's tuning test turns it on itself, and the
 # bench below tunes as a served model does.
 export BATON_VK_TUNE=0
+# Nothing kept between runs: every tuning here times afresh (test_vk_backend's cache test names
+# its own directory).
+export BATON_VK_TUNE_CACHE=off
 
 status=0
 for t in test_vk_ops test_vk_backend test_vk_sample test_vk_big; do

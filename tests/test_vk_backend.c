@@ -7,6 +7,9 @@
  * bounds and just as batch invariant. Tuning (BATON_VK_TUNE) changes no bit of either, and where
  * it chooses the path (BATON_VK_COOPMAT auto) it runs all of one; reading weights ahead
  * (BATON_VK_PREFETCH) and fusing (BATON_VK_FUSE) change none either. */
+#include <dirent.h>
+#include <unistd.h>
+
 #include "fixture_cases.h"
 #include "test_vk_common.h"
 
@@ -476,6 +479,17 @@ static void path_logits(const baton_model *m, const char *path, float *out, bool
     baton_backend_free(b);
 }
 
+/* every_kind's logits on the fp32 path and on the tensor cores, untuned: the real ones where the
+ * device has them (*real), else their emulated variants; the two must differ. */
+static void both_paths(const baton_model *m, float *fp32, float *coop, size_t bytes, bool *real) {
+    bool active = false;
+    path_logits(m, "0", fp32, &active);
+    CHECK(!active);
+    path_logits(m, "1", coop, real);
+    if (!*real) path_logits(m, "emulate", coop, &active);
+    CHECK_MSG(memcmp(fp32, coop, bytes) != 0, "the two paths gave the same bits: nothing to tell apart");
+}
+
 /* BATON_VK_COOPMAT unset (or auto): once the fp32 path is tuned, tuning holds the tensor cores'
  * results to it and times them, and runs every matmul on them when they are clearly faster.
  * The choice is whole and said: every kind of step then runs on the path the tuning names, so
@@ -491,11 +505,7 @@ static void test_coop_auto(const fixture_case *fc) {
     REQUIRE(fp32 && coop && got);
     env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT");
     bool active = false, real = false;
-    path_logits(m, "0", fp32, &active);
-    CHECK(!active);
-    path_logits(m, "1", coop, &real);
-    if (!real) path_logits(m, "emulate", coop, &active);
-    CHECK_MSG(memcmp(fp32, coop, bytes) != 0, "the two paths gave the same bits: nothing to tell apart");
+    both_paths(m, fp32, coop, bytes, &real);
 
     setenv("BATON_VK_TUNE", "1", 1);
     setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
@@ -523,6 +533,152 @@ static void test_coop_auto(const fixture_case *fc) {
     env_restore(&path);
     printf("%s: auto chose the %s path, logits bitwise its own\n", fc->name,
            active ? "tensor-core" : "fp32");
+    free(fp32);
+    free(coop);
+    free(got);
+    baton_model_free(m);
+}
+
+/* The files in dir (their count); into path, one of them other than `besides` (NULL: any). */
+static int dir_files(const char *dir, const char *besides, char *path, size_t n) {
+    DIR *d = opendir(dir);
+    REQUIRE(d != NULL);
+    int count = 0;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        count++;
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (besides == NULL || strcmp(p, besides) != 0) snprintf(path, n, "%s", p);
+    }
+    closedir(d);
+    return count;
+}
+
+/* Replaces the first `from` in the file with `to` (from "" cuts the file after `to` bytes' worth
+ * of lines: to is then a count, in decimal). */
+static void edit_file(const char *path, const char *from, const char *to) {
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f != NULL);
+    static char text[65536], out[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    if (from[0] == '\0') {
+        char *p = text;
+        for (int lines = atoi(to); lines > 0 && p != NULL; lines--) p = strchr(p + 1, '\n');
+        REQUIRE(p != NULL);
+        p[1] = '\0';
+        snprintf(out, sizeof out, "%s", text);
+    } else {
+        char *at = strstr(text, from);
+        REQUIRE(at != NULL);
+        *at = '\0';
+        snprintf(out, sizeof out, "%s%s%s", text, to, at + strlen(from));
+    }
+    f = fopen(path, "wb");
+    REQUIRE(f != NULL && fputs(out, f) >= 0 && fclose(f) == 0);
+}
+
+/* Tuning's choices kept between backends (BATON_VK_TUNE_CACHE): one started again with the
+ * same device, build and stage runs them without timing anything, its logits bitwise the
+ * first's, and says where they came from; the file's path line decides the path every matmul
+ * runs on (the logits then bitwise that path's); another stage shape has a file of its own; a
+ * file that names a configuration this build lacks, is not whole, or was made for another key
+ * is never used (tuning runs again and writes it anew); "off" keeps nothing; a directory that
+ * cannot be made costs only the keeping; a relative one is refused up front. */
+static void test_tune_cache(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    size_t bytes = (size_t)KINDS * m->n_vocab * 4;
+    float *fp32 = malloc(bytes), *coop = malloc(bytes), *got = malloc(bytes);
+    REQUIRE(fp32 && coop && got);
+    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT"),
+              cache = env_save("BATON_VK_TUNE_CACHE");
+    bool active = false, real = false, again = false, ready = false;
+    both_paths(m, fp32, coop, bytes, &real);
+
+    char dir[] = "/tmp/baton-tune-XXXXXX", file[600] = "", choices[4096];
+    REQUIRE(mkdtemp(dir) != NULL);
+    setenv("BATON_VK_TUNE", "1", 1);
+    setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
+    setenv("BATON_VK_TUNE_CACHE", dir, 1);
+    baton_backend *b = open_backend(m, 0, m->n_layer, 40);
+    const char *t = baton_vk_tuning(b);
+    REQUIRE(dir_files(dir, NULL, file, sizeof file) == 1);
+    const char *rest = strstr(t, "): ");
+    CHECK_MSG(strncmp(t, "tuned in ", 9) == 0 && strstr(t, " (kept in ") != NULL &&
+              strstr(t, file) != NULL && rest != NULL, "not kept in %s: %s", file, t);
+    snprintf(choices, sizeof choices, "%s", rest != NULL ? rest + 3 : "");
+    baton_vk_coopmat_state(b, &ready, &active);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "tuned logits not the path's");
+    baton_backend_free(b);
+
+    /* Started again: the same choices, not timed, the same bits. */
+    b = open_backend(m, 0, m->n_layer, 40);
+    t = baton_vk_tuning(b);
+    rest = strstr(t, ".txt: ");
+    CHECK_MSG(strstr(t, ", kept in ") != NULL && rest != NULL && strcmp(rest + 6, choices) == 0,
+              "not the kept choices: %s", t);
+    baton_vk_coopmat_state(b, &ready, &again);
+    CHECK(again == active);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "the kept choices' logits differ");
+    baton_backend_free(b);
+
+    /* The path the file names is the one that runs. */
+    edit_file(file, active ? "path tensor-cores" : "path fp32", active ? "path fp32" : "path tensor-cores");
+    b = open_backend(m, 0, m->n_layer, 40);
+    baton_vk_coopmat_state(b, &ready, &again);
+    CHECK_MSG(again == !active && strstr(baton_vk_tuning(b), ", kept in ") != NULL,
+              "the file's path not taken: %s", baton_vk_tuning(b));
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, !active ? coop : fp32, bytes) == 0, "not the logits of the file's path");
+    baton_backend_free(b);
+
+    /* Files not to use, each timed anew and written whole again; on the fp32 path and a stage
+     * of at most 4 tokens a step (quick to tune), which has a file of its own. */
+    setenv("BATON_VK_COOPMAT", "0", 1);
+    baton_backend_free(open_backend(m, 0, m->n_layer, 4));
+    char small[sizeof file];
+    REQUIRE(dir_files(dir, file, small, sizeof small) == 2);
+    const char *breaks[3][3] = {{"start matvec ", "start matvec 0 wr99 u99\nstart matvec ",
+                                 "line 4: wr99 u99 is no matvec configuration"},
+                                {"", "5", "not whole (no mm32 configuration)"},
+                                {"\nkey v", "\nkey x", "made for another"}};
+    for (int i = 0; i < 3; i++) {
+        edit_file(small, breaks[i][0], breaks[i][1]);
+        b = open_backend(m, 0, m->n_layer, 4);
+        t = baton_vk_tuning(b);
+        CHECK_MSG(strstr(t, "the file there was not used: ") != NULL && strstr(t, breaks[i][2]) != NULL,
+                  "a broken file (%s) used: %s", breaks[i][2], t);
+        baton_backend_free(b);
+        b = open_backend(m, 0, m->n_layer, 4);
+        CHECK_MSG(strstr(baton_vk_tuning(b), ", kept in ") != NULL, "not written anew: %s",
+                  baton_vk_tuning(b));
+        baton_backend_free(b);
+    }
+    CHECK(dir_files(dir, NULL, small, sizeof small) == 2);
+    setenv("BATON_VK_TUNE_CACHE", "off", 1);
+    b = open_backend(m, 0, m->n_layer, 4);
+    CHECK_MSG(strstr(baton_vk_tuning(b), "kept") == NULL, "off: %s", baton_vk_tuning(b));
+    baton_backend_free(b);
+    setenv("BATON_VK_TUNE_CACHE", "/proc/baton/tuning", 1);
+    b = open_backend(m, 0, m->n_layer, 4);
+    CHECK_MSG(strstr(baton_vk_tuning(b), " (not kept: cannot make /proc/baton") != NULL,
+              "an unmakeable directory: %s", baton_vk_tuning(b));
+    baton_backend_free(b);
+    check_refused(m, "BATON_VK_TUNE_CACHE", "relative/dir");
+
+    while (dir_files(dir, NULL, file, sizeof file) > 0) REQUIRE(unlink(file) == 0);
+    rmdir(dir);
+    env_restore(&tune);
+    env_restore(&path);
+    env_restore(&cache);
+    printf("%s: tuning kept and run again bitwise (%s path), its path taken from the file, broken "
+           "files timed anew\n", fc->name, active ? "tensor-core" : "fp32");
     free(fp32);
     free(coop);
     free(got);
@@ -680,6 +836,8 @@ static void test_coopmat(const fixture_case *cases, int n) {
 
 int main(void) {
     vk_test_require_device();
+    /* Tuning times afresh here, and keeps nothing, but where test_tune_cache asks. */
+    setenv("BATON_VK_TUNE_CACHE", "off", 1);
     const char *dir = test_fixtures();
     static fixture_case cases[CASES_MAX];
     int n = fixture_cases_load(dir, cases);
@@ -698,6 +856,7 @@ int main(void) {
         if (i == 0) test_prefetch(fc);
         if (i == 0) test_tuning(fc, false);
         if (i == 0) test_coop_auto(fc);
+        if (i == 0) test_tune_cache(fc);
         if (first_of_model) {
             test_fuse(fc);
             test_streams(fc, small ? 8 : 24);

@@ -822,6 +822,35 @@ static baton_status create_buffers(vk_backend *b, const baton_stage_config *cfg,
     return s;
 }
 
+/* Tuning, or what an earlier tuning of the same stage on the same device kept
+ * (vk_tune_cache.c); b->tuning then says which, and where it is kept or why it is not. */
+static baton_status tune_or_recall(vk_backend *b, baton_error *err) {
+    vk_tune_cache c;
+    vk_tune_cache_locate(b, &c);
+    baton_status s = BATON_OK;
+    if (vk_tune_cache_load(b, &c, &s, err) || s != BATON_OK) return s;
+    char stale[sizeof c.why]; /* why the file there was not used ("" where there was none) */
+    snprintf(stale, sizeof stale, "%s", c.path[0] ? c.why : "");
+    s = vk_backend_tune(b, err);
+    if (s != BATON_OK || c.off) return s;
+    bool kept = vk_tune_cache_store(b, &c);
+    /* "tuned in 1.23 s: ..." becomes "tuned in 1.23 s (kept in FILE): ..." */
+    char *colon = strstr(b->tuning, ": ");
+    char rest[sizeof b->tuning];
+    if (colon == NULL) return BATON_OK;
+    snprintf(rest, sizeof rest, "%s", colon);
+    char note[sizeof c.path + sizeof c.why + sizeof stale + 64];
+    if (kept)
+        snprintf(note, sizeof note, " (kept in %s%s%s)", c.path, stale[0] ? "; the file there was "
+                 "not used: " : "", stale);
+    else
+        snprintf(note, sizeof note, " (not kept: %s)", c.why);
+    *colon = '\0';
+    size_t len = strlen(b->tuning);
+    snprintf(b->tuning + len, sizeof b->tuning - len, "%s%s", note, rest);
+    return BATON_OK;
+}
+
 baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stage_config *config,
                                       int device_index, baton_backend **out, baton_error *err) {
     *out = NULL;
@@ -838,6 +867,12 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (tune_set && strcmp(tune_env, "0") != 0 && strcmp(tune_env, "1") != 0)
         return baton_fail(err, BATON_ERR_ARG, "BATON_VK_TUNE=%s: expected 1 (time the matmul "
                           "configurations and run the fastest) or 0 (the defaults)", tune_env);
+    /* BATON_VK_TUNE_CACHE: where tuning's choices are kept (vk_tune_cache.c). */
+    const char *cache_env = getenv("BATON_VK_TUNE_CACHE");
+    if (!vk_tune_cache_env_ok(cache_env))
+        return baton_fail(err, BATON_ERR_ARG, "BATON_VK_TUNE_CACHE=%.60s: expected off (tuning's "
+                          "choices kept nowhere) or an absolute directory (at most %d bytes)",
+                          cache_env, VK_TUNE_CACHE_DIR_MAX);
     /* BATON_VK_SAMPLE_FEW=N (0 to VK_SAMPLE_FEW_MAX): the most candidates the sampler handles
      * in shared memory before it works over the whole vocabulary (tests run both ways). */
     const char *few_env = getenv("BATON_VK_SAMPLE_FEW");
@@ -941,7 +976,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (s != BATON_OK) goto out_backend;
     bool tune = tune_set ? strcmp(tune_env, "1") == 0 : strcmp(b->ctx.info.type, "cpu") != 0;
     if (tune) {
-        s = vk_backend_tune(b, err);
+        s = tune_or_recall(b, err);
     } else {
         snprintf(b->tuning, sizeof b->tuning, "not tuned (%s): the device kind's defaults; "
                  "path: %s", tune_set ? "BATON_VK_TUNE=0" : "a CPU device; BATON_VK_TUNE=1 tunes it",

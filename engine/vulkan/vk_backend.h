@@ -43,6 +43,9 @@ typedef struct {
     uint32_t vendor_id, device_id;
     uint32_t api_version;       /* VK_MAKE_API_VERSION */
     char driver[520];           /* driver name and info, when the device reports them */
+    uint32_t driver_version;    /* VkPhysicalDeviceProperties::driverVersion, vendor-encoded */
+    uint8_t device_uuid[16];    /* this device (VkPhysicalDeviceIDProperties) */
+    uint8_t pipeline_uuid[16];  /* pipelineCacheUUID: the driver build that compiles for it */
     bool usable;                /* Vulkan >= 1.2 with a compute queue: what the engine needs */
     bool storage16;             /* storageBuffer16BitAccess */
     bool float16, int8;         /* shaderFloat16, shaderInt8 */

@@ -101,9 +101,48 @@ void vk_one_token_notes(const vk_backend *b, char *out, size_t size);
 /* Records the reset of a slot's state (every layer) and its token counts. */
 void vk_record_slot_reset(vk_backend *b, int slot);
 
+/* The kinds of matmul configuration tuning chooses (VK_KIND_*): the size of a kind's table
+ * (vk_matvec_configs, vk_batched_configs or vk_coop_configs), whether entry i is one of the
+ * kind (a batched one that fits its tier, a tensor-core one of its token count), its name, and
+ * where in ctx->start the kind's configuration is kept. */
+int vk_kind_size(int kind);
+bool vk_kind_has(int kind, int i);
+const char *vk_kind_config_name(int kind, int i);
+int *vk_kind_start(vk_context *ctx, int kind);
+
 /* Chooses the fastest matmul configurations for this stage on this device (BATON_VK_TUNE), timing
  * each on the stage's first layer, and makes them the ones vk_kernels_reset returns to; writes
  * what it chose into b->tuning. Overwrites the activations (call it before any step). */
 baton_status vk_backend_tune(vk_backend *b, baton_error *err);
+
+/* The tuning cache (vk_tune_cache.c): what a backend's tuning chose, kept in a file per device,
+ * driver build, kernel build and stage shape, so that a backend started again with the same
+ * ones runs the same choices at once instead of timing again (BATON_VK_TUNE_CACHE). */
+enum { VK_TUNE_CACHE_DIR_MAX = 900 };
+typedef struct {
+    char path[1024]; /* the file, "" where nothing is kept (then why says why) */
+    char key[1400];  /* what the file must have been made for, one line */
+    char why[256];
+    bool off;        /* BATON_VK_TUNE_CACHE=off */
+} vk_tune_cache;
+
+/* Where this backend's tuning is kept (its device, driver and kernels, its stage's shape and
+ * the settings that tuning does not choose), from BATON_VK_TUNE_CACHE: an absolute directory,
+ * or "off" for nowhere; unset, systemd's $CACHE_DIRECTORY, else $XDG_CACHE_HOME/baton, else
+ * $HOME/.cache/baton. vk_tune_cache_env_ok: whether a value of BATON_VK_TUNE_CACHE is one of
+ * those (unset or empty too). */
+bool vk_tune_cache_env_ok(const char *env);
+void vk_tune_cache_locate(const vk_backend *b, vk_tune_cache *c);
+
+/* Makes the choices kept in c->path the backend's (kernels, path, fusing, read-ahead and
+ * b->tuning, which then says where they came from): true when the file is there, was made for
+ * c->key, and every choice in it is one this build and device can run; else false, the backend
+ * as it was, and c->why says why not (unchanged where there was simply no file). A failure of
+ * the device itself while switching is returned in *st. */
+bool vk_tune_cache_load(vk_backend *b, vk_tune_cache *c, baton_status *st, baton_error *err);
+
+/* Writes the backend's tuned choices to c->path (a new file moved into place, so a reader never
+ * sees half of one and two writers leave one whole); false, with c->why, where it cannot. */
+bool vk_tune_cache_store(const vk_backend *b, vk_tune_cache *c);
 
 #endif

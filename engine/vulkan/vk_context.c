@@ -316,6 +316,8 @@ void vk_probe_device(VkInstance instance, VkPhysicalDevice phys, int index,
     info->vendor_id = props.vendorID;
     info->device_id = props.deviceID;
     info->api_version = props.apiVersion;
+    info->driver_version = props.driverVersion;
+    memcpy(info->pipeline_uuid, props.pipelineCacheUUID, sizeof info->pipeline_uuid);
     info->max_storage_range = props.limits.maxStorageBufferRange;
     info->max_shared_bytes = props.limits.maxComputeSharedMemorySize;
     info->max_workgroup_invocations = props.limits.maxComputeWorkGroupInvocations;
@@ -347,6 +349,7 @@ void vk_probe_device(VkInstance instance, VkPhysicalDevice phys, int index,
     info->subgroup_arith = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                            (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     info->max_alloc = p11.maxMemoryAllocationSize;
+    memcpy(info->device_uuid, p11.deviceUUID, sizeof info->device_uuid);
     snprintf(info->driver, sizeof info->driver, "%s%s%s", p12.driverName,
              p12.driverInfo[0] ? " " : "", p12.driverInfo);
 

@@ -85,6 +85,13 @@ typedef struct {
     bool valid;
 } vk_replay;
 
+/* The matmul configurations a context runs by default (vk_kernels_reset): each kind's, and each
+ * role's where it differs from its kind's (-1: the kind's). */
+typedef struct {
+    int matvec, mm8, mm32, mm64, coop_few, coop_many, coop_large;
+    int role_config[VK_KINDS][VK_ROLES];
+} vk_kernel_choice;
+
 typedef struct {
     VkInstance instance;
     VkPhysicalDevice phys;
@@ -130,10 +137,8 @@ typedef struct {
     bool coopmat_emulated;/* tests: matmul_coop.comp's EMULATE variants instead (any device) */
     int coop_few, coop_many, coop_large; /* its configurations (vk_coop_configs) for <= 8, 9 to
                                           * 64 and more tokens */
-    struct {              /* what vk_kernels_reset selects: the device kind's defaults, or what */
-        int matvec, mm8, mm32, mm64, coop_few, coop_many, coop_large; /* tuning chose */
-        int role_config[VK_KINDS][VK_ROLES];
-    } start;
+    vk_kernel_choice start; /* what vk_kernels_reset selects: the device kind's defaults, or
+                             * what tuning chose */
     char coopmat_why[160];/* why coopmat_ready is false */
     bool lost;            /* a wait timed out or the device was lost: refuse further work */
 } vk_context;

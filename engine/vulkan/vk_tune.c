@@ -144,14 +144,14 @@ static const char *const kind_names[K_KINDS] = {
     "tensor-core large",
 };
 
-static int kind_size(int kind) {
+/* The kinds' tables (vk_backend_impl.h). */
+int vk_kind_size(int kind) {
     return kind == K_MATVEC ? VK_MATVEC_CONFIGS
          : kind <= K_B64    ? VK_BATCHED_CONFIGS
                             : VK_COOP_CONFIGS;
 }
 
-/* Whether configuration i of the kind's table is one of the kind. */
-static bool kind_has(int kind, int i) {
+bool vk_kind_has(int kind, int i) {
     switch (kind) {
     case K_B8: return vk_batched_fits(i, VK_TIER_8);
     case K_B32: return vk_batched_fits(i, VK_TIER_32);
@@ -163,13 +163,13 @@ static bool kind_has(int kind, int i) {
     }
 }
 
-static const char *kind_config_name(int kind, int i) {
+const char *vk_kind_config_name(int kind, int i) {
     return kind == K_MATVEC ? vk_matvec_configs[i].name
          : kind <= K_B64    ? vk_batched_configs[i].name
                             : vk_coop_configs[i].name;
 }
 
-static int *kind_start(vk_context *ctx, int kind) {
+int *vk_kind_start(vk_context *ctx, int kind) {
     int *const starts[K_KINDS] = {&ctx->start.matvec, &ctx->start.mm8, &ctx->start.mm32,
                                   &ctx->start.mm64, &ctx->start.coop_few, &ctx->start.coop_many,
                                   &ctx->start.coop_large};
@@ -257,7 +257,7 @@ static void note_kind(char *out, size_t size, int kind, int config, const char *
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     append(out, size, "%s%s %s (%s)", out[0] ? "; " : "", kind_names[kind],
-           kind_config_name(kind, config), what);
+           vk_kind_config_name(kind, config), what);
 }
 
 /* Each of the layer's products (time_layer's order: att.kvr, att.output, ffn.kr, ffn.value) may
@@ -272,12 +272,12 @@ static void note_kind(char *out, size_t size, int kind, int config, const char *
 static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, const double parts[][4],
                                   int pick, char *out, size_t size, double *layer, baton_error *err) {
     vk_context *ctx = &b->ctx;
-    int n = kind_size(kind);
+    int n = vk_kind_size(kind);
     double sum = 0.0;
     for (int p = 0; p < 4; p++) {
         int role = VK_ROLE_ATT_KVR + p;
         double t[TUNE_CONFIGS_MAX];
-        for (int i = 0; i < n; i++) t[i] = secs[i] > 0.0 && kind_has(kind, i) ? parts[i][p] : 0.0;
+        for (int i = 0; i < n; i++) t[i] = secs[i] > 0.0 && vk_kind_has(kind, i) ? parts[i][p] : 0.0;
         int own = t[pick] > 0.0 ? vk_tune_pick(t, n, pick, TUNE_MARGIN) : pick;
         sum = sum >= 0.0 && t[own] > 0.0 ? sum + t[own] : -1.0;
         ctx->start.role_config[kind][role] = own != pick ? own : -1;
@@ -285,8 +285,8 @@ static baton_status pick_per_role(vk_backend *b, int kind, const double *secs, c
         if (st != BATON_OK) return st;
         if (own != pick)
             append(out, size, "; %s %s for %s (%.2fx as fast as %s there)", kind_names[kind],
-                   kind_config_name(kind, own), profile_names[p], t[pick] / t[own],
-                   kind_config_name(kind, pick));
+                   vk_kind_config_name(kind, own), profile_names[p], t[pick] / t[own],
+                   vk_kind_config_name(kind, pick));
     }
     if (sum > 0.0) *layer = sum;
     return BATON_OK;
@@ -305,9 +305,9 @@ static baton_status prebuild(vk_backend *b, baton_error *err) {
         bool coop = kind >= K_COOP_FEW;
         if (coop ? !coop_may : ctx->coopmat) continue;
         if (kind_tokens_on_path(b, kind) == 0) continue;
-        for (int i = 0; i < kind_size(kind); i++) {
+        for (int i = 0; i < vk_kind_size(kind); i++) {
             baton_error why = {0}; /* one the device cannot run is named when timed */
-            if (kind_has(kind, i)) (void)kind_select(ctx, kind, i, &why);
+            if (vk_kind_has(kind, i)) (void)kind_select(ctx, kind, i, &why);
         }
     }
     return vk_kernels_reset(ctx, err);
@@ -336,9 +336,9 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
                               float *ref, float *got, char *out, size_t size, double *best,
                               baton_error *err) {
     vk_context *ctx = &b->ctx;
-    int *start = kind_start(ctx, kind);
-    int n = kind_size(kind), def = *start, members = 0;
-    for (int i = 0; i < n; i++) members += kind_has(kind, i);
+    int *start = vk_kind_start(ctx, kind);
+    int n = vk_kind_size(kind), def = *start, members = 0;
+    for (int i = 0; i < n; i++) members += vk_kind_has(kind, i);
     double secs[TUNE_CONFIGS_MAX] = {0}, one = 0.0, parts[TUNE_CONFIGS_MAX][4] = {{0}};
     bool differs[TUNE_CONFIGS_MAX] = {false};
     size_t bytes = (size_t)T * (size_t)b->C * sizeof(float);
@@ -356,7 +356,7 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     int rounds = members * reps * one * TUNE_ROUNDS > TUNE_KIND_S ? 1 : TUNE_ROUNDS;
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < n; i++) {
-            if (!kind_has(kind, i) || secs[i] < 0.0) continue;
+            if (!vk_kind_has(kind, i) || secs[i] < 0.0) continue;
             baton_error why = {0};
             if (kind_select(ctx, kind, i, &why) != BATON_OK) {
                 secs[i] = -1.0; /* the device cannot run it (shared memory, workgroup size) */
@@ -382,14 +382,14 @@ static baton_status tune_kind(vk_backend *b, int kind, uint32_t T, const vk_buff
     if (pick == def)
         note_kind(out, size, kind, pick, "the default");
     else if (!(secs[def] > 0.0)) /* the default gave no time: no ratio to print */
-        note_kind(out, size, kind, pick, "the default %s gave no time", kind_config_name(kind, def));
+        note_kind(out, size, kind, pick, "the default %s gave no time", vk_kind_config_name(kind, def));
     else
         note_kind(out, size, kind, pick, "%.2fx as fast as %s", secs[def] / secs[pick],
-                  kind_config_name(kind, def));
+                  vk_kind_config_name(kind, def));
     for (int i = 0; i < n; i++)
         if (differs[i])
             append(out, size, "; %s %s NOT BITWISE THE DEFAULT'S HERE, not used", kind_names[kind],
-                   kind_config_name(kind, i));
+                   vk_kind_config_name(kind, i));
     if (st == BATON_OK) st = pick_per_role(b, kind, secs, parts, pick, out, size, best, err);
     return st;
 }
@@ -435,7 +435,7 @@ static baton_status tune_path(vk_backend *b, const vk_buffer *probe, float *ref,
         if (T == 0) continue;
         tt->tokens[kind] = T;
         if (now_s() - tt->t0 > TUNE_TOTAL_S) {
-            note_kind(out, size, kind, *kind_start(&b->ctx, kind), "kept: out of tuning time");
+            note_kind(out, size, kind, *vk_kind_start(&b->ctx, kind), "kept: out of tuning time");
             continue;
         }
         baton_status st = tune_kind(b, kind, T, probe, ref, got, out, size, &tt->best[kind], err);
