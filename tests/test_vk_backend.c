@@ -479,66 +479,6 @@ static void path_logits(const baton_model *m, const char *path, float *out, bool
     baton_backend_free(b);
 }
 
-/* every_kind's logits on the fp32 path and on the tensor cores, untuned: the real ones where the
- * device has them (*real), else their emulated variants; the two must differ. */
-static void both_paths(const baton_model *m, float *fp32, float *coop, size_t bytes, bool *real) {
-    bool active = false;
-    path_logits(m, "0", fp32, &active);
-    CHECK(!active);
-    path_logits(m, "1", coop, real);
-    if (!*real) path_logits(m, "emulate", coop, &active);
-    CHECK_MSG(memcmp(fp32, coop, bytes) != 0, "the two paths gave the same bits: nothing to tell apart");
-}
-
-/* BATON_VK_COOPMAT unset (or auto): once the fp32 path is tuned, tuning holds the tensor cores'
- * results to it and times them, and runs every matmul on them when they are clearly faster.
- * The choice is whole and said: every kind of step then runs on the path the tuning names, so
- * the logits are bitwise that path's untuned ones. With the emulated variants (emulate-auto)
- * where the device has no tensor cores. A bad value is refused before anything is uploaded (and
- * one of BATON_VK_SAMPLE_FEW too). */
-static void test_coop_auto(const fixture_case *fc) {
-    baton_model *m = NULL;
-    baton_error err = {0};
-    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
-    size_t bytes = (size_t)KINDS * m->n_vocab * 4;
-    float *fp32 = malloc(bytes), *coop = malloc(bytes), *got = malloc(bytes);
-    REQUIRE(fp32 && coop && got);
-    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT");
-    bool active = false, real = false;
-    both_paths(m, fp32, coop, bytes, &real);
-
-    setenv("BATON_VK_TUNE", "1", 1);
-    setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
-    baton_backend *b = open_backend(m, 0, m->n_layer, 72); /* past 64: the large kind too */
-    const char *t = baton_vk_tuning(b);
-    bool ready = false;
-    baton_vk_coopmat_state(b, &ready, &active);
-    printf("%s (%s): %s\n", fc->name, real ? "auto" : "emulate-auto", t);
-    CHECK_MSG(strstr(t, "tensor cores within ") != NULL, "the tensor cores not held to fp32: %s", t);
-    CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "tensor-core large ") != NULL &&
-              strstr(t, "64-token ") != NULL, "both paths not tuned: %s", t);
-    CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores, timed side by side, "
-                               : "path: fp32 (the tensor cores, timed side by side, ")
-              != NULL, "the path in use (%s) is not the one named: %s", active ? "tensor cores" : "fp32", t);
-    every_kind(b, got);
-    CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "%s: logits are not bitwise those of "
-              "the %s path", fc->name, active ? "tensor-core" : "fp32");
-    baton_backend_free(b);
-
-    check_refused(m, "BATON_VK_COOPMAT", "yes");
-    env_saved few = env_save("BATON_VK_SAMPLE_FEW");
-    check_refused(m, "BATON_VK_SAMPLE_FEW", "513");
-    env_restore(&few);
-    env_restore(&tune);
-    env_restore(&path);
-    printf("%s: auto chose the %s path, logits bitwise its own\n", fc->name,
-           active ? "tensor-core" : "fp32");
-    free(fp32);
-    free(coop);
-    free(got);
-    baton_model_free(m);
-}
-
 /* The files in dir (their count); into path, one of them other than `besides` (NULL: any). */
 static int dir_files(const char *dir, const char *besides, char *path, size_t n) {
     DIR *d = opendir(dir);
@@ -587,18 +527,12 @@ static void edit_file(const char *path, const char *from, const char *to) {
  * file that names a configuration this build lacks, is not whole, or was made for another key
  * is never used (tuning runs again and writes it anew); "off" keeps nothing; a directory that
  * cannot be made costs only the keeping; a relative one is refused up front. */
-static void test_tune_cache(const fixture_case *fc) {
-    baton_model *m = NULL;
-    baton_error err = {0};
-    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
-    size_t bytes = (size_t)KINDS * m->n_vocab * 4;
-    float *fp32 = malloc(bytes), *coop = malloc(bytes), *got = malloc(bytes);
-    REQUIRE(fp32 && coop && got);
-    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT"),
-              cache = env_save("BATON_VK_TUNE_CACHE");
-    bool active = false, real = false, again = false, ready = false;
-    both_paths(m, fp32, coop, bytes, &real);
-
+/* fp32, coop: every_kind's logits on each path, untuned (test_coop_auto's); real: the tensor
+ * cores are real; got: room for as many. The caller puts the environment back. */
+static void test_tune_cache(const fixture_case *fc, const baton_model *m, const float *fp32,
+                            const float *coop, float *got, size_t bytes, bool real) {
+    env_saved cache = env_save("BATON_VK_TUNE_CACHE");
+    bool active = false, again = false, ready = false;
     char dir[] = "/tmp/baton-tune-XXXXXX", file[600] = "", choices[4096];
     REQUIRE(mkdtemp(dir) != NULL);
     setenv("BATON_VK_TUNE", "1", 1);
@@ -674,11 +608,60 @@ static void test_tune_cache(const fixture_case *fc) {
 
     while (dir_files(dir, NULL, file, sizeof file) > 0) REQUIRE(unlink(file) == 0);
     rmdir(dir);
-    env_restore(&tune);
-    env_restore(&path);
     env_restore(&cache);
     printf("%s: tuning kept and run again bitwise (%s path), its path taken from the file, broken "
            "files timed anew\n", fc->name, active ? "tensor-core" : "fp32");
+}
+
+/* BATON_VK_COOPMAT unset (or auto): once the fp32 path is tuned, tuning holds the tensor cores'
+ * results to it and times them, and runs every matmul on them when they are clearly faster.
+ * The choice is whole and said: every kind of step then runs on the path the tuning names, so
+ * the logits are bitwise that path's untuned ones. With the emulated variants (emulate-auto)
+ * where the device has no tensor cores. What tuning chose is kept for the next backend
+ * (test_tune_cache). A bad value is refused before anything is uploaded (and one of
+ * BATON_VK_SAMPLE_FEW too). */
+static void test_coop_auto(const fixture_case *fc) {
+    baton_model *m = NULL;
+    baton_error err = {0};
+    REQUIRE(baton_model_load(fc->model, NULL, &m, &err) == BATON_OK);
+    size_t bytes = (size_t)KINDS * m->n_vocab * 4;
+    float *fp32 = malloc(bytes), *coop = malloc(bytes), *got = malloc(bytes);
+    REQUIRE(fp32 && coop && got);
+    env_saved tune = env_save("BATON_VK_TUNE"), path = env_save("BATON_VK_COOPMAT");
+    bool active = false, real = false;
+    path_logits(m, "0", fp32, &active);
+    CHECK(!active);
+    path_logits(m, "1", coop, &real);
+    if (!real) path_logits(m, "emulate", coop, &active);
+    CHECK_MSG(memcmp(fp32, coop, bytes) != 0, "the two paths gave the same bits: nothing to tell apart");
+
+    setenv("BATON_VK_TUNE", "1", 1);
+    setenv("BATON_VK_COOPMAT", real ? "auto" : "emulate-auto", 1);
+    baton_backend *b = open_backend(m, 0, m->n_layer, 72); /* past 64: the large kind too */
+    const char *t = baton_vk_tuning(b);
+    bool ready = false;
+    baton_vk_coopmat_state(b, &ready, &active);
+    printf("%s (%s): %s\n", fc->name, real ? "auto" : "emulate-auto", t);
+    CHECK_MSG(strstr(t, "tensor cores within ") != NULL, "the tensor cores not held to fp32: %s", t);
+    CHECK_MSG(strstr(t, "tensor-core many-token ") != NULL && strstr(t, "tensor-core large ") != NULL &&
+              strstr(t, "64-token ") != NULL, "both paths not tuned: %s", t);
+    CHECK_MSG(strstr(t, active ? "path: tensor cores (the tensor cores, timed side by side, "
+                               : "path: fp32 (the tensor cores, timed side by side, ")
+              != NULL, "the path in use (%s) is not the one named: %s", active ? "tensor cores" : "fp32", t);
+    every_kind(b, got);
+    CHECK_MSG(memcmp(got, active ? coop : fp32, bytes) == 0, "%s: logits are not bitwise those of "
+              "the %s path", fc->name, active ? "tensor-core" : "fp32");
+    baton_backend_free(b);
+
+    test_tune_cache(fc, m, fp32, coop, got, bytes, real);
+    check_refused(m, "BATON_VK_COOPMAT", "yes");
+    env_saved few = env_save("BATON_VK_SAMPLE_FEW");
+    check_refused(m, "BATON_VK_SAMPLE_FEW", "513");
+    env_restore(&few);
+    env_restore(&tune);
+    env_restore(&path);
+    printf("%s: auto chose the %s path, logits bitwise its own\n", fc->name,
+           active ? "tensor-core" : "fp32");
     free(fp32);
     free(coop);
     free(got);
@@ -856,7 +839,6 @@ int main(void) {
         if (i == 0) test_prefetch(fc);
         if (i == 0) test_tuning(fc, false);
         if (i == 0) test_coop_auto(fc);
-        if (i == 0) test_tune_cache(fc);
         if (first_of_model) {
             test_fuse(fc);
             test_streams(fc, small ? 8 : 24);
