@@ -642,7 +642,8 @@ static int bench_run(int device, int L, int C, int V, const int32_t *batches, in
         fprintf(stderr, "baton bench: %s\n", err.msg);
         goto out_model;
     }
-    printf("upload: %.1f s (%s)\n", bench_now_s() - t0, be->name);
+    printf("upload: %.1f s (%s); ready in %.1f s, tuning included\n", baton_vk_upload_s(be),
+           be->name, bench_now_s() - t0);
     printf("kernels: %s\n", baton_vk_tuning(be));
     fflush(stdout);
 

@@ -512,6 +512,8 @@ void baton_vk_step_counts(const baton_backend *base, uint32_t *dispatches, uint3
 
 const char *baton_vk_tuning(const baton_backend *base) { return ((const vk_backend *)base)->tuning; }
 
+double baton_vk_upload_s(const baton_backend *base) { return ((const vk_backend *)base)->upload_s; }
+
 bool baton_vk_step_replayed(const baton_backend *base) { return ((const vk_backend *)base)->replayed; }
 
 void baton_vk_step_times(const baton_backend *base, double *gpu_s, double *record_s) {
@@ -956,6 +958,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (config->with_head)
         total += (uint64_t)model->head.rows * (uint64_t)model->head.cols * baton_dtype_size(model->head.dtype);
 
+    double t_up = now_s();
     vk_uploader up;
     s = vk_uploader_init(&b->ctx, &up, total, err);
     if (s != BATON_OK) goto out_backend;
@@ -964,6 +967,7 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
     if (s == BATON_OK && config->with_head) s = vk_matrix_upload(&b->ctx, &up, &model->head, "head", &b->head, err);
     b->head.role = VK_ROLE_HEAD;
     vk_uploader_free(&b->ctx, &up);
+    b->upload_s = now_s() - t_up;
     if (s != BATON_OK) goto out_backend;
     s = create_buffers(b, config, err);
     if (s != BATON_OK) goto out_backend;

@@ -93,6 +93,9 @@ baton_status baton_vulkan_backend_new(const baton_model *model, const baton_stag
  * never chosen. baton_vk_kernels_reset returns to what it chose. */
 const char *baton_vk_tuning(const baton_backend *be);
 
+/* The seconds a Vulkan backend took to convert and upload its weights (its tuning apart). */
+double baton_vk_upload_s(const baton_backend *be);
+
 /* The compute dispatches and barriers the last step of a Vulkan backend recorded (the bench's
  * measure of per-step overhead). */
 void baton_vk_step_counts(const baton_backend *be, uint32_t *dispatches, uint32_t *barriers);

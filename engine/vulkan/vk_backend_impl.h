@@ -61,6 +61,7 @@ typedef struct {
     uint32_t info_words;
     VkDeviceSize up_x_off, down_tok_off;
     char tuning[4096];  /* what vk_backend_tune chose, or why it did not run */
+    double upload_s;    /* converting and uploading the weights took this long */
     uint32_t sample_few;/* the most candidates the sampler's few-candidates way takes
                          * (BATON_VK_SAMPLE_FEW; VK_SAMPLE_FEW_MAX unless set) */
     /* Reading weights ahead in one-token steps (record_prefetch): MiB per read, 0 for none;
