@@ -14,6 +14,10 @@ static void print_device(const baton_vk_device_info *d) {
            d->type, d->api_version >> 22, (d->api_version >> 12) & 0x3ffu, d->api_version & 0xfffu,
            d->vendor_id, d->device_id, d->usable ? "" : "  (not usable: needs Vulkan 1.2 + compute)");
     if (d->driver[0]) printf("    driver: %s\n", d->driver);
+    /* (what names the device and driver build in its tuning's cache key) */
+    printf("    uuid: ");
+    for (int i = 0; i < 16; i++) printf("%02x", d->device_uuid[i]);
+    printf(", driver version 0x%08x\n", d->driver_version);
     printf("    memory: %.1f GiB device-local, %.1f GiB other; max allocation %.0f MiB, max storage "
            "binding %.0f MiB\n", (double)d->device_local_bytes / (1 << 30),
            (double)d->host_bytes / (1 << 30), (double)d->max_alloc / (1 << 20),

@@ -256,7 +256,9 @@ bool vk_tune_cache_load(vk_backend *b, vk_tune_cache *c, baton_status *st, baton
         free(text);
         return false;
     }
-    /* Apply, keeping what was there for a failure. */
+    /* Apply, keeping what was there for a failure (neither step below changes the path when it
+     * fails, and the only switch is onto the tensor cores: a file of the fp32 path is refused
+     * above where they are on from the start). */
     vk_kernel_choice before = ctx->start;
     for (int kind = 0; kind < VK_KINDS; kind++) {
         *vk_kind_start(ctx, kind) = k.start[kind];
@@ -269,7 +271,6 @@ bool vk_tune_cache_load(vk_backend *b, vk_tune_cache *c, baton_status *st, baton
     if (s != BATON_OK) {
         snprintf(c->why, sizeof c->why, "its kernels do not run here: %.200s", why.msg);
         ctx->start = before;
-        if (ctx->coopmat && ctx->coop_mode != VK_COOP_ON) vk_coopmat_use(ctx, false, NULL);
         s = vk_kernels_reset(ctx, err); /* what worked before works again, but for a lost device */
         *st = s;
         free(text);
