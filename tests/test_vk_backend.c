@@ -495,8 +495,8 @@ static int dir_files(const char *dir, const char *besides, char *path, size_t n)
     return count;
 }
 
-/* Replaces the first `from` in the file with `to` (from "" cuts the file after `to` bytes' worth
- * of lines: to is then a count, in decimal). */
+/* Replaces the first `from` in the file with `to`; from "": keeps the file's first `to` lines
+ * (a count, in decimal) and drops the rest. */
 static void edit_file(const char *path, const char *from, const char *to) {
     FILE *f = fopen(path, "rb");
     REQUIRE(f != NULL);
@@ -526,9 +526,9 @@ static void edit_file(const char *path, const char *from, const char *to) {
  * runs on (the logits then bitwise that path's); another stage shape has a file of its own; a
  * file that names a configuration this build lacks, is not whole, or was made for another key
  * is never used (tuning runs again and writes it anew); "off" keeps nothing; a directory that
- * cannot be made costs only the keeping; a relative one is refused up front. */
-/* fp32, coop: every_kind's logits on each path, untuned (test_coop_auto's); real: the tensor
- * cores are real; got: room for as many. The caller puts the environment back. */
+ * cannot be made costs only the keeping; a relative one is refused up front. fp32, coop:
+ * every_kind's logits on each path, untuned (test_coop_auto's); real: the tensor cores are real;
+ * got: room for as many. The caller puts BATON_VK_TUNE and BATON_VK_COOPMAT back. */
 static void test_tune_cache(const fixture_case *fc, const baton_model *m, const float *fp32,
                             const float *coop, float *got, size_t bytes, bool real) {
     env_saved cache = env_save("BATON_VK_TUNE_CACHE");
