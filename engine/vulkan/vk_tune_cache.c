@@ -145,7 +145,8 @@ static bool parse(char *text, const char *key, kept *k, char *why, size_t n) {
     }
     int line_no = 0;
     char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
         line_no++;
         char word[32] = "";
         int a = 0, b = 0, i = 0, used = 0;
@@ -167,8 +168,8 @@ static bool parse(char *text, const char *key, kept *k, char *why, size_t n) {
         } else if (strncmp(line, "choices ", 8) == 0) {
             k->choices = line + 8;
             k->seen |= SEEN_CHOICES;
-        } else if (sscanf(line, "tuned in %lf s%n", &k->seconds, &used) == 1 && line[used] == '\0' &&
-                   k->seconds >= 0.0) {
+        } else if (sscanf(line, "tuned in %lf s%n", &k->seconds, &used) == 1 &&
+                   line[used] == '\0' && k->seconds >= 0.0) {
             k->seen |= SEEN_TUNED;
         } else if (sscanf(line, "start %31s %d %n", word, &i, &used) == 2 && used > 0) {
             /* (a configuration's name, which has spaces, is the rest of the line) */
@@ -181,7 +182,8 @@ static bool parse(char *text, const char *key, kept *k, char *why, size_t n) {
             k->start[kind] = i;
         } else if (sscanf(line, "role %31s %d %d %n", word, &a, &i, &used) == 3 && used > 0) {
             int kind = kind_by_name(word);
-            if (kind < 0 || a <= VK_ROLE_NONE || a >= VK_ROLES || !config_ok(kind, i, line + used)) {
+            if (kind < 0 || a <= VK_ROLE_NONE || a >= VK_ROLES ||
+                !config_ok(kind, i, line + used)) {
                 snprintf(why, n, "line %d: no such role or configuration", line_no);
                 return false;
             }
@@ -193,8 +195,8 @@ static bool parse(char *text, const char *key, kept *k, char *why, size_t n) {
                    b <= (int)(BATON_VK_FUSE_LN | BATON_VK_FUSE_WKV)) {
             k->fuse = (unsigned)b;
             k->seen |= SEEN_FUSE;
-        } else if (sscanf(line, "read-ahead %d%n", &b, &used) == 1 && line[used] == '\0' && b >= 0 &&
-                   b <= VK_PREFETCH_MAX_MIB) {
+        } else if (sscanf(line, "read-ahead %d%n", &b, &used) == 1 && line[used] == '\0' &&
+                   b >= 0 && b <= VK_PREFETCH_MAX_MIB) {
             k->prefetch_mib = (unsigned)b;
             k->seen |= SEEN_PF;
         } else {
@@ -249,7 +251,8 @@ bool vk_tune_cache_load(vk_backend *b, vk_tune_cache *c, baton_status *st, baton
         ok = false;
     }
     if (ok && !k.coop && ctx->coop_mode == VK_COOP_ON) {
-        snprintf(c->why, sizeof c->why, "it runs the fp32 path, where BATON_VK_COOPMAT=1 asks for the tensor cores");
+        snprintf(c->why, sizeof c->why,
+                 "it runs the fp32 path, where BATON_VK_COOPMAT=1 asks for the tensor cores");
         ok = false;
     }
     if (!ok) {
@@ -279,8 +282,8 @@ bool vk_tune_cache_load(vk_backend *b, vk_tune_cache *c, baton_status *st, baton
     if (!b->fuse_pinned) b->fuse = k.fuse;
     if (!b->prefetch_pinned) b->prefetch_mib = k.prefetch_mib;
     vk_replays_invalidate(ctx);
-    snprintf(b->tuning, sizeof b->tuning, "tuned in %.2f s on %s, kept in %s: %s", k.seconds, k.made,
-             c->path, k.choices);
+    snprintf(b->tuning, sizeof b->tuning, "tuned in %.2f s on %s, kept in %s: %s", k.seconds,
+             k.made, c->path, k.choices);
     free(text);
     return true;
 }
@@ -310,7 +313,8 @@ bool vk_tune_cache_store(const vk_backend *b, vk_tune_cache *c) {
     if (!make_dirs(path, c->why, sizeof c->why)) return false;
     static atomic_uint writes; /* (two stages of one process may write at once) */
     char tmp[sizeof c->path + 48];
-    snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", c->path, (long)getpid(), atomic_fetch_add(&writes, 1));
+    snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", c->path, (long)getpid(),
+             atomic_fetch_add(&writes, 1));
     FILE *f = fopen(tmp, "w");
     if (f == NULL) {
         snprintf(c->why, sizeof c->why, "cannot write %.200s: %s", tmp, strerror(errno));
@@ -329,7 +333,9 @@ bool vk_tune_cache_store(const vk_backend *b, vk_tune_cache *c) {
     for (int kind = 0; kind < VK_KINDS; kind++)
         for (int r = VK_ROLE_NONE + 1; r < VK_ROLES; r++) {
             int i = ctx->start.role_config[kind][r];
-            if (i >= 0) fprintf(f, "role %s %d %d %s\n", start_names[kind], r, i, vk_kind_config_name(kind, i));
+            if (i >= 0)
+                fprintf(f, "role %s %d %d %s\n", start_names[kind], r, i,
+                        vk_kind_config_name(kind, i));
         }
     fprintf(f, "path %s\nfused %u\nread-ahead %u\ntuned in %.3f s\nchoices %s\n",
             ctx->coopmat ? "tensor-cores" : "fp32", b->fuse, b->prefetch_mib, seconds,
