@@ -94,16 +94,8 @@ static float dot(const float *a, const float *b, int n) {
  * the tail are added as dot() adds them (no fused multiply-add), so the results are bitwise
  * dot()'s: only the speed depends on the CPU. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
 #include <immintrin.h>
 #define CPU_X86_KERNELS 1
-
-/* AVX2 (whose check includes the OS saving the 256-bit registers) and F16C (CPUID leaf 1, ECX
- * bit 29; clang's __builtin_cpu_supports does not know "f16c"). */
-static bool x86_kernels_supported(void) {
-    unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
-}
 
 __attribute__((target("avx2,f16c"))) static void row_widen_x86(float *dst, const baton_matrix *w,
                                                                int64_t row) {
@@ -514,7 +506,7 @@ baton_status baton_cpu_backend_new_threads(const baton_model *model,
     cb->row_len = C > (size_t)cb->F ? C : (size_t)cb->F;
 #ifdef CPU_X86_KERNELS
     const char *simd = getenv("BATON_CPU_SIMD");
-    cb->x86 = x86_kernels_supported() && !(simd != NULL && strcmp(simd, "0") == 0);
+    cb->x86 = baton_cpu_avx2_f16c() && !(simd != NULL && strcmp(simd, "0") == 0);
 #endif
     cb->slots = malloc((size_t)config->n_slots * slot_bytes(cb) + 1);
     cb->done = malloc((size_t)config->max_seqs * sizeof *cb->done);

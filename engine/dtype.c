@@ -1,5 +1,7 @@
 #include "dtype.h"
 
+#include <math.h>
+
 const char *baton_dtype_name(baton_dtype dtype) {
     switch (dtype) {
     case BATON_F32: return "fp32";
@@ -66,4 +68,77 @@ void baton_convert_to_f32(float *dst, const void *src, baton_dtype dtype, size_t
         return;
     }
     for (size_t i = 0; i < n; i++) dst[i] = baton_load_f32(src, dtype, i);
+}
+
+/* One value, as the upload has always converted it: overflow counted for finite inputs. */
+static uint16_t to_f16_counted(float f, size_t *overflow, float *overflow_max) {
+    uint16_t h = baton_f32_to_f16(f);
+    if ((h & 0x7fffu) == 0x7c00u && isfinite(f)) {
+        (*overflow)++;
+        if (fabsf(f) > *overflow_max) *overflow_max = fabsf(f);
+    }
+    return h;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define DTYPE_X86 1
+
+/* (CPUID leaf 1, ECX bit 29 for F16C: clang's __builtin_cpu_supports does not know "f16c") */
+bool baton_cpu_avx2_f16c(void) {
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) &&
+           (c & (1u << 29)) != 0;
+}
+
+/* Groups of 8 (bf16 or fp32): F16C rounds to nearest even as baton_f32_to_f16 does; a group
+ * with a NaN (whose payload F16C keeps) or a value that became infinite goes through the C
+ * one at a time instead, which makes NaNs its one quiet NaN and counts the overflow. Returns
+ * how many it converted (n rounded down to 8). */
+__attribute__((target("avx2,f16c")))
+static size_t to_f16_x86(uint16_t *dst, const void *src, baton_dtype dtype, size_t n,
+                         size_t *overflow, float *overflow_max) {
+    const unsigned char *p = src;
+    const __m128i abs_mask = _mm_set1_epi16(0x7fff), inf = _mm_set1_epi16(0x7c00);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v;
+        if (dtype == BATON_BF16) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i));
+            v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        } else {
+            v = _mm256_loadu_ps((const float *)(const void *)(p + 4 * i));
+        }
+        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        int nan = _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        int big = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(h, abs_mask), inf));
+        if (nan | big) {
+            for (size_t k = i; k < i + 8; k++)
+                dst[k] = to_f16_counted(baton_load_f32(src, dtype, k), overflow, overflow_max);
+        } else {
+            _mm_storeu_si128((__m128i *)(void *)(dst + i), h);
+        }
+    }
+    return i;
+}
+#else
+bool baton_cpu_avx2_f16c(void) { return false; }
+#endif
+
+size_t baton_convert_to_f16(uint16_t *dst, const void *src, baton_dtype dtype, size_t n, bool simd,
+                            float *overflow_max) {
+    if (dtype == BATON_F16) {
+        memcpy(dst, src, n * 2);
+        return 0;
+    }
+    size_t overflow = 0, i = 0;
+#ifdef DTYPE_X86
+    if (simd) i = to_f16_x86(dst, src, dtype, n, &overflow, overflow_max);
+#else
+    (void)simd;
+#endif
+    for (; i < n; i++)
+        dst[i] = to_f16_counted(baton_load_f32(src, dtype, i), &overflow, overflow_max);
+    return overflow;
 }

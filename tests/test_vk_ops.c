@@ -53,6 +53,44 @@ static void upload_f16(const uint16_t *w16, int N, int K, uint64_t chunk_bytes, 
     REQUIRE(st == BATON_OK);
 }
 
+/* fp32 and bf16 weights are converted to fp16 at upload (baton_convert_to_f16, bitwise checked
+ * in test_dtype): a matrix with values past fp16's range is refused, naming how many and the
+ * largest, whichever of its rows and threads they fall in; one within range goes up. */
+static void test_upload_range(void) {
+    enum { N = 70, K = 48 };
+    static float w32[N * K];
+    static uint16_t w16[N * K];
+    for (int i = 0; i < N * K; i++) w32[i] = (float)((i * 37) % 101 - 50) * 0.01f;
+    w32[5] = 70000.0f;        /* row 0 */
+    w32[40 * K + 7] = -1e6f;  /* row 40: another block */
+    w32[N * K - 1] = 65520.0f; /* the last: rounds past 65504 */
+    w32[3] = 65280.0f;        /* fits (bf16 too: 65504, the largest fp16, is 65536 in bf16) */
+    for (int dt = 0; dt < 2; dt++) {
+        baton_dtype dtype = dt == 0 ? BATON_F32 : BATON_BF16;
+        for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_bf16(w32[i]);
+        baton_matrix bm = {.data = dt == 0 ? (const void *)w32 : (const void *)w16, .dtype = dtype,
+                           .rows = N, .cols = K};
+        vk_uploader up;
+        vk_matrix wm;
+        baton_error err = {0};
+        REQUIRE(vk_uploader_init(&ctx, &up, 1, &err) == BATON_OK);
+        baton_status st = vk_matrix_upload(&ctx, &up, &bm, "w", &wm, &err);
+        CHECK_MSG(st == BATON_ERR_RANGE && strstr(err.msg, "w: 3 values beyond fp16's range") != NULL &&
+                      strstr(err.msg, dt == 0 ? "largest |x| 1e+06" : "largest |x| 999424") != NULL,
+                  "%s: %d, %s", baton_dtype_name(dtype), (int)st, err.msg);
+        w32[5] = w32[40 * K + 7] = w32[N * K - 1] = 1.0f;
+        for (int i = 0; i < N * K; i++) w16[i] = baton_f32_to_bf16(w32[i]);
+        st = vk_matrix_upload(&ctx, &up, &bm, "w", &wm, &err);
+        CHECK_MSG(st == BATON_OK, "%s within range: %s", baton_dtype_name(dtype), err.msg);
+        if (st == BATON_OK) vk_matrix_free(&ctx, &wm);
+        vk_uploader_free(&ctx, &up);
+        w32[5] = 70000.0f;
+        w32[40 * K + 7] = -1e6f;
+        w32[N * K - 1] = 65520.0f;
+    }
+    printf("upload: fp32 and bf16 past fp16's range refused, within it taken\n");
+}
+
 /* W (N, K) random (fp16-exact values), x [T][K]; checks every epilogue and every variant. */
 static void test_matmul(int N, int K, uint64_t chunk_bytes) {
     enum { TMAX = 41 };
@@ -746,6 +784,7 @@ int main(void) {
     }
     printf("device: %s\n", ctx.info.name);
     test_tune_pick();
+    test_upload_range();
     /* Uneven K segments, rows not a multiple of the row block, and forced row chunks. */
     test_matmul(100, 72, 2 * 32 * 72 * 2);
     test_matmul(37, 16, 0);

@@ -2,7 +2,6 @@
  * threads, then copy to device-local buffers. */
 #include "vk_upload.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@ baton_status vk_uploader_init(vk_context *ctx, vk_uploader *up, uint64_t total_b
     memset(up, 0, sizeof *up);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     up->n_threads = n < 1 ? 1 : n > THREADS_MAX ? THREADS_MAX : (int)n;
+    up->simd = baton_cpu_avx2_f16c();
     baton_status s = vk_buffer_create(ctx, STAGING_BYTES_MAX, true, &up->staging, err);
     if (s != BATON_OK) return s;
     baton_progress_begin(&up->progress, "uploading weights", total_bytes);
@@ -25,6 +25,8 @@ baton_status vk_uploader_init(vk_context *ctx, vk_uploader *up, uint64_t total_b
 void vk_uploader_free(vk_context *ctx, vk_uploader *up) {
     if (up->staging.buffer != VK_NULL_HANDLE) baton_progress_end(&up->progress);
     vk_buffer_destroy(ctx, &up->staging);
+    free(up->rows);
+    up->rows = NULL;
 }
 
 void vk_matrix_free(vk_context *ctx, vk_matrix *m) {
@@ -41,6 +43,8 @@ typedef struct {
     int n_parts;
     int64_t cols;
     uint16_t *dst;         /* the staging piece */
+    uint16_t *row;         /* [cols]: a row converted, before it is interleaved */
+    bool simd;             /* F16C conversions (baton_convert_to_f16) */
     int64_t blk_first;     /* first stacked row block of the piece */
     int64_t block_first;   /* blocks of the piece converted by this job: [block_first, block_end) */
     int64_t block_end;
@@ -48,22 +52,8 @@ typedef struct {
     float overflow_max;
 } convert_job;
 
-static uint16_t to_f16(const void *data, baton_dtype dtype, size_t i, convert_job *job) {
-    if (dtype == BATON_F16) {
-        uint16_t h;
-        memcpy(&h, (const char *)data + 2 * i, 2);
-        return h;
-    }
-    float f = baton_load_f32(data, dtype, i);
-    uint16_t h = baton_f32_to_f16(f);
-    if ((h & 0x7fffu) == 0x7c00u && isfinite(f)) {
-        job->overflow++;
-        if (fabsf(f) > job->overflow_max) job->overflow_max = fabsf(f);
-    }
-    return h;
-}
-
-/* Converts blocks [block_first, block_end) of the piece: rows past a part become zeros. */
+/* Converts blocks [block_first, block_end) of the piece: each row to fp16 whole, then its
+ * 8-column chunks to their places in the interleaved layout; rows past a part become zeros. */
 static void *convert_blocks(void *arg) {
     convert_job *job = arg;
     int64_t cols = job->cols, nc = cols / 8;
@@ -73,16 +63,20 @@ static void *convert_blocks(void *arg) {
         int p = job->n_parts - 1;
         while (p > 0 && gb < job->part_blk[p]) p--;
         const baton_matrix *m = job->ms[p];
+        size_t row_bytes = (size_t)cols * baton_dtype_size(m->dtype);
         for (int lane = 0; lane < VK_ROW_BLOCK; lane++) {
             int64_t row = (gb - job->part_blk[p]) * VK_ROW_BLOCK + lane;
+            if (row < m->rows) {
+                const char *src = (const char *)m->data + (size_t)row * row_bytes;
+                job->overflow += baton_convert_to_f16(job->row, src, m->dtype, (size_t)cols,
+                                                      job->simd, &job->overflow_max);
+            }
             for (int64_t c = 0; c < nc; c++) {
                 uint16_t *d = blk + ((size_t)c * VK_ROW_BLOCK + (size_t)lane) * 8;
-                if (row >= m->rows) {
+                if (row < m->rows)
+                    memcpy(d, job->row + c * 8, 16);
+                else
                     memset(d, 0, 16);
-                    continue;
-                }
-                size_t src = (size_t)row * (size_t)cols + (size_t)c * 8;
-                for (int e = 0; e < 8; e++) d[e] = to_f16(m->data, m->dtype, src + (size_t)e, job);
             }
         }
     }
@@ -135,6 +129,15 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
     out->n_chunks = (int)((n_blocks + (int64_t)blocks_per_chunk - 1) / (int64_t)blocks_per_chunk);
     out->chunks = calloc((size_t)out->n_chunks, sizeof *out->chunks);
     if (out->chunks == NULL) return baton_fail(err, BATON_ERR_NOMEM, "%s: out of memory", name);
+    if (up->rows_cols < m->cols) {
+        uint16_t *rows = realloc(up->rows, (size_t)up->n_threads * (size_t)m->cols * sizeof *rows);
+        if (rows == NULL) {
+            vk_matrix_free(ctx, out);
+            return baton_fail(err, BATON_ERR_NOMEM, "%s: out of memory", name);
+        }
+        up->rows = rows;
+        up->rows_cols = m->cols;
+    }
 
     baton_status s = BATON_OK;
     uint64_t overflow = 0;
@@ -158,6 +161,8 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
                     .n_parts = n,
                     .cols = m->cols,
                     .dst = up->staging.mapped,
+                    .row = up->rows + (size_t)t * (size_t)m->cols,
+                    .simd = up->simd,
                     .blk_first = p0,
                     .block_first = nb * t / nt,
                     .block_end = nb * (t + 1) / nt,

@@ -32,6 +32,9 @@ typedef struct {
 typedef struct {
     vk_buffer staging;
     int n_threads;
+    bool simd;          /* F16C conversions where the CPU has them */
+    uint16_t *rows;     /* [n_threads][rows_cols]: each thread's row before it is interleaved */
+    int64_t rows_cols;
     baton_progress progress;
 } vk_uploader;
 
