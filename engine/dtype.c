@@ -1,6 +1,7 @@
 #include "dtype.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 const char *baton_dtype_name(baton_dtype dtype) {
     switch (dtype) {
@@ -134,7 +135,10 @@ size_t baton_convert_to_f16(uint16_t *dst, const void *src, baton_dtype dtype, s
     }
     size_t overflow = 0, i = 0;
 #ifdef DTYPE_X86
-    if (simd) i = to_f16_x86(dst, src, dtype, n, &overflow, overflow_max);
+    static atomic_int have = -1; /* baton_cpu_avx2_f16c(), asked once */
+    int h = atomic_load(&have);
+    if (simd && h < 0) atomic_store(&have, h = baton_cpu_avx2_f16c());
+    if (simd && h) i = to_f16_x86(dst, src, dtype, n, &overflow, overflow_max);
 #else
     (void)simd;
 #endif

@@ -67,7 +67,7 @@ void baton_convert_to_f32(float *dst, const void *src, baton_dtype dtype, size_t
 /* Converts n elements of src (any dtype, any alignment) to fp16, each as baton_f32_to_f16
  * rounds it (fp16 is copied): returns how many finite values became infinite, past fp16's
  * range, and raises *overflow_max to the largest |x| of them. simd: 8 at a time with F16C
- * where baton_cpu_avx2_f16c() (the same bits; false: one at a time in C). */
+ * where the CPU has it (baton_cpu_avx2_f16c; the same bits); false: one at a time in C. */
 size_t baton_convert_to_f16(uint16_t *dst, const void *src, baton_dtype dtype, size_t n, bool simd,
                             float *overflow_max);
 
