@@ -1,8 +1,7 @@
-/* Uploading weights: convert to fp16 on the host, a bounded staging buffer at a time, with
- * threads, then copy to device-local buffers. */
+/* Uploading weights: convert to fp16 on the host, a bounded staging buffer at a time, on a
+ * pool of threads, then copy to device-local buffers. */
 #include "vk_upload.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +14,13 @@ baton_status vk_uploader_init(vk_context *ctx, vk_uploader *up, uint64_t total_b
     memset(up, 0, sizeof *up);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     up->n_threads = n < 1 ? 1 : n > THREADS_MAX ? THREADS_MAX : (int)n;
-    up->simd = baton_cpu_avx2_f16c();
-    baton_status s = vk_buffer_create(ctx, STAGING_BYTES_MAX, true, &up->staging, err);
-    if (s != BATON_OK) return s;
+    baton_status s = baton_pool_new(up->n_threads, &up->pool, err);
+    if (s == BATON_OK) s = vk_buffer_create(ctx, STAGING_BYTES_MAX, true, &up->staging, err);
+    if (s != BATON_OK) {
+        baton_pool_free(up->pool);
+        up->pool = NULL;
+        return s;
+    }
     baton_progress_begin(&up->progress, "uploading weights", total_bytes);
     return BATON_OK;
 }
@@ -25,6 +28,8 @@ baton_status vk_uploader_init(vk_context *ctx, vk_uploader *up, uint64_t total_b
 void vk_uploader_free(vk_context *ctx, vk_uploader *up) {
     if (up->staging.buffer != VK_NULL_HANDLE) baton_progress_end(&up->progress);
     vk_buffer_destroy(ctx, &up->staging);
+    baton_pool_free(up->pool);
+    up->pool = NULL;
     free(up->rows);
     up->rows = NULL;
 }
@@ -43,21 +48,20 @@ typedef struct {
     int n_parts;
     int64_t cols;
     uint16_t *dst;         /* the staging piece */
-    uint16_t *row;         /* [cols]: a row converted, before it is interleaved */
-    bool simd;             /* F16C conversions (baton_convert_to_f16) */
+    uint16_t *rows;        /* [pool part][cols]: a row converted, before it is interleaved */
     int64_t blk_first;     /* first stacked row block of the piece */
-    int64_t block_first;   /* blocks of the piece converted by this job: [block_first, block_end) */
-    int64_t block_end;
-    uint64_t overflow;     /* values fp16 cannot hold */
-    float overflow_max;
+    int64_t n_blocks;      /* the piece's blocks, split over the pool's parts */
+    uint64_t overflow[THREADS_MAX]; /* per part: values fp16 cannot hold, the largest of them */
+    float overflow_max[THREADS_MAX];
 } convert_job;
 
-/* Converts blocks [block_first, block_end) of the piece: each row to fp16 whole, then its
+/* Converts part `part` of `parts` of the piece's blocks: each row to fp16 whole, then its
  * 8-column chunks to their places in the interleaved layout; rows past a part become zeros. */
-static void *convert_blocks(void *arg) {
+static void convert_blocks(void *arg, int part, int parts) {
     convert_job *job = arg;
     int64_t cols = job->cols, nc = cols / 8;
-    for (int64_t b = job->block_first; b < job->block_end; b++) {
+    uint16_t *conv = job->rows + (size_t)part * (size_t)cols;
+    for (int64_t b = job->n_blocks * part / parts; b < job->n_blocks * (part + 1) / parts; b++) {
         uint16_t *blk = job->dst + (size_t)b * VK_ROW_BLOCK * (size_t)cols;
         int64_t gb = job->blk_first + b;
         int p = job->n_parts - 1;
@@ -68,19 +72,18 @@ static void *convert_blocks(void *arg) {
             int64_t row = (gb - job->part_blk[p]) * VK_ROW_BLOCK + lane;
             if (row < m->rows) {
                 const char *src = (const char *)m->data + (size_t)row * row_bytes;
-                job->overflow += baton_convert_to_f16(job->row, src, m->dtype, (size_t)cols,
-                                                      job->simd, &job->overflow_max);
+                job->overflow[part] += baton_convert_to_f16(conv, src, m->dtype, (size_t)cols, true,
+                                                            &job->overflow_max[part]);
             }
             for (int64_t c = 0; c < nc; c++) {
                 uint16_t *d = blk + ((size_t)c * VK_ROW_BLOCK + (size_t)lane) * 8;
                 if (row < m->rows)
-                    memcpy(d, job->row + c * 8, 16);
+                    memcpy(d, conv + c * 8, 16);
                 else
                     memset(d, 0, 16);
             }
         }
     }
-    return NULL;
 }
 
 baton_status vk_matrix_upload(vk_context *ctx, vk_uploader *up, const baton_matrix *m,
@@ -150,33 +153,20 @@ baton_status vk_matrix_upload_stack(vk_context *ctx, vk_uploader *up, const bato
         for (int64_t p0 = b0; p0 < b1 && s == BATON_OK; p0 += (int64_t)blocks_per_piece) {
             int64_t p1 = p0 + (int64_t)blocks_per_piece < b1 ? p0 + (int64_t)blocks_per_piece : b1;
             int64_t nb = p1 - p0;
-            int nt = up->n_threads < nb ? up->n_threads : (int)nb;
-            convert_job jobs[THREADS_MAX];
-            pthread_t threads[THREADS_MAX];
-            bool started[THREADS_MAX] = {0};
-            for (int t = 0; t < nt; t++) {
-                jobs[t] = (convert_job){
-                    .ms = ms,
-                    .part_blk = out->part_blk,
-                    .n_parts = n,
-                    .cols = m->cols,
-                    .dst = up->staging.mapped,
-                    .row = up->rows + (size_t)t * (size_t)m->cols,
-                    .simd = up->simd,
-                    .blk_first = p0,
-                    .block_first = nb * t / nt,
-                    .block_end = nb * (t + 1) / nt,
-                };
-                if (t > 0) started[t] = pthread_create(&threads[t], NULL, convert_blocks, &jobs[t]) == 0;
-            }
-            convert_blocks(&jobs[0]);
-            for (int t = 1; t < nt; t++) {
-                if (started[t]) pthread_join(threads[t], NULL);
-                else convert_blocks(&jobs[t]);
-            }
-            for (int t = 0; t < nt; t++) {
-                overflow += jobs[t].overflow;
-                if (jobs[t].overflow_max > overflow_max) overflow_max = jobs[t].overflow_max;
+            convert_job job = {
+                .ms = ms,
+                .part_blk = out->part_blk,
+                .n_parts = n,
+                .cols = m->cols,
+                .dst = up->staging.mapped,
+                .rows = up->rows,
+                .blk_first = p0,
+                .n_blocks = nb,
+            };
+            baton_pool_run(up->pool, convert_blocks, &job);
+            for (int t = 0; t < up->n_threads; t++) {
+                overflow += job.overflow[t];
+                if (job.overflow_max[t] > overflow_max) overflow_max = job.overflow_max[t];
             }
             s = vk_begin(ctx, err);
             if (s != BATON_OK) break;

@@ -5,6 +5,7 @@
 
 #include "model.h"
 #include "progress.h"
+#include "thread_pool.h"
 #include "vk_context.h"
 
 enum { VK_ROW_BLOCK = 32 };  /* rows per interleaved block: RB in matmul.comp */
@@ -32,7 +33,7 @@ typedef struct {
 typedef struct {
     vk_buffer staging;
     int n_threads;
-    bool simd;          /* F16C conversions where the CPU has them */
+    baton_pool *pool;   /* n_threads converting a piece of the staging buffer each */
     uint16_t *rows;     /* [n_threads][rows_cols]: each thread's row before it is interleaved */
     int64_t rows_cols;
     baton_progress progress;
